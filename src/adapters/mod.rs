@@ -1,0 +1,12 @@
+//! One adapter per backend behind the ports.
+
+mod dynamo_orders;
+#[cfg(test)]
+pub(crate) mod in_memory;
+pub mod polar;
+mod ssm_token;
+mod store_error;
+
+pub use dynamo_orders::{epoch_ms, DynamoOrderLedger};
+pub use ssm_token::{fetch_token, TokenError};
+pub use store_error::StoreError;

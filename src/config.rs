@@ -1,0 +1,217 @@
+//! Typed configuration read from the environment once per container.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::Url;
+use thiserror::Error;
+
+pub const DEFAULT_POLAR_API_URL: &str = "https://api.polar.sh/v1";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub orders_table: String,
+    pub sync_table: String,
+    pub polar_api_url: PolarApiUrl,
+    pub token_source: TokenSource,
+    /// Discounts synced at the same time within one invocation.
+    pub max_concurrent_discounts: usize,
+    pub polar_connect_timeout: Duration,
+    pub polar_request_timeout: Duration,
+}
+
+/// Where the Polar organization access token comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// `POLAR_ACCESS_TOKEN`, for local runs.
+    Inline(AccessToken),
+    /// `POLAR_ACCESS_TOKEN_PARAMETER`: an SSM SecureString, for deployments.
+    SsmParameter(String),
+}
+
+/// A Polar access token. Never printed: `Debug` is redacted and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+/// The Polar API base URL. Plain http is only allowed to loopback (local doubles).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolarApiUrl(Url);
+
+impl PolarApiUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = Url::parse(raw).map_err(|e| e.to_string())?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(host)) => host == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => return Err("must use https (http is only allowed for loopback)".into()),
+            other => return Err(format!("unsupported scheme {other:?}")),
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("must not have a query or fragment".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not carry credentials".into());
+        }
+        Ok(Self(url))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("environment variable {name} is required but not set")]
+    Missing { name: &'static str },
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("no Polar token configured: set POLAR_ACCESS_TOKEN_PARAMETER (an SSM SecureString name) or, for local runs, POLAR_ACCESS_TOKEN")]
+    NoToken,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing { name });
+
+        let polar_api_url = match get("POLAR_API_URL") {
+            Some(raw) => PolarApiUrl::parse(&raw).map_err(|reason| ConfigError::Invalid {
+                name: "POLAR_API_URL",
+                reason,
+            })?,
+            None => PolarApiUrl::parse(DEFAULT_POLAR_API_URL).expect("the default URL is valid"),
+        };
+        let token_source = match (
+            get("POLAR_ACCESS_TOKEN_PARAMETER"),
+            get("POLAR_ACCESS_TOKEN"),
+        ) {
+            (Some(parameter), _) => TokenSource::SsmParameter(parameter),
+            (None, Some(token)) => TokenSource::Inline(AccessToken::new(token.trim().to_owned())),
+            (None, None) => return Err(ConfigError::NoToken),
+        };
+        Ok(Self {
+            orders_table: required("ORDERS_TABLE")?,
+            sync_table: required("SYNC_TABLE")?,
+            polar_api_url,
+            token_source,
+            max_concurrent_discounts: 8,
+            polar_connect_timeout: Duration::from_secs(2),
+            polar_request_timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("ORDERS_TABLE", "orders"),
+        ("SYNC_TABLE", "sync"),
+        ("POLAR_ACCESS_TOKEN", "polar_oat_secret"),
+    ];
+
+    #[test]
+    fn a_minimal_local_environment_is_accepted_with_the_production_api_as_default() {
+        let config = config(BASE).unwrap();
+        assert_eq!(config.orders_table, "orders");
+        assert_eq!(config.sync_table, "sync");
+        assert_eq!(config.polar_api_url.as_str(), "https://api.polar.sh/v1");
+        assert!(matches!(config.token_source, TokenSource::Inline(_)));
+    }
+
+    #[test]
+    fn a_missing_table_is_reported_by_name() {
+        let err = config(&BASE[1..]).unwrap_err();
+        assert!(err.to_string().contains("ORDERS_TABLE"), "{err}");
+        let err = config(&[BASE[0], BASE[2]]).unwrap_err();
+        assert!(err.to_string().contains("SYNC_TABLE"), "{err}");
+    }
+
+    #[test]
+    fn without_any_token_source_the_error_names_both_variables() {
+        let err = config(&BASE[..2]).unwrap_err().to_string();
+        assert!(err.contains("POLAR_ACCESS_TOKEN_PARAMETER") && err.contains("POLAR_ACCESS_TOKEN"));
+    }
+
+    #[test]
+    fn the_ssm_parameter_is_preferred_over_an_inline_token() {
+        let mut vars = BASE.to_vec();
+        vars.push(("POLAR_ACCESS_TOKEN_PARAMETER", "/polar/token"));
+        let config = config(&vars).unwrap();
+        assert!(
+            matches!(config.token_source, TokenSource::SsmParameter(ref p) if p == "/polar/token")
+        );
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_for_loopback() {
+        for ok in [
+            "https://sandbox-api.polar.sh/v1",
+            "http://127.0.0.1:8080/v1",
+            "http://localhost:9/v1",
+            "http://[::1]:9/v1",
+        ] {
+            assert!(PolarApiUrl::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://api.polar.sh/v1",
+            "ftp://api.polar.sh/v1",
+            "not a url",
+            "https://user:pw@api.polar.sh/v1",
+            "https://api.polar.sh/v1?x=1",
+        ] {
+            assert!(PolarApiUrl::parse(bad).is_err(), "{bad}");
+        }
+        let mut vars = BASE.to_vec();
+        vars.push(("POLAR_API_URL", "http://api.polar.sh/v1"));
+        let err = config(&vars).unwrap_err().to_string();
+        assert!(err.contains("POLAR_API_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let config = config(BASE).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("polar_oat_secret"), "{printed}");
+        assert!(printed.contains("redacted"));
+    }
+}

@@ -1,0 +1,7 @@
+//! Domain types: parsed at the edge, free of I/O.
+
+mod message;
+mod plan;
+
+pub use message::{DiscountCode, DiscountId, MessageError, OrderId, SyncRequest, MAX_ORDER_ID_LEN};
+pub use plan::{Plan, SyncAction};

@@ -1,0 +1,100 @@
+//! The Lambda edge: building the handler from the environment, the SQS handler itself,
+//! and reporting init failures to the Runtime API.
+
+use aws_config::BehaviorVersion;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::LambdaEvent;
+use thiserror::Error;
+use tracing::error;
+
+use crate::adapters::polar::{HttpTimeouts, PolarClient};
+use crate::adapters::{fetch_token, DynamoOrderLedger, TokenError};
+use crate::config::{Config, ConfigError, TokenSource};
+use crate::deadline::Deadline;
+use crate::ports::{Discounts, OrderLedger};
+use crate::sync::{process_batch, RetryPolicy, Syncer};
+
+pub struct Handler<L, D> {
+    syncer: Syncer<L, D>,
+    max_concurrent_discounts: usize,
+}
+
+impl<L: OrderLedger, D: Discounts> Handler<L, D> {
+    pub fn new(syncer: Syncer<L, D>, max_concurrent_discounts: usize) -> Self {
+        Self {
+            syncer,
+            max_concurrent_discounts,
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let deadline = Deadline::from_epoch_ms(event.context.deadline);
+        let response = process_batch(
+            &self.syncer,
+            event.payload,
+            deadline,
+            self.max_concurrent_discounts,
+        )
+        .await?;
+        Ok(response)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("could not load the Polar access token")]
+    Token(#[from] TokenError),
+    #[error("could not build the HTTP client")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// Builds the handler once per container: configuration, AWS clients, token, Polar client.
+pub async fn handler_from_env() -> Result<Handler<DynamoOrderLedger, PolarClient>, InitError> {
+    let config = Config::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let token = match &config.token_source {
+        TokenSource::Inline(token) => token.clone(),
+        TokenSource::SsmParameter(name) => {
+            fetch_token(&aws_sdk_ssm::Client::new(&aws), name).await?
+        }
+    };
+    let timeouts = HttpTimeouts {
+        connect: config.polar_connect_timeout,
+        request: config.polar_request_timeout,
+    };
+    let polar = PolarClient::new(&config.polar_api_url, token, timeouts)?;
+    let ledger = DynamoOrderLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.orders_table);
+    let retry = RetryPolicy {
+        reserve: config.polar_request_timeout + std::time::Duration::from_secs(1),
+        ..RetryPolicy::default()
+    };
+    Ok(Handler::new(
+        Syncer::new(ledger, polar, retry),
+        config.max_concurrent_discounts,
+    ))
+}
+
+/// Tells the Runtime API why init failed, so the failure shows as `Runtime.InitError`
+/// with a readable message instead of a bare exit.
+pub async fn report_init_error(err: &InitError) {
+    let message = crate::error_chain(err);
+    error!(error = %message, "initialisation failed");
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let body = serde_json::json!({ "errorType": "Runtime.InitError", "errorMessage": message });
+    let sent = reqwest::Client::new()
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
+        .json(&body)
+        .send()
+        .await;
+    if let Err(err) = sent {
+        error!(error = %err, "could not report the init error to the Runtime API");
+    }
+}

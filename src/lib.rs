@@ -1,0 +1,23 @@
+//! Reflects discount redemptions made outside Polar on Polar's discount limits,
+//! exactly once per order. See README.md for the design.
+
+pub mod adapters;
+pub mod config;
+pub mod deadline;
+pub mod domain;
+pub mod failure;
+pub mod lambda;
+pub mod ports;
+pub mod sync;
+
+/// An error and its sources, outermost first, on one line for logs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,71 @@
+use thiserror::Error;
+
+use crate::adapters::polar::PolarError;
+use crate::adapters::StoreError;
+use crate::domain::{DiscountId, MessageError, OrderId};
+use crate::failure::FailureClass;
+
+/// Why one message was not synced.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error("invalid message")]
+    InvalidMessage(#[from] MessageError),
+    #[error("order {0} not found")]
+    OrderNotFound(OrderId),
+    #[error("order {order} does not match the message: {field} is {on_order:?} on the order but {in_message:?} in the message")]
+    OrderMismatch {
+        order: OrderId,
+        field: &'static str,
+        on_order: Option<String>,
+        in_message: String,
+    },
+    #[error(
+        "discount {discount} has code {on_polar:?} on Polar, but order {order} used {on_order:?}"
+    )]
+    DiscountCodeMismatch {
+        order: OrderId,
+        discount: DiscountId,
+        on_polar: Option<String>,
+        on_order: String,
+    },
+    #[error(
+        "order {order} is being synced by another invocation (claim expires at {expires_at_ms} ms)"
+    )]
+    ClaimHeld { order: OrderId, expires_at_ms: u64 },
+    #[error("not started: too little time left in the invocation")]
+    DeadlineTooClose,
+    #[error(transparent)]
+    Polar(#[from] PolarError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SyncError {
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Self::InvalidMessage(_)
+            | Self::OrderMismatch { .. }
+            | Self::DiscountCodeMismatch { .. } => FailureClass::Permanent,
+            // The checkout's order write may not be visible yet.
+            Self::OrderNotFound(_) | Self::ClaimHeld { .. } | Self::DeadlineTooClose => {
+                FailureClass::Transient
+            }
+            Self::Polar(err) => err.class(),
+            Self::Store(err) => err.class(),
+        }
+    }
+
+    /// A short, stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidMessage(_) => "invalid_message",
+            Self::OrderNotFound(_) => "order_not_found",
+            Self::OrderMismatch { .. } => "order_mismatch",
+            Self::DiscountCodeMismatch { .. } => "discount_code_mismatch",
+            Self::ClaimHeld { .. } => "claim_held",
+            Self::DeadlineTooClose => "deadline_too_close",
+            Self::Polar(_) => "polar",
+            Self::Store(_) => "dynamodb",
+        }
+    }
+}
