@@ -1,0 +1,186 @@
+//! The HTTP/1 server. It runs its own accept loop, rather than `axum::serve`, so that a
+//! fault can close a connection with no response bytes at all: the connection task
+//! drops the socket when its request handler asks for it.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tower::ServiceExt;
+
+use crate::api::{self, ApiRequest, Reply, ReplyBody};
+use crate::state::Shared;
+use crate::{admin, FaultAction, RecordedRequest};
+
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Lets a handler close its own connection without answering.
+#[derive(Clone)]
+struct Connection(Arc<Notify>);
+
+impl Connection {
+    async fn close_without_response(&self) -> Response {
+        self.0.notify_one();
+        // The connection task drops this future together with the socket.
+        std::future::pending().await
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    admin::routes().fallback(polar_api).with_state(shared)
+}
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<()>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Typically out of file descriptors: let some connections finish.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        tokio::spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+    }
+}
+
+async fn serve_connection(stream: TcpStream, router: Router, mut shutdown: watch::Receiver<()>) {
+    let close = Arc::new(Notify::new());
+    let connection = Connection(close.clone());
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(connection.clone());
+        router.clone().oneshot(request)
+    });
+    let http =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = http => {}
+        _ = close.notified() => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+async fn polar_api(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if parts.uri.path().starts_with("/__double") {
+        return into_response(Reply::route_not_found());
+    }
+    let body = to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let index = shared.record(RecordedRequest {
+        method: parts.method.to_string(),
+        path,
+        authorization: header("authorization"),
+        polar_version: header("polar-version"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: None,
+        received_at_ms: shared.elapsed_ms(),
+    });
+    let Some(connection) = parts.extensions.get::<Connection>().cloned() else {
+        return into_response(Reply::fault(
+            500,
+            Some("connection control missing".into()),
+            None,
+        ));
+    };
+
+    let fault = shared.take_fault(
+        parts.method.as_str(),
+        api::discount_id_in_path(parts.uri.path()),
+    );
+    let mut delay = None;
+    let mut drop_after_applying = false;
+    match fault {
+        Some(FaultAction::Status {
+            status,
+            body,
+            retry_after_secs,
+        }) => {
+            let reply = Reply::fault(status, body, retry_after_secs);
+            shared.set_status(index, Some(reply.status.as_u16()));
+            return into_response(reply);
+        }
+        Some(FaultAction::DropConnection) => return connection.close_without_response().await,
+        Some(FaultAction::Delay { millis }) => {
+            delay = Some(std::time::Duration::from_millis(millis));
+        }
+        Some(FaultAction::ApplyThenDropConnection) => drop_after_applying = true,
+        None => {}
+    }
+
+    let api_request = ApiRequest {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+    };
+    // A separate task, so that a client hanging up (say, on its timeout during a delay)
+    // does not stop the request from being applied, as on a real server.
+    let handling = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let reply = api::handle(&shared, &api_request);
+            let status = (!drop_after_applying).then_some(reply.status.as_u16());
+            shared.set_status(index, status);
+            reply
+        }
+    });
+    let reply = match handling.await {
+        Ok(reply) => reply,
+        Err(_) => Reply::fault(
+            500,
+            Some(r#"{"detail":"polar-double panicked"}"#.into()),
+            None,
+        ),
+    };
+    if drop_after_applying {
+        return connection.close_without_response().await;
+    }
+    into_response(reply)
+}
+
+pub(crate) fn into_response(reply: Reply) -> Response {
+    let mut response = match reply.body {
+        ReplyBody::Empty => Body::empty().into_response(),
+        ReplyBody::Json(json) => axum::Json(json).into_response(),
+        ReplyBody::Text(text) => text.into_response(),
+    };
+    *response.status_mut() = reply.status;
+    for (name, value) in reply.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    if matches!(response.status().as_u16(), 204 | 304) {
+        response.headers_mut().remove(CONTENT_TYPE);
+    }
+    response
+}
