@@ -1,7 +1,9 @@
 //! The Lambda edge: building the handler from the environment, the SQS handler itself,
 //! and reporting init failures to the Runtime API.
 
-use aws_config::BehaviorVersion;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use thiserror::Error;
@@ -53,14 +55,22 @@ pub enum InitError {
     HttpClient(#[from] reqwest::Error),
 }
 
-/// Builds the handler once per container: configuration, AWS clients, token, Polar client.
+/// Builds the handler once per container from the environment.
 pub async fn handler_from_env() -> Result<Handler<DynamoOrderLedger, PolarClient>, InitError> {
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    handler_from_config(&config, &aws).await
+}
+
+/// Wires the clients: AWS from `aws`, the token (SSM if so configured), Polar.
+pub async fn handler_from_config(
+    config: &Config,
+    aws: &SdkConfig,
+) -> Result<Handler<DynamoOrderLedger, PolarClient>, InitError> {
     let token = match &config.token_source {
         TokenSource::Inline(token) => token.clone(),
         TokenSource::SsmParameter(name) => {
-            fetch_token(&aws_sdk_ssm::Client::new(&aws), name).await?
+            fetch_token(&aws_sdk_ssm::Client::new(aws), name).await?
         }
     };
     let timeouts = HttpTimeouts {
@@ -68,9 +78,9 @@ pub async fn handler_from_env() -> Result<Handler<DynamoOrderLedger, PolarClient
         request: config.polar_request_timeout,
     };
     let polar = PolarClient::new(&config.polar_api_url, token, timeouts)?;
-    let ledger = DynamoOrderLedger::new(aws_sdk_dynamodb::Client::new(&aws), &config.orders_table);
+    let ledger = DynamoOrderLedger::new(aws_sdk_dynamodb::Client::new(aws), &config.orders_table);
     let retry = RetryPolicy {
-        reserve: config.polar_request_timeout + std::time::Duration::from_secs(1),
+        reserve: config.polar_request_timeout + Duration::from_secs(1),
         ..RetryPolicy::default()
     };
     Ok(Handler::new(

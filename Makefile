@@ -1,0 +1,32 @@
+# polar-discount-sync: `make local` runs the function on a sample event, `make test` runs
+# every check CI runs. Both install their own Python tooling into .venv.
+
+VENV := .venv
+DEV_ENV := $(VENV)/.installed
+EVENT ?= events/sqs-single.json
+
+.PHONY: local test lint fmt dev-env clean
+
+local: $(DEV_ENV)
+	scripts/local.sh $(EVENT)
+
+test: $(DEV_ENV) lint
+	scripts/with-moto.sh cargo test --workspace --locked
+
+lint: $(DEV_ENV)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	$(VENV)/bin/cfn-lint template.yaml
+
+fmt:
+	cargo fmt --all
+
+dev-env: $(DEV_ENV)
+
+$(DEV_ENV): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,483 @@
+//! The handler end to end against a real DynamoDB API (moto) and the Polar double.
+
+mod support;
+
+use std::time::Duration;
+
+use polar_double::{Fault, FaultAction};
+use support::{body, World};
+
+fn fault(method: &str, times: u32, action: FaultAction) -> Fault {
+    Fault {
+        method: Some(method.to_owned()),
+        discount_id: None,
+        times,
+        action,
+    }
+}
+
+fn status(status: u16, body: &str) -> FaultAction {
+    FaultAction::Status {
+        status,
+        body: Some(body.to_owned()),
+        retry_after_secs: None,
+    }
+}
+
+#[tokio::test]
+async fn a_limited_discount_is_decremented_once_and_the_order_marked() {
+    let world = World::start().await;
+    let discount = world.discount("SUMMER25", Some(3));
+    world.put_order("ord_1", discount, "SUMMER25").await;
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "summer25"))])
+        .await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(2)));
+    assert_eq!(world.action("ord_1").await.as_deref(), Some("decremented"));
+    let order = world.order("ord_1").await;
+    let synced_at = order["polarDiscountSyncedAt"].as_s().unwrap();
+    assert!(
+        synced_at.ends_with('Z') && synced_at.contains('T'),
+        "RFC 3339 UTC: {synced_at}"
+    );
+    assert!(
+        !order.contains_key("polarDiscountSyncClaim"),
+        "claim dropped"
+    );
+    assert_eq!(
+        order["total"].as_n().unwrap(),
+        "1990",
+        "other attributes kept"
+    );
+    let path = format!("/v1/discounts/{discount}");
+    assert_eq!(
+        world.polar_requests(),
+        [format!("GET {path}"), format!("PATCH {path}")]
+    );
+    let patch = &world.polar.requests()[1];
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&patch.body).unwrap(),
+        serde_json::json!({"max_redemptions": 2})
+    );
+    assert_eq!(
+        patch.authorization.as_deref(),
+        Some(format!("Bearer {}", support::TOKEN).as_str())
+    );
+}
+
+#[tokio::test]
+async fn the_last_use_deletes_the_discount() {
+    let world = World::start().await;
+    let discount = world.discount("LAST", Some(1));
+    world.put_order("ord_1", discount, "LAST").await;
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "LAST"))])
+        .await;
+
+    assert!(failed.is_empty());
+    assert_eq!(world.max_redemptions(discount), None, "deleted on Polar");
+    assert_eq!(world.action("ord_1").await.as_deref(), Some("deleted"));
+}
+
+#[tokio::test]
+async fn an_unlimited_discount_is_skipped_without_a_write() {
+    let world = World::start().await;
+    let discount = world.discount("FOREVER", None);
+    world.put_order("ord_1", discount, "FOREVER").await;
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "FOREVER"))])
+        .await;
+
+    assert!(failed.is_empty());
+    assert_eq!(world.max_redemptions(discount), Some(None));
+    assert_eq!(
+        world.action("ord_1").await.as_deref(),
+        Some("skipped_unlimited")
+    );
+    assert_eq!(world.polar_requests().len(), 1, "only the GET");
+}
+
+#[tokio::test]
+async fn a_discount_polar_no_longer_has_is_recorded_as_already_deleted() {
+    let world = World::start().await;
+    let discount = uuid::Uuid::new_v4();
+    world.put_order("ord_1", discount, "GONE").await;
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "GONE"))])
+        .await;
+
+    assert!(failed.is_empty());
+    assert_eq!(
+        world.action("ord_1").await.as_deref(),
+        Some("already_deleted")
+    );
+}
+
+#[tokio::test]
+async fn a_404_without_resource_not_found_is_a_failure_not_a_deletion() {
+    let world = World::start().await;
+    let discount = world.discount("CFG", Some(3));
+    world.put_order("ord_1", discount, "CFG").await;
+    world
+        .polar
+        .inject(fault("GET", 10, status(404, r#"{"detail":"Not Found"}"#)));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "CFG"))])
+        .await;
+
+    assert_eq!(failed, ["m1"]);
+    assert_eq!(
+        world.action("ord_1").await,
+        None,
+        "not recorded as an action"
+    );
+    assert_eq!(
+        world.polar_requests().len(),
+        1,
+        "configuration errors are not retried in process"
+    );
+    assert_eq!(world.max_redemptions(discount), Some(Some(3)));
+}
+
+#[tokio::test]
+async fn a_refused_token_is_a_failure_and_the_order_stays_unsynced() {
+    let world = World::start().await;
+    let discount = world.discount("AUTH", Some(3));
+    world.put_order("ord_1", discount, "AUTH").await;
+    world.polar.inject(fault(
+        "GET",
+        10,
+        status(
+            401,
+            r#"{"error":"invalid_token","error_description":"expired"}"#,
+        ),
+    ));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "AUTH"))])
+        .await;
+
+    assert_eq!(failed, ["m1"]);
+    assert_eq!(world.action("ord_1").await, None);
+    let order = world.order("ord_1").await;
+    assert!(
+        !order.contains_key("polarDiscountSyncClaim"),
+        "the claim is released so the retry need not wait"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_in_the_same_batch_decrements_once() {
+    let world = World::start().await;
+    let discount = world.discount("DUP", Some(5));
+    world.put_order("ord_1", discount, "DUP").await;
+    let handler = world.handler().await;
+
+    let message = body("ord_1", discount, "DUP");
+    let failed = world
+        .deliver(&handler, &[("m1", message.clone()), ("m2", message)])
+        .await;
+
+    assert!(failed.is_empty(), "the duplicate is acknowledged");
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+}
+
+#[tokio::test]
+async fn a_duplicate_in_a_later_batch_decrements_nothing_and_calls_no_polar() {
+    let world = World::start().await;
+    let discount = world.discount("DUP", Some(5));
+    world.put_order("ord_1", discount, "DUP").await;
+    let handler = world.handler().await;
+    let message = body("ord_1", discount, "DUP");
+
+    world.deliver(&handler, &[("m1", message.clone())]).await;
+    let calls_after_first = world.polar_requests().len();
+    let failed = world.deliver(&handler, &[("m1-again", message)]).await;
+
+    assert!(failed.is_empty());
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+    assert_eq!(world.polar_requests().len(), calls_after_first);
+}
+
+#[tokio::test]
+async fn a_malformed_body_fails_alone() {
+    let world = World::start().await;
+    let discount = world.discount("OK", Some(5));
+    world.put_order("ord_1", discount, "OK").await;
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(
+            &handler,
+            &[
+                ("bad-json", "{\"orderId\": ".to_owned()),
+                (
+                    "bad-id",
+                    r#"{"orderId":"ord_1","discountId":"../organizations","discountCode":"OK"}"#
+                        .to_owned(),
+                ),
+                ("good", body("ord_1", discount, "OK")),
+            ],
+        )
+        .await;
+
+    assert_eq!(failed, ["bad-id", "bad-json"]);
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+    assert!(world
+        .polar_requests()
+        .iter()
+        .all(|r| r.ends_with(&discount.to_string())));
+}
+
+#[tokio::test]
+async fn an_unknown_order_fails_without_any_polar_request() {
+    let world = World::start().await;
+    let discount = world.discount("X", Some(5));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_missing", discount, "X"))])
+        .await;
+
+    assert_eq!(failed, ["m1"]);
+    assert!(world.polar_requests().is_empty());
+    assert!(
+        world.order("ord_missing").await.is_empty(),
+        "no item created"
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_does_not_match_its_order_makes_no_polar_request() {
+    let world = World::start().await;
+    let used = world.discount("USED", Some(5));
+    let other = world.discount("OTHER", Some(5));
+    world.put_order("ord_1", used, "USED").await;
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(
+            &handler,
+            &[
+                ("wrong-discount", body("ord_1", other, "USED")),
+                ("wrong-code", body("ord_1", used, "OTHER")),
+            ],
+        )
+        .await;
+
+    assert_eq!(failed, ["wrong-code", "wrong-discount"]);
+    assert!(world.polar_requests().is_empty());
+    assert_eq!(world.action("ord_1").await, None);
+    assert_eq!(world.max_redemptions(used), Some(Some(5)));
+    assert_eq!(world.max_redemptions(other), Some(Some(5)));
+}
+
+#[tokio::test]
+async fn polar_server_errors_are_retried_in_process_and_count_once() {
+    let world = World::start().await;
+    let discount = world.discount("FLAKY", Some(5));
+    world.put_order("ord_1", discount, "FLAKY").await;
+    world.polar.inject(fault("GET", 1, status(503, "")));
+    world
+        .polar
+        .inject(fault("PATCH", 2, status(502, "bad gateway")));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "FLAKY"))])
+        .await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+    assert_eq!(world.action("ord_1").await.as_deref(), Some("decremented"));
+}
+
+#[tokio::test]
+async fn a_short_rate_limit_is_waited_out_in_process() {
+    let world = World::start().await;
+    let discount = world.discount("BUSY", Some(5));
+    world.put_order("ord_1", discount, "BUSY").await;
+    world.polar.inject(fault(
+        "GET",
+        1,
+        FaultAction::Status {
+            status: 429,
+            body: None,
+            retry_after_secs: Some(1),
+        },
+    ));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "BUSY"))])
+        .await;
+
+    assert!(failed.is_empty());
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+}
+
+#[tokio::test]
+async fn a_rate_limit_longer_than_the_invocation_sends_the_message_back() {
+    let world = World::start().await;
+    let discount = world.discount("BUSY", Some(5));
+    world.put_order("ord_1", discount, "BUSY").await;
+    world.polar.inject(fault(
+        "GET",
+        1,
+        FaultAction::Status {
+            status: 429,
+            body: None,
+            retry_after_secs: Some(60),
+        },
+    ));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "BUSY"))])
+        .await;
+
+    assert_eq!(failed, ["m1"]);
+    assert_eq!(
+        world.polar_requests().len(),
+        1,
+        "no retry before retry-after"
+    );
+    assert_eq!(world.action("ord_1").await, None);
+}
+
+#[tokio::test]
+async fn a_patch_applied_but_unanswered_is_not_counted_twice() {
+    let world = World::start().await;
+    let discount = world.discount("LOST", Some(5));
+    world.put_order("ord_1", discount, "LOST").await;
+    world
+        .polar
+        .inject(fault("PATCH", 1, FaultAction::ApplyThenDropConnection));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "LOST"))])
+        .await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+    assert_eq!(world.action("ord_1").await.as_deref(), Some("decremented"));
+}
+
+#[tokio::test]
+async fn a_delete_applied_but_unanswered_is_recorded_as_deleted() {
+    let world = World::start().await;
+    let discount = world.discount("LOST", Some(1));
+    world.put_order("ord_1", discount, "LOST").await;
+    world
+        .polar
+        .inject(fault("DELETE", 1, FaultAction::ApplyThenDropConnection));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "LOST"))])
+        .await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), None);
+    assert_eq!(world.action("ord_1").await.as_deref(), Some("deleted"));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_retried() {
+    let world = World::start().await;
+    let discount = world.discount("DROP", Some(5));
+    world.put_order("ord_1", discount, "DROP").await;
+    world
+        .polar
+        .inject(fault("GET", 1, FaultAction::DropConnection));
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "DROP"))])
+        .await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+}
+
+#[tokio::test]
+async fn a_slow_polar_answer_times_out_and_is_retried() {
+    let world = World::start().await;
+    let discount = world.discount("SLOW", Some(5));
+    world.put_order("ord_1", discount, "SLOW").await;
+    world
+        .polar
+        .inject(fault("GET", 1, FaultAction::Delay { millis: 3_000 }));
+    let mut config = world.config();
+    config.polar_request_timeout = Duration::from_millis(500);
+    let handler = polar_discount_sync::lambda::handler_from_config(&config, &world.aws)
+        .await
+        .unwrap();
+
+    let failed = world
+        .deliver(&handler, &[("m1", body("ord_1", discount, "SLOW"))])
+        .await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+    assert_eq!(world.polar_requests().len(), 3, "GET timed out, GET, PATCH");
+}
+
+#[tokio::test]
+async fn a_batch_across_discounts_syncs_each_and_reports_only_failures() {
+    let world = World::start().await;
+    let a = world.discount("AAA", Some(10));
+    let b = world.discount("BBB", Some(2));
+    let c = world.discount("CCC", None);
+    for (order, discount, code) in [
+        ("o1", a, "AAA"),
+        ("o2", a, "AAA"),
+        ("o3", b, "BBB"),
+        ("o4", b, "BBB"),
+        ("o5", c, "CCC"),
+        ("o6", a, "AAA"),
+    ] {
+        world.put_order(order, discount, code).await;
+    }
+    let handler = world.handler().await;
+
+    let failed = world
+        .deliver(
+            &handler,
+            &[
+                ("m1", body("o1", a, "AAA")),
+                ("m2", body("o2", a, "aaa")),
+                ("m3", body("o3", b, "BBB")),
+                ("m4", body("o4", b, "BBB")),
+                ("m5", body("o5", c, "CCC")),
+                ("m6", body("o6", a, "AAA")),
+                ("m7", body("o7", a, "AAA")),
+            ],
+        )
+        .await;
+
+    assert_eq!(failed, ["m7"], "o7 does not exist");
+    assert_eq!(world.max_redemptions(a), Some(Some(7)));
+    assert_eq!(world.max_redemptions(b), None, "second use of 2 deletes");
+    assert_eq!(world.max_redemptions(c), Some(None));
+    assert_eq!(world.action("o3").await.as_deref(), Some("decremented"));
+    assert_eq!(world.action("o4").await.as_deref(), Some("deleted"));
+    assert_eq!(
+        world.action("o5").await.as_deref(),
+        Some("skipped_unlimited")
+    );
+}
