@@ -10,19 +10,19 @@ use thiserror::Error;
 use tracing::error;
 
 use crate::adapters::polar::{HttpTimeouts, PolarClient};
-use crate::adapters::{fetch_token, DynamoOrderLedger, TokenError};
+use crate::adapters::{fetch_token, DynamoStore, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
-use crate::ports::{Discounts, OrderLedger};
+use crate::ports::{DiscountLocks, Discounts, OrderLedger};
 use crate::sync::{process_batch, RetryPolicy, Syncer};
 
-pub struct Handler<L, D> {
-    syncer: Syncer<L, D>,
+pub struct Handler<S, D> {
+    syncer: Syncer<S, D>,
     max_concurrent_discounts: usize,
 }
 
-impl<L: OrderLedger, D: Discounts> Handler<L, D> {
-    pub fn new(syncer: Syncer<L, D>, max_concurrent_discounts: usize) -> Self {
+impl<S: OrderLedger + DiscountLocks, D: Discounts> Handler<S, D> {
+    pub fn new(syncer: Syncer<S, D>, max_concurrent_discounts: usize) -> Self {
         Self {
             syncer,
             max_concurrent_discounts,
@@ -56,7 +56,7 @@ pub enum InitError {
 }
 
 /// Builds the handler once per container from the environment.
-pub async fn handler_from_env() -> Result<Handler<DynamoOrderLedger, PolarClient>, InitError> {
+pub async fn handler_from_env() -> Result<Handler<DynamoStore, PolarClient>, InitError> {
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     handler_from_config(&config, &aws).await
@@ -66,7 +66,7 @@ pub async fn handler_from_env() -> Result<Handler<DynamoOrderLedger, PolarClient
 pub async fn handler_from_config(
     config: &Config,
     aws: &SdkConfig,
-) -> Result<Handler<DynamoOrderLedger, PolarClient>, InitError> {
+) -> Result<Handler<DynamoStore, PolarClient>, InitError> {
     let token = match &config.token_source {
         TokenSource::Inline(token) => token.clone(),
         TokenSource::SsmParameter(name) => {
@@ -78,13 +78,17 @@ pub async fn handler_from_config(
         request: config.polar_request_timeout,
     };
     let polar = PolarClient::new(&config.polar_api_url, token, timeouts)?;
-    let ledger = DynamoOrderLedger::new(aws_sdk_dynamodb::Client::new(aws), &config.orders_table);
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(aws),
+        &config.orders_table,
+        &config.sync_table,
+    );
     let retry = RetryPolicy {
         reserve: config.polar_request_timeout + Duration::from_secs(1),
         ..RetryPolicy::default()
     };
     Ok(Handler::new(
-        Syncer::new(ledger, polar, retry),
+        Syncer::new(store, polar, retry),
         config.max_concurrent_discounts,
     ))
 }

@@ -1,5 +1,5 @@
-//! The two outside systems the sync talks to, as small traits shaped by the use case.
-//! One adapter per backend lives in `adapters`; an in-memory pair backs the fast tests.
+//! The outside systems the sync talks to, as small traits shaped by the use case.
+//! One adapter per backend lives in `adapters`; in-memory ones back the fast tests.
 
 use std::future::Future;
 use std::time::SystemTime;
@@ -8,15 +8,7 @@ use uuid::Uuid;
 
 use crate::adapters::polar::{Discount, PolarError};
 use crate::adapters::StoreError;
-use crate::domain::{DiscountId, OrderId, SyncAction};
-
-/// An exclusive, expiring right to sync one order, held by one invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub token: Uuid,
-    /// Epoch milliseconds after which anyone may take the claim over.
-    pub expires_at_ms: u64,
-}
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
 
 /// The order as the checkout service wrote it: the source of truth for which
 /// discount was used.
@@ -28,40 +20,74 @@ pub struct OrderRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
+    /// Not synced yet: it may be counted under the caller's lease.
     Claimed(OrderRecord),
     AlreadySynced(OrderRecord),
     NotFound,
-    /// Another invocation holds a live claim until `expires_at_ms`.
-    HeldElsewhere {
-        expires_at_ms: u64,
-    },
 }
 
 /// The orders table, seen as a ledger of which orders are reflected on Polar.
 pub trait OrderLedger: Send + Sync {
-    /// Atomically read the order and claim it, unless it is missing, already synced,
-    /// or claimed by someone else whose claim has not expired at `now_ms`.
+    /// Reads the order and, unless it is missing or already synced, tags it with the
+    /// lease that is about to count it, in one conditional write.
     fn claim(
         &self,
         order: &OrderId,
-        claim: &Claim,
-        now_ms: u64,
+        lease: &Lease,
     ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+}
 
-    /// Record the action and drop the claim. Fails with `StoreError::AlreadySynced`
-    /// if the order was marked meanwhile.
-    fn mark_synced(
+/// The exclusive right to change one discount on Polar, held by one invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: Uuid,
+    /// Epoch milliseconds after which another invocation may take the lease over.
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquisition {
+    /// The lease is ours; `pending` is a journal left by a holder that did not finish.
+    Acquired { pending: Option<Journal> },
+    /// Another invocation holds the lease until `expires_at_ms`.
+    Held { expires_at_ms: u64 },
+}
+
+/// Per-discount coordination in `SYNC_TABLE`: the lease and the intent journal.
+pub trait DiscountLocks: Send + Sync {
+    fn acquire(
         &self,
-        order: &OrderId,
-        action: SyncAction,
-        at: SystemTime,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Acquisition, StoreError>> + Send;
+
+    /// Fails with `StoreError::LeaseLost` if the lease is no longer ours.
+    fn record_intent(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        journal: &Journal,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Give the claim back early so a retry need not wait for it to expire.
+    /// Marks `orders` as synced with `action` and clears the journal in one step where the
+    /// store allows it; gives the lease up too when `release` is set.
+    fn complete(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
+        action: SyncAction,
+        at: SystemTime,
+        release: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives the lease up. The journal is cleared too: only call this when no write is
+    /// pending or the pending write is known not to have happened.
     fn release(
         &self,
-        order: &OrderId,
-        claim: &Claim,
+        discount: DiscountId,
+        lease: &Lease,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

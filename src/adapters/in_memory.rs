@@ -5,24 +5,35 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use super::polar::{Discount, PolarError};
+use super::polar::{Discount, Operation, PolarError};
 use super::StoreError;
-use crate::domain::{DiscountId, OrderId, SyncAction};
-use crate::ports::{Claim, ClaimOutcome, Deletion, Discounts, OrderLedger, OrderRecord};
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
+use crate::ports::{
+    Acquisition, ClaimOutcome, Deletion, DiscountLocks, Discounts, Lease, OrderLedger, OrderRecord,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct StoredOrder {
     pub record: Option<OrderRecord>,
     pub synced: Option<SyncAction>,
-    pub claim: Option<Claim>,
+    /// How many times the order was marked: must never exceed one.
+    pub marks: u32,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct StoredDiscount {
+    pub lease: Option<Lease>,
+    pub journal: Option<Journal>,
+}
+
+/// Orders and per-discount leases/journals in memory.
 #[derive(Default)]
-pub struct InMemoryLedger {
+pub struct InMemoryStore {
     pub orders: Mutex<HashMap<String, StoredOrder>>,
+    pub discounts: Mutex<HashMap<DiscountId, StoredDiscount>>,
 }
 
-impl InMemoryLedger {
+impl InMemoryStore {
     pub fn with_order(self, id: &str, discount_id: &str, code: &str) -> Self {
         self.orders.lock().unwrap().insert(
             id.to_owned(),
@@ -40,60 +51,114 @@ impl InMemoryLedger {
     pub fn action(&self, id: &str) -> Option<SyncAction> {
         self.orders.lock().unwrap().get(id)?.synced
     }
+
+    pub fn journal(&self, discount: DiscountId) -> Option<Journal> {
+        self.discounts
+            .lock()
+            .unwrap()
+            .get(&discount)?
+            .journal
+            .clone()
+    }
+
+    pub fn lease(&self, discount: DiscountId) -> Option<Lease> {
+        self.discounts.lock().unwrap().get(&discount)?.lease.clone()
+    }
+
+    fn holding<T>(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        f: impl FnOnce(&mut StoredDiscount) -> T,
+    ) -> Result<T, StoreError> {
+        let mut discounts = self.discounts.lock().unwrap();
+        match discounts.get_mut(&discount) {
+            Some(stored) if stored.lease.as_ref() == Some(lease) => Ok(f(stored)),
+            _ => Err(StoreError::LeaseLost(discount)),
+        }
+    }
 }
 
-impl OrderLedger for InMemoryLedger {
-    async fn claim(
-        &self,
-        order: &OrderId,
-        claim: &Claim,
-        now_ms: u64,
-    ) -> Result<ClaimOutcome, StoreError> {
-        let mut orders = self.orders.lock().unwrap();
-        let Some(stored) = orders.get_mut(order.as_str()) else {
+impl OrderLedger for InMemoryStore {
+    async fn claim(&self, order: &OrderId, _lease: &Lease) -> Result<ClaimOutcome, StoreError> {
+        let orders = self.orders.lock().unwrap();
+        let Some(stored) = orders.get(order.as_str()) else {
             return Ok(ClaimOutcome::NotFound);
         };
         let record = stored.record.clone().unwrap_or(OrderRecord {
             discount_id: None,
             discount_code: None,
         });
-        if stored.synced.is_some() {
-            return Ok(ClaimOutcome::AlreadySynced(record));
-        }
-        if let Some(held) = &stored.claim {
+        Ok(match stored.synced {
+            Some(_) => ClaimOutcome::AlreadySynced(record),
+            None => ClaimOutcome::Claimed(record),
+        })
+    }
+}
+
+impl DiscountLocks for InMemoryStore {
+    async fn acquire(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+    ) -> Result<Acquisition, StoreError> {
+        let mut discounts = self.discounts.lock().unwrap();
+        let stored = discounts.entry(discount).or_default();
+        if let Some(held) = &stored.lease {
             if held.expires_at_ms >= now_ms {
-                return Ok(ClaimOutcome::HeldElsewhere {
+                return Ok(Acquisition::Held {
                     expires_at_ms: held.expires_at_ms,
                 });
             }
         }
-        stored.claim = Some(claim.clone());
-        Ok(ClaimOutcome::Claimed(record))
+        stored.lease = Some(lease.clone());
+        Ok(Acquisition::Acquired {
+            pending: stored.journal.clone(),
+        })
     }
 
-    async fn mark_synced(
+    async fn record_intent(
         &self,
-        order: &OrderId,
+        discount: DiscountId,
+        lease: &Lease,
+        journal: &Journal,
+    ) -> Result<(), StoreError> {
+        self.holding(discount, lease, |stored| {
+            stored.journal = Some(journal.clone())
+        })
+    }
+
+    async fn complete(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
         action: SyncAction,
         _at: SystemTime,
+        release: bool,
     ) -> Result<(), StoreError> {
-        let mut orders = self.orders.lock().unwrap();
-        let stored = orders.get_mut(order.as_str()).expect("marked orders exist");
-        if stored.synced.is_some() {
-            return Err(StoreError::AlreadySynced(order.clone()));
-        }
-        stored.synced = Some(action);
-        stored.claim = None;
-        Ok(())
+        self.holding(discount, lease, |stored| {
+            let mut all = self.orders.lock().unwrap();
+            for order in orders {
+                let stored_order = all.get_mut(order.as_str()).expect("counted orders exist");
+                if stored_order.synced.is_none() {
+                    stored_order.synced = Some(action);
+                    stored_order.marks += 1;
+                }
+            }
+            stored.journal = None;
+            if release {
+                stored.lease = None;
+            }
+        })
     }
 
-    async fn release(&self, order: &OrderId, claim: &Claim) -> Result<(), StoreError> {
-        let mut orders = self.orders.lock().unwrap();
-        if let Some(stored) = orders.get_mut(order.as_str()) {
-            if stored.claim.as_ref() == Some(claim) {
-                stored.claim = None;
-            }
-        }
+    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreError> {
+        let _ = self.holding(discount, lease, |stored| {
+            stored.lease = None;
+            stored.journal = None;
+        });
         Ok(())
     }
 }
@@ -105,11 +170,18 @@ pub enum Call {
     Delete,
 }
 
-/// Polar's discounts in memory; `failures` are returned, in order, before real answers.
+/// A scripted Polar failure: answered instead of the call, or after applying it.
+pub enum Scripted {
+    Fail(PolarError),
+    ApplyThenFail(PolarError),
+}
+
+/// Polar's discounts in memory; scripted failures are used up in order, each by the
+/// first call of its operation.
 #[derive(Default)]
 pub struct InMemoryDiscounts {
     pub discounts: Mutex<HashMap<DiscountId, Discount>>,
-    pub failures: Mutex<VecDeque<PolarError>>,
+    pub script: Mutex<VecDeque<(Operation, Scripted)>>,
     pub calls: Mutex<Vec<Call>>,
 }
 
@@ -126,8 +198,8 @@ impl InMemoryDiscounts {
         self
     }
 
-    pub fn fail_next(&self, err: PolarError) {
-        self.failures.lock().unwrap().push_back(err);
+    pub fn script(&self, on: Operation, step: Scripted) {
+        self.script.lock().unwrap().push_back((on, step));
     }
 
     pub fn max_redemptions(&self, id: DiscountId) -> Option<Option<i64>> {
@@ -142,20 +214,39 @@ impl InMemoryDiscounts {
         self.calls.lock().unwrap().clone()
     }
 
-    fn record(&self, call: Call) -> Result<(), PolarError> {
+    /// Records the call and runs `apply` unless the script says otherwise.
+    fn call<T>(
+        &self,
+        call: Call,
+        apply: impl FnOnce(&mut HashMap<DiscountId, Discount>) -> T,
+    ) -> Result<T, PolarError> {
         self.calls.lock().unwrap().push(call);
-        self.failures
-            .lock()
-            .unwrap()
-            .pop_front()
-            .map_or(Ok(()), Err)
+        let operation = match call {
+            Call::Get => Operation::Get,
+            Call::Update(_) => Operation::Update,
+            Call::Delete => Operation::Delete,
+        };
+        let scripted = {
+            let mut script = self.script.lock().unwrap();
+            let position = script.iter().position(|(on, _)| *on == operation);
+            position
+                .and_then(|i| script.remove(i))
+                .map(|(_, step)| step)
+        };
+        match scripted {
+            Some(Scripted::Fail(err)) => Err(err),
+            Some(Scripted::ApplyThenFail(err)) => {
+                apply(&mut self.discounts.lock().unwrap());
+                Err(err)
+            }
+            None => Ok(apply(&mut self.discounts.lock().unwrap())),
+        }
     }
 }
 
 impl Discounts for InMemoryDiscounts {
     async fn get(&self, id: DiscountId) -> Result<Option<Discount>, PolarError> {
-        self.record(Call::Get)?;
-        Ok(self.discounts.lock().unwrap().get(&id).cloned())
+        self.call(Call::Get, |all| all.get(&id).cloned())
     }
 
     async fn set_max_redemptions(
@@ -163,17 +254,16 @@ impl Discounts for InMemoryDiscounts {
         id: DiscountId,
         max: i64,
     ) -> Result<Option<Discount>, PolarError> {
-        self.record(Call::Update(max))?;
-        let mut discounts = self.discounts.lock().unwrap();
-        Ok(discounts.get_mut(&id).map(|d| {
-            d.max_redemptions = Some(max);
-            d.clone()
-        }))
+        self.call(Call::Update(max), |all| {
+            all.get_mut(&id).map(|d| {
+                d.max_redemptions = Some(max);
+                d.clone()
+            })
+        })
     }
 
     async fn delete(&self, id: DiscountId) -> Result<Deletion, PolarError> {
-        self.record(Call::Delete)?;
-        Ok(match self.discounts.lock().unwrap().remove(&id) {
+        self.call(Call::Delete, |all| match all.remove(&id) {
             Some(_) => Deletion::Deleted,
             None => Deletion::Gone,
         })

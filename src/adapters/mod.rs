@@ -1,12 +1,12 @@
 //! One adapter per backend behind the ports.
 
-mod dynamo_orders;
+mod dynamo_store;
 #[cfg(test)]
 pub(crate) mod in_memory;
 pub mod polar;
 mod ssm_token;
 mod store_error;
 
-pub use dynamo_orders::{epoch_ms, DynamoOrderLedger};
+pub use dynamo_store::{epoch_ms, DynamoStore};
 pub use ssm_token::{fetch_token, TokenError};
 pub use store_error::StoreError;

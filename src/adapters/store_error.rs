@@ -3,7 +3,7 @@ use std::error::Error as StdError;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use thiserror::Error;
 
-use crate::domain::OrderId;
+use crate::domain::DiscountId;
 use crate::failure::{FailureClass, RetryHint};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -29,8 +29,12 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    #[error("order {0} was marked as synced by someone else meanwhile")]
-    AlreadySynced(OrderId),
+    /// The lease expired and another invocation took it: this one must stop writing.
+    #[error("the lease on discount {0} was taken over by another invocation")]
+    LeaseLost(DiscountId),
+    /// Needs an operator: the journal cannot be resolved, so the discount stays locked.
+    #[error("the journal on discount {0} in SYNC_TABLE cannot be read")]
+    CorruptJournal(DiscountId),
 }
 
 impl StoreError {
@@ -65,11 +69,18 @@ impl StoreError {
     pub fn class(&self) -> FailureClass {
         match self {
             Self::Request { class, .. } => *class,
-            Self::AlreadySynced(_) => FailureClass::Permanent,
+            Self::LeaseLost(_) => FailureClass::Transient,
+            Self::CorruptJournal(_) => FailureClass::Configuration,
         }
     }
 
     pub fn retry_hint(&self) -> Option<RetryHint> {
-        (self.class() == FailureClass::Transient).then_some(RetryHint { not_before: None })
+        match self {
+            Self::Request {
+                class: FailureClass::Transient,
+                ..
+            } => Some(RetryHint { not_before: None }),
+            _ => None,
+        }
     }
 }

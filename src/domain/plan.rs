@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::Intent;
+
 /// What happened to Polar for an order; stored on the order as `polarDiscountSyncAction`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncAction {
@@ -49,6 +51,15 @@ impl Plan {
             Some(max) => Self::Delete {
                 oversold_by: redemptions.saturating_sub(max.max(0)) as u64,
             },
+        }
+    }
+
+    /// The Polar write this plan needs, if any.
+    pub fn intent(self) -> Option<Intent> {
+        match self {
+            Self::Skip => None,
+            Self::SetMaxRedemptions(target) => Some(Intent::SetMaxRedemptions(target)),
+            Self::Delete { .. } => Some(Intent::Delete),
         }
     }
 

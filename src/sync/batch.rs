@@ -13,7 +13,7 @@ use super::{SyncError, Synced, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::failure::FailureClass;
-use crate::ports::{Discounts, OrderLedger};
+use crate::ports::{DiscountLocks, Discounts, OrderLedger};
 
 /// A message is not started with less time than this left: it goes back to the queue untouched.
 pub const START_MARGIN: Duration = Duration::from_secs(8);
@@ -30,8 +30,8 @@ struct Message {
     request: Result<SyncRequest, MessageError>,
 }
 
-pub async fn process_batch<L: OrderLedger, D: Discounts>(
-    syncer: &Syncer<L, D>,
+pub async fn process_batch<S: OrderLedger + DiscountLocks, D: Discounts>(
+    syncer: &Syncer<S, D>,
     event: SqsEvent,
     deadline: Deadline,
     max_concurrent_discounts: usize,
@@ -64,7 +64,7 @@ pub async fn process_batch<L: OrderLedger, D: Discounts>(
 
     let failed: Vec<Vec<String>> = stream::iter(groups)
         .map(|(discount_id, messages)| {
-            sync_in_order(syncer, messages, deadline)
+            sync_discount(syncer, discount_id, messages, deadline)
                 .instrument(info_span!("discount", %discount_id))
         })
         .buffer_unordered(max_concurrent_discounts.max(1))
@@ -88,19 +88,27 @@ fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
 }
 
 /// Returns the ids of the messages that must be delivered again.
-async fn sync_in_order<L: OrderLedger, D: Discounts>(
-    syncer: &Syncer<L, D>,
+async fn sync_discount<S: OrderLedger + DiscountLocks, D: Discounts>(
+    syncer: &Syncer<S, D>,
+    discount: DiscountId,
     messages: Vec<(String, SyncRequest)>,
     deadline: Deadline,
 ) -> Vec<String> {
+    if deadline.remaining() < START_MARGIN {
+        let err = SyncError::DeadlineTooClose;
+        return messages
+            .into_iter()
+            .map(|(id, _)| {
+                report(&id, &err);
+                id
+            })
+            .collect();
+    }
+    let (ids, requests): (Vec<String>, Vec<SyncRequest>) = messages.into_iter().unzip();
+    let outcomes = syncer.sync_discount(discount, &requests, deadline).await;
     let mut failed = Vec::new();
-    for (id, request) in messages {
-        let result = if deadline.remaining() < START_MARGIN {
-            Err(SyncError::DeadlineTooClose)
-        } else {
-            syncer.sync(&request, deadline).await
-        };
-        match result {
+    for ((id, request), outcome) in ids.into_iter().zip(&requests).zip(outcomes) {
+        match outcome {
             Ok(Synced::Applied(action)) => {
                 info!(message_id = %id, order_id = %request.order_id, %action, "order synced to Polar");
             }

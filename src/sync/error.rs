@@ -28,10 +28,11 @@ pub enum SyncError {
         on_polar: Option<String>,
         on_order: String,
     },
-    #[error(
-        "order {order} is being synced by another invocation (claim expires at {expires_at_ms} ms)"
-    )]
-    ClaimHeld { order: OrderId, expires_at_ms: u64 },
+    #[error("discount {discount} is being synced by another invocation (lease expires at {expires_at_ms} ms)")]
+    LeaseHeld {
+        discount: DiscountId,
+        expires_at_ms: u64,
+    },
     #[error("not started: too little time left in the invocation")]
     DeadlineTooClose,
     #[error(transparent)]
@@ -47,7 +48,7 @@ impl SyncError {
             | Self::OrderMismatch { .. }
             | Self::DiscountCodeMismatch { .. } => FailureClass::Permanent,
             // The checkout's order write may not be visible yet.
-            Self::OrderNotFound(_) | Self::ClaimHeld { .. } | Self::DeadlineTooClose => {
+            Self::OrderNotFound(_) | Self::LeaseHeld { .. } | Self::DeadlineTooClose => {
                 FailureClass::Transient
             }
             Self::Polar(err) => err.class(),
@@ -62,7 +63,7 @@ impl SyncError {
             Self::OrderNotFound(_) => "order_not_found",
             Self::OrderMismatch { .. } => "order_mismatch",
             Self::DiscountCodeMismatch { .. } => "discount_code_mismatch",
-            Self::ClaimHeld { .. } => "claim_held",
+            Self::LeaseHeld { .. } => "lease_held",
             Self::DeadlineTooClose => "deadline_too_close",
             Self::Polar(_) => "polar",
             Self::Store(_) => "dynamodb",

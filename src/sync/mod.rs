@@ -1,178 +1,522 @@
-//! The use case: reflect one order's discount redemption on Polar, at most once per order.
+//! The use case: reflect redemptions on Polar exactly once. All messages of one discount
+//! are handled under that discount's lease, counted together in one Polar write, and the
+//! write is journaled first so that a crash or a lost answer can be resolved later.
 
 mod batch;
 mod error;
 mod retry;
+#[cfg(test)]
+mod tests;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tracing::{error, warn};
+use tracing::{info, warn};
 use uuid::Uuid;
 
-pub use batch::process_batch;
+pub use batch::{process_batch, START_MARGIN};
 pub use error::SyncError;
 pub use retry::RetryPolicy;
 
-use crate::adapters::polar::PolarError;
+use crate::adapters::polar::{Discount, PolarError};
 use crate::adapters::{epoch_ms, StoreError};
 use crate::deadline::Deadline;
-use crate::domain::{DiscountId, Plan, SyncAction, SyncRequest};
+use crate::domain::{
+    DiscountId, Intent, Journal, OrderId, Plan, Resolution, SyncAction, SyncRequest,
+};
+use crate::failure::RetryHint;
+use crate::ports::{
+    Acquisition, ClaimOutcome, Deletion, DiscountLocks, Discounts, Lease, OrderLedger, OrderRecord,
+};
 
-use crate::ports::{Claim, ClaimOutcome, Deletion, Discounts, OrderLedger, OrderRecord};
-
-/// How long a claim outlives its invocation's deadline, so that a slow but live
-/// invocation is never overtaken, while a dead one frees the order soon after.
-pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
+/// How long a lease outlives its invocation's deadline. Longer than the Polar request
+/// timeout, so a write still in flight when an invocation dies has landed (or failed)
+/// before anyone else may read the discount.
+pub const LEASE_GRACE: Duration = Duration::from_secs(10);
+/// One DynamoDB transaction marks the orders and clears the journal: at most 100 items.
+pub const MAX_ORDERS_PER_WRITE: usize = 99;
+/// How long to wait for a lease held elsewhere before sending the messages back.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synced {
-    /// Polar was brought up to date by this invocation.
+    /// Counted on Polar by this invocation.
     Applied(SyncAction),
     /// The order had been synced before: nothing to do.
     AlreadySynced,
 }
 
-pub struct Syncer<L, D> {
-    ledger: L,
-    discounts: D,
-    retry: RetryPolicy,
+/// One message's result; group-wide failures are shared by every message of the group.
+pub type Outcome = Result<Synced, Arc<SyncError>>;
+
+/// Step boundaries, reported to an optional checkpoint so tests can crash the sync there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    LeaseTaken,
+    ClaimTaken,
+    JournalWritten,
+    PolarWritten,
+    OrdersMarked,
 }
 
-impl<L: OrderLedger, D: Discounts> Syncer<L, D> {
-    pub fn new(ledger: L, discounts: D, retry: RetryPolicy) -> Self {
+pub type Checkpoint = Arc<dyn Fn(Step) + Send + Sync>;
+
+/// A failure under the lease. While a journaled write may have happened, the lease and
+/// the journal are left to expire so that the next holder resolves them by reading back.
+struct Failure {
+    error: SyncError,
+    write_pending: bool,
+}
+
+impl Failure {
+    fn settled(error: impl Into<SyncError>) -> Self {
         Self {
-            ledger,
+            error: error.into(),
+            write_pending: false,
+        }
+    }
+
+    fn pending(error: impl Into<SyncError>) -> Self {
+        Self {
+            error: error.into(),
+            write_pending: true,
+        }
+    }
+}
+
+/// A write attempt that failed, by whether it may have happened.
+enum WriteError {
+    NotApplied(PolarError),
+    Unknown(PolarError),
+}
+
+impl WriteError {
+    fn retry_hint(&self) -> Option<RetryHint> {
+        match self {
+            Self::NotApplied(err) => err.retry_hint(),
+            Self::Unknown(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotApplied(err) => write!(f, "{err} (not applied)"),
+            Self::Unknown(err) => write!(f, "{err} (outcome unknown)"),
+        }
+    }
+}
+
+pub struct Syncer<S, D> {
+    store: S,
+    discounts: D,
+    retry: RetryPolicy,
+    checkpoint: Option<Checkpoint>,
+}
+
+impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
+    pub fn new(store: S, discounts: D, retry: RetryPolicy) -> Self {
+        Self {
+            store,
             discounts,
             retry,
+            checkpoint: None,
         }
     }
 
-    pub async fn sync(
+    /// Calls `checkpoint` at every step boundary (tests use it to simulate crashes).
+    pub fn with_checkpoint(mut self, checkpoint: Checkpoint) -> Self {
+        self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    fn reached(&self, step: Step) {
+        if let Some(checkpoint) = &self.checkpoint {
+            checkpoint(step);
+        }
+    }
+
+    /// Syncs every message of one discount; the outcomes are in the order of `requests`.
+    pub async fn sync_discount(
         &self,
-        request: &SyncRequest,
+        discount: DiscountId,
+        requests: &[SyncRequest],
         deadline: Deadline,
-    ) -> Result<Synced, SyncError> {
-        let claim = Claim {
+    ) -> Vec<Outcome> {
+        let lease = Lease {
             token: Uuid::new_v4(),
-            expires_at_ms: deadline.epoch_ms() + CLAIM_GRACE.as_millis() as u64,
+            expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
         };
-        let outcome = self
-            .store(deadline, || {
-                self.ledger
-                    .claim(&request.order_id, &claim, epoch_ms(SystemTime::now()))
-            })
-            .await?;
-        let order = match outcome {
-            ClaimOutcome::Claimed(order) => order,
-            ClaimOutcome::AlreadySynced(order) => {
-                ensure_message_matches(request, &order)?;
-                return Ok(Synced::AlreadySynced);
-            }
-            ClaimOutcome::NotFound => {
-                return Err(SyncError::OrderNotFound(request.order_id.clone()))
-            }
-            ClaimOutcome::HeldElsewhere { expires_at_ms } => {
-                return Err(SyncError::ClaimHeld {
-                    order: request.order_id.clone(),
-                    expires_at_ms,
-                })
-            }
+        let pending = match self.acquire(discount, &lease, deadline).await {
+            Ok(pending) => pending,
+            Err(err) => return vec![Err(Arc::new(err)); requests.len()],
         };
+        self.reached(Step::LeaseTaken);
 
-        let applied = match ensure_message_matches(request, &order) {
-            Ok(()) => self.apply(request, deadline).await,
-            Err(err) => Err(err),
-        };
-        let action = match applied {
-            Ok(action) => action,
-            Err(err) => {
-                if let Err(release) = self.ledger.release(&request.order_id, &claim).await {
-                    warn!(error = %release, order_id = %request.order_id, "could not release the claim; it will expire");
-                }
-                return Err(err);
-            }
-        };
-
-        let marked = self
-            .store(deadline, || {
-                self.ledger
-                    .mark_synced(&request.order_id, action, SystemTime::now())
-            })
+        let result = self
+            .sync_under_lease(discount, &lease, pending, requests, deadline)
             .await;
-        if let Err(err) = marked {
-            // The claim is kept, so that no retry repeats the write before it expires.
-            error!(error = %err, order_id = %request.order_id, %action,
-                "Polar was updated but the order could not be marked as synced");
-            return Err(err.into());
+        match result {
+            Ok(outcomes) => outcomes,
+            Err(failure) => {
+                if !failure.write_pending {
+                    self.release(discount, &lease).await;
+                }
+                vec![Err(Arc::new(failure.error)); requests.len()]
+            }
         }
-        Ok(Synced::Applied(action))
     }
 
-    /// One GET, then at most one write, each retried in process while that is safe.
+    async fn sync_under_lease(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        pending: Option<Journal>,
+        requests: &[SyncRequest],
+        deadline: Deadline,
+    ) -> Result<Vec<Outcome>, Failure> {
+        if let Some(journal) = pending {
+            self.recover(discount, lease, journal, deadline).await?;
+        }
+
+        let mut claims: HashMap<&OrderId, Result<ClaimOutcome, Arc<SyncError>>> = HashMap::new();
+        for request in requests {
+            if !claims.contains_key(&request.order_id) {
+                let claim = self
+                    .store(deadline, || self.store.claim(&request.order_id, lease))
+                    .await
+                    .map_err(|err| Arc::new(err.into()));
+                self.reached(Step::ClaimTaken);
+                claims.insert(&request.order_id, claim);
+            }
+        }
+
+        // Each message is checked against its order; an order is counted once however
+        // many messages name it.
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(requests.len());
+        let mut to_count: Vec<(&OrderId, &SyncRequest)> = Vec::new();
+        for request in requests {
+            let outcome = match &claims[&request.order_id] {
+                Err(err) => Some(Err(err.clone())),
+                Ok(ClaimOutcome::NotFound) => Some(Err(Arc::new(SyncError::OrderNotFound(
+                    request.order_id.clone(),
+                )))),
+                Ok(ClaimOutcome::AlreadySynced(order)) => Some(
+                    ensure_message_matches(request, order)
+                        .map(|()| Synced::AlreadySynced)
+                        .map_err(Arc::new),
+                ),
+                Ok(ClaimOutcome::Claimed(order)) => match ensure_message_matches(request, order) {
+                    Err(err) => Some(Err(Arc::new(err))),
+                    Ok(()) => {
+                        if !to_count.iter().any(|(id, _)| *id == &request.order_id) {
+                            to_count.push((&request.order_id, request));
+                        }
+                        None
+                    }
+                },
+            };
+            outcomes.push(outcome);
+        }
+
+        let mut counted: HashMap<OrderId, Outcome> = HashMap::new();
+        let chunks: Vec<_> = to_count.chunks(MAX_ORDERS_PER_WRITE).collect();
+        let mut released = false;
+        for (index, chunk) in chunks.iter().enumerate() {
+            let last = index + 1 == chunks.len();
+            if deadline.remaining() < START_MARGIN {
+                let err = Arc::new(SyncError::DeadlineTooClose);
+                counted.extend(
+                    chunk
+                        .iter()
+                        .map(|(id, _)| ((*id).clone(), Err(err.clone()))),
+                );
+                continue;
+            }
+            let requests: Vec<&SyncRequest> = chunk.iter().map(|(_, r)| *r).collect();
+            counted.extend(
+                self.count(discount, lease, &requests, deadline, last)
+                    .await?,
+            );
+            released = last;
+        }
+        if !released {
+            self.release(discount, lease).await;
+        }
+
+        Ok(outcomes
+            .into_iter()
+            .zip(requests)
+            .map(|(outcome, request)| outcome.unwrap_or_else(|| counted[&request.order_id].clone()))
+            .collect())
+    }
+
+    /// Counts claimed orders in one Polar write: one GET, then at most one PATCH or DELETE.
+    async fn count(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        requests: &[&SyncRequest],
+        deadline: Deadline,
+        release: bool,
+    ) -> Result<HashMap<OrderId, Outcome>, Failure> {
+        let current = self
+            .polar(deadline, || self.discounts.get(discount))
+            .await
+            .map_err(Failure::settled)?;
+
+        let mut outcomes = HashMap::new();
+        let mut orders = Vec::new();
+        for request in requests {
+            match code_mismatch(request, current.as_ref()) {
+                Some(err) => {
+                    outcomes.insert(request.order_id.clone(), Err(Arc::new(err)));
+                }
+                None => orders.push(request.order_id.clone()),
+            }
+        }
+        if orders.is_empty() {
+            return Ok(outcomes);
+        }
+        let action = self
+            .apply(discount, lease, orders.clone(), current, deadline, release)
+            .await?;
+        outcomes.extend(
+            orders
+                .into_iter()
+                .map(|id| (id, Ok(Synced::Applied(action)))),
+        );
+        Ok(outcomes)
+    }
+
+    /// Plans from the discount as just read, journals the write, makes it, and marks the orders.
     async fn apply(
         &self,
-        request: &SyncRequest,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: Vec<OrderId>,
+        current: Option<Discount>,
         deadline: Deadline,
-    ) -> Result<SyncAction, SyncError> {
-        let id = request.discount_id;
-        let Some(discount) = self.polar(deadline, || self.discounts.get(id)).await? else {
+        release: bool,
+    ) -> Result<SyncAction, Failure> {
+        let Some(current) = current else {
+            self.complete(
+                discount,
+                lease,
+                &orders,
+                SyncAction::AlreadyDeleted,
+                release,
+                deadline,
+            )
+            .await?;
             return Ok(SyncAction::AlreadyDeleted);
         };
-        if !discount
-            .code
-            .as_deref()
-            .is_some_and(|code| request.discount_code.matches(code))
-        {
-            return Err(SyncError::DiscountCodeMismatch {
-                order: request.order_id.clone(),
-                discount: id,
-                on_polar: discount.code,
-                on_order: request.discount_code.to_string(),
-            });
+        let redemptions = u32::try_from(orders.len()).unwrap_or(u32::MAX);
+        let plan = Plan::for_discount(current.max_redemptions, redemptions);
+        let (Some(read), Some(intent)) = (current.max_redemptions, plan.intent()) else {
+            self.complete(
+                discount,
+                lease,
+                &orders,
+                SyncAction::SkippedUnlimited,
+                release,
+                deadline,
+            )
+            .await?;
+            return Ok(SyncAction::SkippedUnlimited);
+        };
+        if let Plan::Delete { oversold_by } = plan {
+            if oversold_by > 0 {
+                warn!(event = "oversold", discount_id = %discount, oversold_by, orders = ?orders,
+                    "discount was used more often than its limit before these redemptions were synced");
+            }
         }
 
-        let plan = Plan::for_discount(discount.max_redemptions, 1);
-        match plan {
-            Plan::Skip => Ok(SyncAction::SkippedUnlimited),
-            Plan::SetMaxRedemptions(max) => {
-                let updated = self
-                    .polar(deadline, || self.discounts.set_max_redemptions(id, max))
-                    .await?;
-                Ok(match updated {
-                    Some(_) => plan.action(),
-                    None => SyncAction::AlreadyDeleted,
-                })
-            }
-            Plan::Delete { oversold_by } => {
-                if oversold_by > 0 {
-                    warn!(discount_id = %id, oversold_by, order_id = %request.order_id,
-                        "discount was oversold before this redemption was synced");
+        let journal = Journal {
+            orders,
+            read,
+            intent,
+        };
+        self.store(deadline, || {
+            self.store.record_intent(discount, lease, &journal)
+        })
+        .await
+        .map_err(Failure::settled)?;
+        self.reached(Step::JournalWritten);
+
+        let action = self.write(discount, &journal, deadline).await?;
+        self.reached(Step::PolarWritten);
+        self.complete(discount, lease, &journal.orders, action, release, deadline)
+            .await?;
+        Ok(action)
+    }
+
+    /// Makes the journaled write. An answer that never came, or a 5xx, may hide a write
+    /// that happened; the discount is read back to tell, never blindly written again.
+    async fn write(
+        &self,
+        discount: DiscountId,
+        journal: &Journal,
+        deadline: Deadline,
+    ) -> Result<SyncAction, Failure> {
+        let result = self
+            .retry
+            .run(deadline, WriteError::retry_hint, || async {
+                let answer = match journal.intent {
+                    Intent::SetMaxRedemptions(target) => self
+                        .discounts
+                        .set_max_redemptions(discount, target)
+                        .await
+                        .map(|updated| updated.is_some()),
+                    Intent::Delete => self
+                        .discounts
+                        .delete(discount)
+                        .await
+                        .map(|deletion| deletion == Deletion::Deleted),
+                };
+                match answer {
+                    Ok(true) => Ok(journal.intent.action()),
+                    // Gone before our write: deleted by someone else.
+                    Ok(false) => Ok(SyncAction::AlreadyDeleted),
+                    Err(err) if err.outcome_unknown() || err.is_server_error() => {
+                        self.read_back(discount, journal, err, deadline).await
+                    }
+                    Err(err) => Err(WriteError::NotApplied(err)),
                 }
-                self.delete(id, deadline).await
+            })
+            .await;
+        result.map_err(|err| match err {
+            WriteError::NotApplied(err) => Failure::settled(err),
+            WriteError::Unknown(err) => Failure::pending(err),
+        })
+    }
+
+    async fn read_back(
+        &self,
+        discount: DiscountId,
+        journal: &Journal,
+        write_error: PolarError,
+        deadline: Deadline,
+    ) -> Result<SyncAction, WriteError> {
+        warn!(error = %write_error, discount_id = %discount, "write outcome unknown; reading the discount back");
+        let Ok(current) = self.polar(deadline, || self.discounts.get(discount)).await else {
+            return Err(WriteError::Unknown(write_error));
+        };
+        match self.resolution(discount, journal, current.as_ref()) {
+            Some(action) => Ok(action),
+            None => Err(WriteError::NotApplied(write_error)),
+        }
+    }
+
+    /// `None` when the journaled write did not happen.
+    fn resolution(
+        &self,
+        discount: DiscountId,
+        journal: &Journal,
+        current: Option<&Discount>,
+    ) -> Option<SyncAction> {
+        let current_max = current.map(|d| d.max_redemptions);
+        match journal.resolve(current_max) {
+            Resolution::Applied(action) => Some(action),
+            Resolution::NotApplied => None,
+            Resolution::ChangedElsewhere(action) => {
+                warn!(event = "external_change", discount_id = %discount, read = journal.read,
+                    intent = ?journal.intent, current = ?current_max, orders = ?journal.orders,
+                    "discount was changed outside this function during a sync; keeping its value");
+                Some(action)
             }
         }
     }
 
-    /// A DELETE that timed out may have been applied; if the retry then finds the
-    /// discount gone, the deletion was ours.
-    async fn delete(&self, id: DiscountId, deadline: Deadline) -> Result<SyncAction, SyncError> {
-        let outcome_unknown = AtomicBool::new(false);
-        let deletion = self
-            .polar(deadline, || async {
-                let result = self.discounts.delete(id).await;
-                if result.as_ref().is_err_and(PolarError::outcome_unknown) {
-                    outcome_unknown.store(true, Ordering::Relaxed);
-                }
-                result
-            })
-            .await?;
-        Ok(match deletion {
-            Deletion::Deleted => SyncAction::Deleted,
-            Deletion::Gone if outcome_unknown.load(Ordering::Relaxed) => SyncAction::Deleted,
-            Deletion::Gone => SyncAction::AlreadyDeleted,
+    /// Finishes what a previous lease holder journaled but did not complete.
+    async fn recover(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        journal: Journal,
+        deadline: Deadline,
+    ) -> Result<(), Failure> {
+        info!(discount_id = %discount, orders = ?journal.orders, intent = ?journal.intent,
+            "resolving a write journaled by an invocation that did not finish");
+        let current = self
+            .polar(deadline, || self.discounts.get(discount))
+            .await
+            .map_err(Failure::pending)?;
+        match self.resolution(discount, &journal, current.as_ref()) {
+            Some(action) => {
+                self.complete(discount, lease, &journal.orders, action, false, deadline)
+                    .await
+            }
+            None => self
+                .apply(discount, lease, journal.orders, current, deadline, false)
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn complete(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
+        action: SyncAction,
+        release: bool,
+        deadline: Deadline,
+    ) -> Result<(), Failure> {
+        self.store(deadline, || {
+            self.store
+                .complete(discount, lease, orders, action, SystemTime::now(), release)
         })
+        .await
+        .map_err(Failure::pending)?;
+        self.reached(Step::OrdersMarked);
+        Ok(())
+    }
+
+    /// Takes the discount's lease, waiting briefly if a live invocation holds it.
+    async fn acquire(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        deadline: Deadline,
+    ) -> Result<Option<Journal>, SyncError> {
+        let mut waited = Duration::ZERO;
+        let mut attempt = 1;
+        loop {
+            let acquisition = self
+                .store(deadline, || {
+                    self.store
+                        .acquire(discount, lease, epoch_ms(SystemTime::now()))
+                })
+                .await?;
+            match acquisition {
+                Acquisition::Acquired { pending } => return Ok(pending),
+                Acquisition::Held { expires_at_ms } => {
+                    let delay = self
+                        .retry
+                        .delay(attempt, RetryHint { not_before: None })
+                        .max(Duration::from_millis(20));
+                    if waited + delay > LEASE_WAIT || deadline.remaining() < delay + START_MARGIN {
+                        return Err(SyncError::LeaseHeld {
+                            discount,
+                            expires_at_ms,
+                        });
+                    }
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn release(&self, discount: DiscountId, lease: &Lease) {
+        if let Err(err) = self.store.release(discount, lease).await {
+            warn!(error = %err, discount_id = %discount, "could not release the lease; it will expire");
+        }
     }
 
     async fn polar<T, F, Fut>(&self, deadline: Deadline, call: F) -> Result<T, PolarError>
@@ -222,5 +566,17 @@ fn ensure_message_matches(request: &SyncRequest, order: &OrderRecord) -> Result<
     Ok(())
 }
 
-#[cfg(test)]
-mod tests;
+/// The code on Polar must be the one the order used; a discount already gone has none to check.
+fn code_mismatch(request: &SyncRequest, current: Option<&Discount>) -> Option<SyncError> {
+    let discount = current?;
+    let matches = discount
+        .code
+        .as_deref()
+        .is_some_and(|code| request.discount_code.matches(code));
+    (!matches).then(|| SyncError::DiscountCodeMismatch {
+        order: request.order_id.clone(),
+        discount: request.discount_id,
+        on_polar: discount.code.clone(),
+        on_order: request.discount_code.to_string(),
+    })
+}

@@ -1,12 +1,15 @@
 //! Use-case tests on the in-memory ports: fast, no network.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures_util::FutureExt;
 use reqwest::StatusCode;
 
 use super::*;
-use crate::adapters::in_memory::{Call, InMemoryDiscounts, InMemoryLedger};
+use crate::adapters::in_memory::{Call, InMemoryDiscounts, InMemoryStore, Scripted};
 use crate::adapters::polar::Operation;
 use crate::failure::FailureClass;
 
@@ -17,12 +20,16 @@ fn id(raw: &str) -> DiscountId {
     DiscountId::parse(raw).unwrap()
 }
 
+fn order(raw: &str) -> OrderId {
+    OrderId::parse(raw.to_owned()).unwrap()
+}
+
 fn request(order: &str, discount: &str, code: &str) -> SyncRequest {
-    SyncRequest::parse(
-        &serde_json::json!({"orderId": order, "discountId": discount, "discountCode": code})
-            .to_string(),
-    )
-    .unwrap()
+    SyncRequest::parse(&body(order, discount, code)).unwrap()
+}
+
+fn body(order: &str, discount: &str, code: &str) -> String {
+    serde_json::json!({"orderId": order, "discountId": discount, "discountCode": code}).to_string()
 }
 
 fn quick_retries() -> RetryPolicy {
@@ -34,55 +41,87 @@ fn quick_retries() -> RetryPolicy {
     }
 }
 
-fn syncer(
-    ledger: InMemoryLedger,
-    discounts: InMemoryDiscounts,
-) -> Syncer<InMemoryLedger, InMemoryDiscounts> {
-    Syncer::new(ledger, discounts, quick_retries())
+type TestSyncer = Syncer<InMemoryStore, InMemoryDiscounts>;
+
+fn syncer(store: InMemoryStore, discounts: InMemoryDiscounts) -> TestSyncer {
+    Syncer::new(store, discounts, quick_retries())
 }
 
 fn deadline() -> Deadline {
     Deadline::after(Duration::from_secs(60))
 }
 
-fn server_error(operation: Operation) -> PolarError {
+fn bad_gateway() -> PolarError {
     PolarError::Server {
-        operation,
+        operation: Operation::Update,
         discount: id(DISCOUNT),
         status: StatusCode::BAD_GATEWAY,
         body: String::new(),
     }
 }
 
+async fn sync_one(s: &TestSyncer, request: SyncRequest) -> Outcome {
+    let discount = request.discount_id;
+    s.sync_discount(discount, &[request], deadline())
+        .await
+        .remove(0)
+}
+
+fn orders_of(s: &TestSyncer, n: usize, discount: &str, code: &str) -> Vec<SyncRequest> {
+    let mut orders = s.store.orders.lock().unwrap();
+    (0..n)
+        .map(|i| {
+            let name = format!("o{i}");
+            orders.insert(
+                name.clone(),
+                crate::adapters::in_memory::StoredOrder {
+                    record: Some(OrderRecord {
+                        discount_id: Some(discount.to_owned()),
+                        discount_code: Some(code.to_owned()),
+                    }),
+                    ..Default::default()
+                },
+            );
+            request(&name, discount, code)
+        })
+        .collect()
+}
+
+fn assert_marked_once(s: &TestSyncer) {
+    for (name, order) in s.store.orders.lock().unwrap().iter() {
+        assert!(
+            order.marks <= 1,
+            "order {name} marked {} times",
+            order.marks
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_limited_discount_is_decremented_and_the_order_marked() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "SUMMER25"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "SUMMER25"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "SUMMER25", Some(3)),
     );
-    let synced = s
-        .sync(&request("o1", DISCOUNT, "summer25"), deadline())
+    let synced = sync_one(&s, request("o1", DISCOUNT, "summer25"))
         .await
         .unwrap();
     assert_eq!(synced, Synced::Applied(SyncAction::Decremented));
     assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(2)));
-    assert_eq!(s.ledger.action("o1"), Some(SyncAction::Decremented));
+    assert_eq!(s.store.action("o1"), Some(SyncAction::Decremented));
     assert_eq!(s.discounts.calls(), [Call::Get, Call::Update(2)]);
+    assert_eq!(s.store.lease(id(DISCOUNT)), None, "lease released");
+    assert_eq!(s.store.journal(id(DISCOUNT)), None, "journal cleared");
 }
 
 #[tokio::test]
 async fn a_second_delivery_of_a_synced_order_makes_no_polar_call() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
-    s.sync(&request("o1", DISCOUNT, "X"), deadline())
-        .await
-        .unwrap();
-    let again = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
-        .await
-        .unwrap();
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    let again = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
     assert_eq!(again, Synced::AlreadySynced);
     assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(2)));
     assert_eq!(s.discounts.calls().len(), 2);
@@ -91,13 +130,10 @@ async fn a_second_delivery_of_a_synced_order_makes_no_polar_call() {
 #[tokio::test]
 async fn the_last_use_deletes_the_discount() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(1)),
     );
-    let synced = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
-        .await
-        .unwrap();
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
     assert_eq!(synced, Synced::Applied(SyncAction::Deleted));
     assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), None);
 }
@@ -105,13 +141,10 @@ async fn the_last_use_deletes_the_discount() {
 #[tokio::test]
 async fn an_unlimited_discount_is_only_read() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", None),
     );
-    let synced = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
-        .await
-        .unwrap();
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
     assert_eq!(synced, Synced::Applied(SyncAction::SkippedUnlimited));
     assert_eq!(s.discounts.calls(), [Call::Get]);
 }
@@ -119,41 +152,37 @@ async fn an_unlimited_discount_is_only_read() {
 #[tokio::test]
 async fn a_discount_missing_on_polar_is_recorded_as_already_deleted() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default(),
     );
-    let synced = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
-        .await
-        .unwrap();
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
     assert_eq!(synced, Synced::Applied(SyncAction::AlreadyDeleted));
-    assert_eq!(s.ledger.action("o1"), Some(SyncAction::AlreadyDeleted));
+    assert_eq!(s.store.action("o1"), Some(SyncAction::AlreadyDeleted));
 }
 
 #[tokio::test]
 async fn an_unknown_order_fails_without_touching_polar() {
-    let s = syncer(InMemoryLedger::default(), InMemoryDiscounts::default());
-    let err = s
-        .sync(&request("nope", DISCOUNT, "X"), deadline())
+    let s = syncer(InMemoryStore::default(), InMemoryDiscounts::default());
+    let err = sync_one(&s, request("nope", DISCOUNT, "X"))
         .await
         .unwrap_err();
-    assert!(matches!(err, SyncError::OrderNotFound(_)), "{err}");
+    assert!(matches!(*err, SyncError::OrderNotFound(_)), "{err}");
     assert!(s.discounts.calls().is_empty());
+    assert_eq!(s.store.lease(id(DISCOUNT)), None, "lease released");
 }
 
 #[tokio::test]
 async fn a_message_naming_another_discount_than_its_order_changes_nothing() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", OTHER_DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", OTHER_DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
-    let err = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
+    let err = sync_one(&s, request("o1", DISCOUNT, "X"))
         .await
         .unwrap_err();
     assert!(
         matches!(
-            err,
+            *err,
             SyncError::OrderMismatch {
                 field: "discountId",
                 ..
@@ -163,24 +192,21 @@ async fn a_message_naming_another_discount_than_its_order_changes_nothing() {
     );
     assert_eq!(err.class(), FailureClass::Permanent);
     assert!(s.discounts.calls().is_empty());
-    let orders = s.ledger.orders.lock().unwrap();
-    assert!(orders["o1"].claim.is_none(), "the claim is released");
-    assert!(orders["o1"].synced.is_none());
+    assert_eq!(s.store.action("o1"), None);
 }
 
 #[tokio::test]
 async fn a_message_with_another_code_than_its_order_changes_nothing() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "SUMMER25"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "SUMMER25"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "SUMMER25", Some(3)),
     );
-    let err = s
-        .sync(&request("o1", DISCOUNT, "WINTER"), deadline())
+    let err = sync_one(&s, request("o1", DISCOUNT, "WINTER"))
         .await
         .unwrap_err();
     assert!(
         matches!(
-            err,
+            *err,
             SyncError::OrderMismatch {
                 field: "discountCode",
                 ..
@@ -194,15 +220,14 @@ async fn a_message_with_another_code_than_its_order_changes_nothing() {
 #[tokio::test]
 async fn a_polar_discount_with_another_code_is_not_written() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "SUMMER25"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "SUMMER25"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "OTHER", Some(3)),
     );
-    let err = s
-        .sync(&request("o1", DISCOUNT, "SUMMER25"), deadline())
+    let err = sync_one(&s, request("o1", DISCOUNT, "SUMMER25"))
         .await
         .unwrap_err();
     assert!(
-        matches!(err, SyncError::DiscountCodeMismatch { .. }),
+        matches!(*err, SyncError::DiscountCodeMismatch { .. }),
         "{err}"
     );
     assert_eq!(s.discounts.calls(), [Call::Get]);
@@ -210,76 +235,348 @@ async fn a_polar_discount_with_another_code_is_not_written() {
 }
 
 #[tokio::test]
-async fn a_claim_held_by_a_live_invocation_is_retried_later() {
+async fn orders_of_one_discount_are_counted_in_one_read_and_one_write() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default(),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(25)),
+    );
+    let requests = orders_of(&s, 10, DISCOUNT, "X");
+    let outcomes = s.sync_discount(id(DISCOUNT), &requests, deadline()).await;
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Ok(Synced::Applied(SyncAction::Decremented)))));
+    assert_eq!(s.discounts.calls(), [Call::Get, Call::Update(15)]);
+}
+
+#[tokio::test]
+async fn a_duplicate_message_in_a_group_counts_its_order_once() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    );
+    let requests = [
+        request("o1", DISCOUNT, "X"),
+        request("o2", DISCOUNT, "X"),
+        request("o1", DISCOUNT, "x"),
+    ];
+    let outcomes = s.sync_discount(id(DISCOUNT), &requests, deadline()).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(8)));
+}
+
+#[tokio::test]
+async fn more_redemptions_than_uses_left_delete_the_discount_and_mark_every_order() {
+    let s = syncer(
+        InMemoryStore::default(),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(2)),
+    );
+    let requests = orders_of(&s, 5, DISCOUNT, "X");
+    let outcomes = s.sync_discount(id(DISCOUNT), &requests, deadline()).await;
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Ok(Synced::Applied(SyncAction::Deleted)))));
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), None);
+    assert_eq!(s.discounts.calls(), [Call::Get, Call::Delete]);
+}
+
+#[tokio::test]
+async fn a_lease_held_by_a_live_invocation_sends_the_messages_back_untouched() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
-    s.ledger.orders.lock().unwrap().get_mut("o1").unwrap().claim = Some(Claim {
+    s.store
+        .discounts
+        .lock()
+        .unwrap()
+        .entry(id(DISCOUNT))
+        .or_default()
+        .lease = Some(Lease {
         token: Uuid::new_v4(),
-        expires_at_ms: epoch_ms(SystemTime::now()) + 60_000,
+        expires_at_ms: epoch_ms(SystemTime::now()) + 600_000,
     });
-    let err = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
+    let err = sync_one(&s, request("o1", DISCOUNT, "X"))
         .await
         .unwrap_err();
-    assert!(matches!(err, SyncError::ClaimHeld { .. }), "{err}");
+    assert!(matches!(*err, SyncError::LeaseHeld { .. }), "{err}");
     assert_eq!(err.class(), FailureClass::Transient);
     assert!(s.discounts.calls().is_empty());
 }
 
 #[tokio::test]
-async fn an_expired_claim_is_taken_over() {
+async fn an_expired_lease_is_taken_over() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
-    s.ledger.orders.lock().unwrap().get_mut("o1").unwrap().claim = Some(Claim {
+    s.store
+        .discounts
+        .lock()
+        .unwrap()
+        .entry(id(DISCOUNT))
+        .or_default()
+        .lease = Some(Lease {
         token: Uuid::new_v4(),
         expires_at_ms: epoch_ms(SystemTime::now()) - 1,
     });
-    let synced = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
-        .await
-        .unwrap();
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
     assert_eq!(synced, Synced::Applied(SyncAction::Decremented));
 }
 
 #[tokio::test]
-async fn a_polar_server_error_is_retried_in_process_and_counted_once() {
+async fn a_polar_server_error_on_the_read_is_retried_and_counted_once() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
-    s.discounts.fail_next(server_error(Operation::Get));
-    s.discounts.fail_next(server_error(Operation::Get));
-    let synced = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
-        .await
-        .unwrap();
+    s.discounts
+        .script(Operation::Get, Scripted::Fail(bad_gateway()));
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
     assert_eq!(synced, Synced::Applied(SyncAction::Decremented));
     assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(2)));
 }
 
 #[tokio::test]
-async fn a_configuration_error_is_not_retried_in_process_and_releases_the_claim() {
+async fn a_write_applied_but_answered_with_an_error_is_read_back_not_repeated() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    s.discounts
+        .script(Operation::Update, Scripted::ApplyThenFail(bad_gateway()));
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(synced, Synced::Applied(SyncAction::Decremented));
+    assert_eq!(s.discounts.calls(), [Call::Get, Call::Update(4), Call::Get]);
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(4)));
+}
+
+#[tokio::test]
+async fn a_write_that_failed_without_applying_is_made_again_after_reading_back() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    s.discounts
+        .script(Operation::Update, Scripted::Fail(bad_gateway()));
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(synced, Synced::Applied(SyncAction::Decremented));
+    assert_eq!(
+        s.discounts.calls(),
+        [Call::Get, Call::Update(4), Call::Get, Call::Update(4)]
+    );
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(4)));
+}
+
+#[tokio::test]
+async fn a_delete_applied_but_answered_with_an_error_is_recorded_as_deleted() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(1)),
+    );
+    s.discounts
+        .script(Operation::Delete, Scripted::ApplyThenFail(bad_gateway()));
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(synced, Synced::Applied(SyncAction::Deleted));
+    assert_eq!(s.discounts.calls(), [Call::Get, Call::Delete, Call::Get]);
+}
+
+#[tokio::test]
+async fn a_configuration_error_releases_the_lease_and_leaves_the_order_unsynced() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
-    s.discounts.fail_next(PolarError::UnknownRoute {
-        operation: Operation::Get,
-        discount: id(DISCOUNT),
-        body: r#"{"detail":"Not Found"}"#.into(),
-    });
-    let err = s
-        .sync(&request("o1", DISCOUNT, "X"), deadline())
+    s.discounts.script(
+        Operation::Get,
+        Scripted::Fail(PolarError::UnknownRoute {
+            operation: Operation::Get,
+            discount: id(DISCOUNT),
+            body: r#"{"detail":"Not Found"}"#.into(),
+        }),
+    );
+    let err = sync_one(&s, request("o1", DISCOUNT, "X"))
         .await
         .unwrap_err();
     assert_eq!(err.class(), FailureClass::Configuration);
     assert_eq!(s.discounts.calls(), [Call::Get]);
-    let orders = s.ledger.orders.lock().unwrap();
-    assert!(orders["o1"].synced.is_none() && orders["o1"].claim.is_none());
+    assert_eq!(s.store.action("o1"), None);
+    assert_eq!(s.store.lease(id(DISCOUNT)), None);
+}
+
+fn journal(orders: &[&str], read: i64, intent: Intent) -> Journal {
+    Journal {
+        orders: orders.iter().map(|o| order(o)).collect(),
+        read,
+        intent,
+    }
+}
+
+/// A journal left by an invocation that died, with its lease expired.
+fn left_behind(s: &TestSyncer, journal: Journal) {
+    s.store.discounts.lock().unwrap().insert(
+        id(DISCOUNT),
+        crate::adapters::in_memory::StoredDiscount {
+            lease: Some(Lease {
+                token: Uuid::new_v4(),
+                expires_at_ms: 0,
+            }),
+            journal: Some(journal),
+        },
+    );
+}
+
+#[tokio::test]
+async fn a_journaled_write_that_happened_is_completed_without_writing_again() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    left_behind(&s, journal(&["o1", "o2"], 5, Intent::SetMaxRedemptions(3)));
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(outcome, Synced::AlreadySynced, "the recovery synced it");
+    assert_eq!(s.store.action("o2"), Some(SyncAction::Decremented));
+    assert_eq!(s.discounts.calls(), [Call::Get]);
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(3)));
+    assert_eq!(s.store.journal(id(DISCOUNT)), None);
+}
+
+#[tokio::test]
+async fn a_journaled_write_that_did_not_happen_is_made() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    left_behind(&s, journal(&["o1", "o2"], 5, Intent::SetMaxRedemptions(3)));
+    sync_one(&s, request("o2", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(3)));
+    assert_eq!(s.store.action("o1"), Some(SyncAction::Decremented));
+    assert_eq!(s.discounts.calls(), [Call::Get, Call::Update(3)]);
+}
+
+#[tokio::test]
+async fn a_journaled_deletion_found_done_is_completed() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default(),
+    );
+    left_behind(&s, journal(&["o1"], 1, Intent::Delete));
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(s.store.action("o1"), Some(SyncAction::Deleted));
+    assert_eq!(s.discounts.calls(), [Call::Get]);
+}
+
+#[tokio::test]
+async fn a_journaled_deletion_not_done_is_planned_again_from_the_current_limit() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    );
+    // Raised by the shop owner after the journal was written, before the DELETE.
+    left_behind(&s, journal(&["o1"], 1, Intent::Delete));
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(9)));
+    assert_eq!(s.store.action("o1"), Some(SyncAction::Decremented));
+}
+
+#[tokio::test]
+async fn a_value_changed_elsewhere_is_kept_and_the_orders_recorded() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(100)),
+    );
+    left_behind(&s, journal(&["o1"], 5, Intent::SetMaxRedemptions(4)));
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(s.discounts.max_redemptions(id(DISCOUNT)), Some(Some(100)));
+    assert_eq!(s.store.action("o1"), Some(SyncAction::Decremented));
+    assert_eq!(s.discounts.calls(), [Call::Get]);
+}
+
+/// A syncer that panics (so nothing after that point runs, as in a crash) the first
+/// time it reaches the step put in the returned slot.
+fn crashing_syncer(
+    store: InMemoryStore,
+    discounts: InMemoryDiscounts,
+) -> (TestSyncer, Arc<Mutex<Option<Step>>>) {
+    let crash_at: Arc<Mutex<Option<Step>>> = Arc::default();
+    let slot = crash_at.clone();
+    let s = syncer(store, discounts).with_checkpoint(Arc::new(move |step| {
+        let crash = slot.lock().unwrap().take_if(|at| *at == step).is_some();
+        if crash {
+            panic!("simulated crash at {step:?}");
+        }
+    }));
+    (s, crash_at)
+}
+
+/// Time passes after a crash: the dead invocation's lease expires.
+fn expire_lease(s: &TestSyncer) {
+    if let Some(stored) = s.store.discounts.lock().unwrap().get_mut(&id(DISCOUNT)) {
+        if let Some(lease) = &mut stored.lease {
+            lease.expires_at_ms = 0;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_is_repaired_by_the_next_delivery_and_counted_once() {
+    let steps = [
+        Step::LeaseTaken,
+        Step::ClaimTaken,
+        Step::JournalWritten,
+        Step::PolarWritten,
+        Step::OrdersMarked,
+    ];
+    // (limit, expected limit after two orders, expected action)
+    let cases = [
+        (Some(5), Some(Some(3)), SyncAction::Decremented),
+        (Some(2), None, SyncAction::Deleted),
+        (None, Some(None), SyncAction::SkippedUnlimited),
+    ];
+    for step in steps {
+        for (limit, after, action) in cases {
+            let (s, crash_at) = crashing_syncer(
+                InMemoryStore::default()
+                    .with_order("o1", DISCOUNT, "X")
+                    .with_order("o2", DISCOUNT, "X"),
+                InMemoryDiscounts::default().with(id(DISCOUNT), "X", limit),
+            );
+            let requests = [request("o1", DISCOUNT, "X"), request("o2", DISCOUNT, "X")];
+            *crash_at.lock().unwrap() = Some(step);
+            let crashed = AssertUnwindSafe(s.sync_discount(id(DISCOUNT), &requests, deadline()))
+                .catch_unwind()
+                .await;
+            let reached = crash_at.lock().unwrap().is_none();
+            if !reached {
+                // Unlimited discounts write nothing, so there is no journal step to crash at.
+                assert!(crashed.is_ok());
+                continue;
+            }
+            assert!(crashed.is_err(), "no crash at {step:?}");
+
+            expire_lease(&s);
+            let outcomes = s.sync_discount(id(DISCOUNT), &requests, deadline()).await;
+
+            assert!(
+                outcomes.iter().all(Result::is_ok),
+                "{step:?} {limit:?}: {outcomes:?}"
+            );
+            assert_eq!(
+                s.discounts.max_redemptions(id(DISCOUNT)),
+                after,
+                "{step:?} {limit:?}"
+            );
+            assert_eq!(s.store.action("o1"), Some(action), "{step:?} {limit:?}");
+            assert_eq!(s.store.action("o2"), Some(action), "{step:?} {limit:?}");
+            assert_marked_once(&s);
+            assert_eq!(s.store.journal(id(DISCOUNT)), None);
+        }
+    }
 }
 
 fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
@@ -296,11 +593,7 @@ fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
     event
 }
 
-fn body(order: &str, discount: &str, code: &str) -> String {
-    serde_json::json!({"orderId": order, "discountId": discount, "discountCode": code}).to_string()
-}
-
-fn failures(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+fn failures(response: &SqsBatchResponse) -> Vec<String> {
     let mut ids: Vec<_> = response
         .batch_item_failures
         .iter()
@@ -313,7 +606,7 @@ fn failures(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<S
 #[tokio::test]
 async fn a_batch_reports_exactly_the_messages_that_failed() {
     let s = syncer(
-        InMemoryLedger::default()
+        InMemoryStore::default()
             .with_order("o1", DISCOUNT, "X")
             .with_order("o2", DISCOUNT, "X")
             .with_order("o3", OTHER_DISCOUNT, "Y"),
@@ -345,7 +638,7 @@ async fn a_batch_reports_exactly_the_messages_that_failed() {
 #[tokio::test]
 async fn messages_are_not_started_when_the_deadline_is_too_close() {
     let s = syncer(
-        InMemoryLedger::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
     let b1 = body("o1", DISCOUNT, "X");
@@ -363,7 +656,7 @@ async fn messages_are_not_started_when_the_deadline_is_too_close() {
 
 #[tokio::test]
 async fn a_record_without_a_message_id_fails_the_whole_batch() {
-    let s = syncer(InMemoryLedger::default(), InMemoryDiscounts::default());
+    let s = syncer(InMemoryStore::default(), InMemoryDiscounts::default());
     let mut event = sqs_event(&[("m1", "{}")]);
     event.records[0].message_id = None;
     assert!(process_batch(&s, event, deadline(), 4).await.is_err());

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use lambda_runtime::{Context, LambdaEvent};
 use polar_discount_sync::adapters::polar::PolarClient;
-use polar_discount_sync::adapters::DynamoOrderLedger;
+use polar_discount_sync::adapters::DynamoStore;
 use polar_discount_sync::config::Config;
 use polar_discount_sync::lambda::{handler_from_config, Handler};
 use polar_double::{DiscountSeed, PolarDouble};
@@ -83,7 +83,7 @@ impl World {
         Config::from_lookup(|name| env.get(name).cloned()).expect("test config is valid")
     }
 
-    pub async fn handler(&self) -> Handler<DynamoOrderLedger, PolarClient> {
+    pub async fn handler(&self) -> Handler<DynamoStore, PolarClient> {
         handler_from_config(&self.config(), &self.aws)
             .await
             .expect("handler builds")
@@ -124,6 +124,20 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The discount's coordination item in `SYNC_TABLE` (lease, journal).
+    pub async fn sync_item(&self, discount: Uuid) -> HashMap<String, AttributeValue> {
+        self.dynamo
+            .get_item()
+            .table_name(&self.sync_table)
+            .key("pk", s(&format!("discount#{discount}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("sync item read")
+            .item
+            .unwrap_or_default()
+    }
+
     /// The order's `polarDiscountSyncAction`, if it was marked synced.
     pub async fn action(&self, id: &str) -> Option<String> {
         let order = self.order(id).await;
@@ -148,7 +162,7 @@ impl World {
 
     pub async fn deliver(
         &self,
-        handler: &Handler<DynamoOrderLedger, PolarClient>,
+        handler: &Handler<DynamoStore, PolarClient>,
         messages: &[(&str, String)],
     ) -> Vec<String> {
         let response = handler

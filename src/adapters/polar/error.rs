@@ -98,6 +98,11 @@ impl PolarError {
         matches!(self, Self::Transport { .. })
     }
 
+    /// A 5xx may come from a proxy after Polar applied the request.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, Self::Server { .. })
+    }
+
     /// Worth another attempt within this invocation, and how long Polar asked us to wait.
     pub fn retry_hint(&self) -> Option<RetryHint> {
         match self {
