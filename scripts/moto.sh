@@ -1,5 +1,6 @@
-# Sourced by the scripts: starts a moto server (DynamoDB, SQS, SSM emulator) on a free
-# loopback port, exports the AWS SDK's standard variables for it, and stops it on exit.
+# Sourced by the scripts: starts a moto server (DynamoDB, SQS, SSM emulator; requests
+# serialized, see moto_server.py) on a free loopback port, exports the AWS SDK's
+# standard variables for it, and stops it on exit.
 # shellcheck shell=bash
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,11 +12,11 @@ free_port() {
 }
 
 start_moto() {
-  local moto="$root/.venv/bin/moto_server" port log
-  [ -x "$moto" ] || { echo "moto is not installed: run 'make dev-env' first" >&2; exit 1; }
+  local python="$root/.venv/bin/python" port log
+  [ -x "$root/.venv/bin/moto_server" ] || { echo "moto is not installed: run 'make dev-env' first" >&2; exit 1; }
   port=$(free_port)
   log=$(mktemp -t moto.XXXXXX.log)
-  "$moto" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  "$python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   cleanup_pids+=("$!")
   for _ in $(seq 1 100); do
     if curl -fs -o /dev/null "http://127.0.0.1:$port/moto-api/"; then break; fi

@@ -1,0 +1,304 @@
+//! Exactly once, focused: coalescing, the per-discount lease under concurrency, a crash at
+//! every step boundary, and a journal left behind, against moto and the Polar double.
+
+mod support;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::FutureExt;
+use polar_discount_sync::sync::Step;
+use polar_double::{Fault, FaultAction};
+use support::{body, counting_dynamo, event, failed_ids, no_checkpoint, s, World};
+use uuid::Uuid;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn seed_orders(
+    world: &World,
+    prefix: &str,
+    discount: Uuid,
+    code: &str,
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut messages = Vec::new();
+    for i in 0..n {
+        let order = format!("{prefix}{i}");
+        world.put_order(&order, discount, code).await;
+        messages.push((format!("m-{order}"), body(&order, discount, code)));
+    }
+    messages
+}
+
+fn as_refs(messages: &[(String, String)]) -> Vec<(&str, String)> {
+    messages
+        .iter()
+        .map(|(id, b)| (id.as_str(), b.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn ten_redemptions_of_one_discount_cost_one_polar_read_and_one_write() {
+    let world = World::start().await;
+    let discount = world.discount("TEN", Some(50));
+    let messages = seed_orders(&world, "o", discount, "TEN", 10).await;
+    let (dynamo, dynamo_requests) = counting_dynamo(&world.aws);
+    let handler = world.handler_on(dynamo, no_checkpoint(), Duration::from_secs(5));
+
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(40)));
+    let path = format!("/v1/discounts/{discount}");
+    assert_eq!(
+        world.polar_requests(),
+        [format!("GET {path}"), format!("PATCH {path}")]
+    );
+    // lease + 10 claims + journal + one transaction marking all and releasing
+    assert_eq!(dynamo_requests.load(Ordering::SeqCst), 13);
+    println!(
+        "10 messages, 1 discount: {} Polar requests per redemption, {} DynamoDB requests per message",
+        world.polar_requests().len() as f64 / 10.0,
+        dynamo_requests.load(Ordering::SeqCst) as f64 / 10.0
+    );
+}
+
+#[tokio::test]
+async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each() {
+    let world = World::start().await;
+    let mut messages = Vec::new();
+    for i in 0..10 {
+        let discount = world.discount(&format!("CODE{i}"), Some(5));
+        messages
+            .extend(seed_orders(&world, &format!("d{i}-"), discount, &format!("CODE{i}"), 1).await);
+    }
+    let (dynamo, dynamo_requests) = counting_dynamo(&world.aws);
+    let handler = world.handler_on(dynamo, no_checkpoint(), Duration::from_secs(5));
+
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.polar_requests().len(), 20);
+    assert_eq!(
+        dynamo_requests.load(Ordering::SeqCst),
+        40,
+        "lease, claim, journal, transaction"
+    );
+    println!(
+        "10 messages, 10 discounts: {} Polar requests per redemption, {} DynamoDB requests per message",
+        world.polar_requests().len() as f64 / 10.0,
+        dynamo_requests.load(Ordering::SeqCst) as f64 / 10.0
+    );
+}
+
+#[tokio::test]
+async fn concurrent_invocations_on_one_discount_lose_no_redemption() {
+    let world = World::start().await;
+    let discount = world.discount("RACE", Some(100));
+    // Every GET is slow, so that without the lease all four would read the same value.
+    world.polar.inject(Fault {
+        method: Some("GET".into()),
+        discount_id: None,
+        times: 100,
+        action: FaultAction::Delay { millis: 300 },
+    });
+    let mut batches = Vec::new();
+    for invocation in 0..4 {
+        batches.push(seed_orders(&world, &format!("i{invocation}-"), discount, "RACE", 5).await);
+    }
+    let handlers: Vec<_> = (0..4)
+        .map(|_| world.handler_with(no_checkpoint(), Duration::from_secs(5)))
+        .collect();
+
+    let results = futures_util::future::join_all(
+        handlers
+            .iter()
+            .zip(&batches)
+            .map(|(handler, batch)| handler.handle(event(&as_refs(batch), TIMEOUT))),
+    )
+    .await;
+
+    for result in results {
+        let failed = failed_ids(&result.expect("handled"));
+        assert!(
+            failed.is_empty(),
+            "lease waits are short enough to succeed: {failed:?}"
+        );
+    }
+    assert_eq!(world.max_redemptions(discount), Some(Some(80)));
+}
+
+/// A handler that panics (so nothing after that point runs, as in a crash) the first time
+/// it reaches the step put in the returned slot.
+fn crashing(
+    world: &World,
+) -> (
+    polar_discount_sync::lambda::Handler<
+        polar_discount_sync::adapters::DynamoStore,
+        polar_discount_sync::adapters::polar::PolarClient,
+    >,
+    Arc<Mutex<Option<Step>>>,
+) {
+    let crash_at: Arc<Mutex<Option<Step>>> = Arc::default();
+    let slot = crash_at.clone();
+    let handler = world.handler_with(
+        Arc::new(move |step| {
+            if slot.lock().unwrap().take_if(|at| *at == step).is_some() {
+                panic!("simulated crash at {step:?}");
+            }
+        }),
+        Duration::from_secs(5),
+    );
+    (handler, crash_at)
+}
+
+/// Time passes after a crash: the dead invocation's lease expires.
+async fn expire_lease(world: &World, discount: Uuid) {
+    world
+        .dynamo
+        .update_item()
+        .table_name(&world.sync_table)
+        .key("pk", s(&format!("discount#{discount}")))
+        .update_expression("SET leaseExpiresAtMs = :zero")
+        .condition_expression("attribute_exists(leaseToken)")
+        .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .ok();
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_is_repaired_by_redelivery_and_counts_each_order_once() {
+    let steps = [
+        Step::LeaseTaken,
+        Step::ClaimTaken,
+        Step::JournalWritten,
+        Step::PolarWritten,
+        Step::OrdersMarked,
+    ];
+    for step in steps {
+        // (limit, after two orders, action)
+        for (limit, after, action) in [
+            (Some(5), Some(Some(3)), "decremented"),
+            (Some(2), None, "deleted"),
+        ] {
+            let world = World::start().await;
+            let discount = world.discount("CRASH", limit);
+            let messages = seed_orders(&world, "o", discount, "CRASH", 2).await;
+            let (handler, crash_at) = crashing(&world);
+            *crash_at.lock().unwrap() = Some(step);
+
+            let crashed = AssertUnwindSafe(handler.handle(event(&as_refs(&messages), TIMEOUT)))
+                .catch_unwind()
+                .await;
+            assert!(crashed.is_err(), "crash at {step:?}");
+
+            expire_lease(&world, discount).await;
+            let failed = world.deliver(&handler, &as_refs(&messages)).await;
+
+            let context = format!("crash at {step:?}, limit {limit:?}");
+            assert!(failed.is_empty(), "{context}: {failed:?}");
+            assert_eq!(world.max_redemptions(discount), after, "{context}");
+            assert_eq!(
+                world.action("o0").await.as_deref(),
+                Some(action),
+                "{context}"
+            );
+            assert_eq!(
+                world.action("o1").await.as_deref(),
+                Some(action),
+                "{context}"
+            );
+            assert!(
+                !world.sync_item(discount).await.contains_key("journal"),
+                "{context}"
+            );
+            let writes = world
+                .polar_requests()
+                .iter()
+                .filter(|r| r.starts_with("PATCH") || r.starts_with("DELETE"))
+                .count();
+            assert_eq!(
+                writes, 1,
+                "{context}: the write is made once, then read back"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_journal_left_behind_by_an_external_change_keeps_the_other_value() {
+    let world = World::start().await;
+    let discount = world.discount("EXT", Some(5));
+    let messages = seed_orders(&world, "o", discount, "EXT", 1).await;
+    let (handler, crash_at) = crashing(&world);
+    *crash_at.lock().unwrap() = Some(Step::JournalWritten);
+    let crashed = AssertUnwindSafe(handler.handle(event(&as_refs(&messages), TIMEOUT)))
+        .catch_unwind()
+        .await;
+    assert!(crashed.is_err());
+    assert!(world.sync_item(discount).await.contains_key("journal"));
+
+    // The shop owner raises the limit in Polar's dashboard before the retry.
+    world.polar.insert_discount(polar_double::DiscountSeed {
+        id: Some(discount),
+        name: "EXT".into(),
+        code: Some("EXT".into()),
+        max_redemptions: Some(40),
+    });
+    expire_lease(&world, discount).await;
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        world.max_redemptions(discount),
+        Some(Some(40)),
+        "their value stands"
+    );
+    assert_eq!(world.action("o0").await.as_deref(), Some("decremented"));
+    assert!(!world.sync_item(discount).await.contains_key("journal"));
+    assert!(!world
+        .polar_requests()
+        .iter()
+        .any(|r| r.starts_with("PATCH")));
+}
+
+#[tokio::test]
+async fn a_lease_held_by_a_live_invocation_sends_the_message_back_without_polar_requests() {
+    let world = World::start().await;
+    let discount = world.discount("HELD", Some(5));
+    let messages = seed_orders(&world, "o", discount, "HELD", 1).await;
+    let live_until = std::time::SystemTime::now() + Duration::from_secs(120);
+    let live_until_ms = live_until
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    world
+        .dynamo
+        .put_item()
+        .table_name(&world.sync_table)
+        .item("pk", s(&format!("discount#{discount}")))
+        .item("leaseToken", s(&Uuid::new_v4().to_string()))
+        .item(
+            "leaseExpiresAtMs",
+            AttributeValue::N(live_until_ms.to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let handler = world.handler().await;
+
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+
+    assert_eq!(failed, ["m-o0"]);
+    assert!(world.polar_requests().is_empty());
+    assert_eq!(world.action("o0").await, None);
+
+    expire_lease(&world, discount).await;
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+    assert!(failed.is_empty());
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+}
