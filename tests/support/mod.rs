@@ -2,19 +2,24 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
 use lambda_runtime::{Context, LambdaEvent};
-use polar_discount_sync::adapters::polar::PolarClient;
+use polar_discount_sync::adapters::polar::{HttpTimeouts, PolarClient};
 use polar_discount_sync::adapters::DynamoStore;
-use polar_discount_sync::config::Config;
+use polar_discount_sync::config::{AccessToken, Config, PolarApiUrl};
 use polar_discount_sync::lambda::{handler_from_config, Handler};
+use polar_discount_sync::sync::{Checkpoint, RetryPolicy, Syncer};
 use polar_double::{DiscountSeed, PolarDouble};
 use uuid::Uuid;
 
@@ -87,6 +92,44 @@ impl World {
         handler_from_config(&self.config(), &self.aws)
             .await
             .expect("handler builds")
+    }
+
+    /// A handler wired like production, whose syncer reports each step to `checkpoint`
+    /// (tests panic there to simulate a crash) and whose Polar requests time out after
+    /// `polar_timeout`.
+    pub fn handler_with(
+        &self,
+        checkpoint: Checkpoint,
+        polar_timeout: Duration,
+    ) -> Handler<DynamoStore, PolarClient> {
+        self.handler_on(self.dynamo.clone(), checkpoint, polar_timeout)
+    }
+
+    /// Like `handler_with`, with its own DynamoDB client.
+    pub fn handler_on(
+        &self,
+        dynamo: aws_sdk_dynamodb::Client,
+        checkpoint: Checkpoint,
+        polar_timeout: Duration,
+    ) -> Handler<DynamoStore, PolarClient> {
+        let store = DynamoStore::new(dynamo, &self.orders_table, &self.sync_table);
+        let polar = PolarClient::new(
+            &PolarApiUrl::parse(&self.polar.base_url()).unwrap(),
+            AccessToken::new(TOKEN.to_owned()),
+            HttpTimeouts {
+                connect: Duration::from_secs(1),
+                request: polar_timeout,
+            },
+        )
+        .unwrap();
+        let retry = RetryPolicy {
+            reserve: polar_timeout + Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        Handler::new(
+            Syncer::new(store, polar, retry).with_checkpoint(checkpoint),
+            8,
+        )
     }
 
     pub fn discount(&self, code: &str, max_redemptions: Option<i64>) -> Uuid {
@@ -171,6 +214,39 @@ impl World {
             .expect("the batch is handled");
         failed_ids(&response)
     }
+}
+
+/// A DynamoDB client that counts the HTTP requests it sends (retries included).
+pub fn counting_dynamo(aws: &SdkConfig) -> (aws_sdk_dynamodb::Client, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let config = aws_sdk_dynamodb::config::Builder::from(aws)
+        .interceptor(RequestCounter(count.clone()))
+        .build();
+    (aws_sdk_dynamodb::Client::from_conf(config), count)
+}
+
+#[derive(Debug)]
+struct RequestCounter(Arc<AtomicUsize>);
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A checkpoint that does nothing.
+pub fn no_checkpoint() -> Checkpoint {
+    Arc::new(|_| {})
 }
 
 pub fn s(value: &str) -> AttributeValue {
