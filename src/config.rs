@@ -7,6 +7,9 @@ use reqwest::Url;
 use thiserror::Error;
 
 pub const DEFAULT_POLAR_API_URL: &str = "https://api.polar.sh/v1";
+/// Below Polar's 500 requests/min per organization, leaving room for other tools.
+pub const DEFAULT_POLAR_RATE_LIMIT_PER_MINUTE: u32 = 400;
+pub const DEFAULT_MAXIMUM_CONCURRENCY: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -14,6 +17,16 @@ pub struct Config {
     pub sync_table: String,
     pub polar_api_url: PolarApiUrl,
     pub token_source: TokenSource,
+    /// `DEAD_LETTER_QUEUE_URL`: where permanent failures go, with their reason.
+    pub dead_letter_queue_url: Option<String>,
+    /// `MAX_RECEIVE_COUNT`: the source queue's redrive limit, when it should not be read
+    /// from the queue's redrive policy.
+    pub max_receive_count: Option<u32>,
+    /// `POLAR_RATE_LIMIT_PER_MINUTE`: Polar requests per minute for all containers together.
+    pub polar_rate_limit_per_minute: u32,
+    /// `MAXIMUM_CONCURRENCY`: the most containers the queue runs at once (the event source's
+    /// `ScalingConfig.MaximumConcurrency`); each spends 1/N of the rate limit.
+    pub maximum_concurrency: u32,
     /// Discounts synced at the same time within one invocation.
     pub max_concurrent_discounts: usize,
     pub polar_connect_timeout: Duration,
@@ -93,6 +106,12 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// This container's share of the rate limit: with N containers at R/N each, all of
+    /// them together stay within R.
+    pub fn polar_requests_per_minute_per_container(&self) -> u32 {
+        (self.polar_rate_limit_per_minute / self.maximum_concurrency).max(1)
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -117,11 +136,46 @@ impl Config {
             (None, Some(token)) => TokenSource::Inline(AccessToken::new(token.trim().to_owned())),
             (None, None) => return Err(ConfigError::NoToken),
         };
+        let positive =
+            |name: &'static str, default: Option<u32>| -> Result<Option<u32>, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(raw) => match raw.trim().parse::<u32>() {
+                        Ok(n) if n > 0 => Ok(Some(n)),
+                        _ => Err(ConfigError::Invalid {
+                            name,
+                            reason: format!("{raw:?} is not a whole number above 0"),
+                        }),
+                    },
+                }
+            };
+        let dead_letter_queue_url = get("DEAD_LETTER_QUEUE_URL")
+            .map(|raw| {
+                Url::parse(&raw)
+                    .map(|_| raw.trim().to_owned())
+                    .map_err(|e| ConfigError::Invalid {
+                        name: "DEAD_LETTER_QUEUE_URL",
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()?;
         Ok(Self {
             orders_table: required("ORDERS_TABLE")?,
             sync_table: required("SYNC_TABLE")?,
             polar_api_url,
             token_source,
+            dead_letter_queue_url,
+            max_receive_count: positive("MAX_RECEIVE_COUNT", None)?,
+            polar_rate_limit_per_minute: positive(
+                "POLAR_RATE_LIMIT_PER_MINUTE",
+                Some(DEFAULT_POLAR_RATE_LIMIT_PER_MINUTE),
+            )?
+            .unwrap_or(DEFAULT_POLAR_RATE_LIMIT_PER_MINUTE),
+            maximum_concurrency: positive(
+                "MAXIMUM_CONCURRENCY",
+                Some(DEFAULT_MAXIMUM_CONCURRENCY),
+            )?
+            .unwrap_or(DEFAULT_MAXIMUM_CONCURRENCY),
             max_concurrent_discounts: 8,
             polar_connect_timeout: Duration::from_secs(2),
             polar_request_timeout: Duration::from_secs(5),
@@ -205,6 +259,55 @@ mod tests {
         vars.push(("POLAR_API_URL", "http://api.polar.sh/v1"));
         let err = config(&vars).unwrap_err().to_string();
         assert!(err.contains("POLAR_API_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_rate_budget_is_shared_between_the_containers() {
+        let config = config(BASE).unwrap();
+        assert_eq!(config.polar_rate_limit_per_minute, 400);
+        assert_eq!(config.maximum_concurrency, 2);
+        assert_eq!(config.polar_requests_per_minute_per_container(), 200);
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            ("POLAR_RATE_LIMIT_PER_MINUTE", "90"),
+            ("MAXIMUM_CONCURRENCY", "5"),
+        ]);
+        assert_eq!(
+            config_of(&vars).polar_requests_per_minute_per_container(),
+            18
+        );
+    }
+
+    #[test]
+    fn queue_settings_are_optional_and_checked_when_set() {
+        let minimal = config(BASE).unwrap();
+        assert_eq!(minimal.dead_letter_queue_url, None);
+        assert_eq!(minimal.max_receive_count, None);
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            (
+                "DEAD_LETTER_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/dlq",
+            ),
+            ("MAX_RECEIVE_COUNT", "5"),
+        ]);
+        let configured = config_of(&vars);
+        assert_eq!(configured.max_receive_count, Some(5));
+        assert!(configured.dead_letter_queue_url.is_some());
+        for (name, bad) in [
+            ("MAX_RECEIVE_COUNT", "0"),
+            ("MAXIMUM_CONCURRENCY", "two"),
+            ("DEAD_LETTER_QUEUE_URL", "not a url"),
+        ] {
+            let mut vars = BASE.to_vec();
+            vars.push((name, bad));
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    fn config_of(vars: &[(&str, &str)]) -> Config {
+        config(vars).unwrap()
     }
 
     #[test]

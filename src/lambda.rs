@@ -10,22 +10,28 @@ use thiserror::Error;
 use tracing::error;
 
 use crate::adapters::polar::{HttpTimeouts, PolarClient};
-use crate::adapters::{fetch_token, DynamoStore, TokenError};
+use crate::adapters::{fetch_token, DynamoStore, SqsQueue, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
-use crate::ports::{DiscountLocks, Discounts, OrderLedger};
-use crate::sync::{process_batch, RetryPolicy, Syncer};
+use crate::ports::{DiscountLocks, Discounts, OrderLedger, Queue};
+use crate::redelivery::RedeliveryPolicy;
+use crate::sync::{process_batch, BatchSettings, RateLimiter, RetryPolicy, Syncer};
 
-pub struct Handler<S, D> {
+/// Requests a container may send back to back before the even spacing applies.
+const RATE_BURST: u32 = 5;
+
+pub struct Handler<S, D, Q> {
     syncer: Syncer<S, D>,
-    max_concurrent_discounts: usize,
+    queue: Q,
+    settings: BatchSettings,
 }
 
-impl<S: OrderLedger + DiscountLocks, D: Discounts> Handler<S, D> {
-    pub fn new(syncer: Syncer<S, D>, max_concurrent_discounts: usize) -> Self {
+impl<S: OrderLedger + DiscountLocks, D: Discounts, Q: Queue> Handler<S, D, Q> {
+    pub fn new(syncer: Syncer<S, D>, queue: Q, settings: BatchSettings) -> Self {
         Self {
             syncer,
-            max_concurrent_discounts,
+            queue,
+            settings,
         }
     }
 
@@ -36,9 +42,10 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Handler<S, D> {
         let deadline = Deadline::from_epoch_ms(event.context.deadline);
         let response = process_batch(
             &self.syncer,
+            &self.queue,
+            &self.settings,
             event.payload,
             deadline,
-            self.max_concurrent_discounts,
         )
         .await?;
         Ok(response)
@@ -56,7 +63,7 @@ pub enum InitError {
 }
 
 /// Builds the handler once per container from the environment.
-pub async fn handler_from_env() -> Result<Handler<DynamoStore, PolarClient>, InitError> {
+pub async fn handler_from_env() -> Result<Handler<DynamoStore, PolarClient, SqsQueue>, InitError> {
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     handler_from_config(&config, &aws).await
@@ -66,7 +73,7 @@ pub async fn handler_from_env() -> Result<Handler<DynamoStore, PolarClient>, Ini
 pub async fn handler_from_config(
     config: &Config,
     aws: &SdkConfig,
-) -> Result<Handler<DynamoStore, PolarClient>, InitError> {
+) -> Result<Handler<DynamoStore, PolarClient, SqsQueue>, InitError> {
     let token = match &config.token_source {
         TokenSource::Inline(token) => token.clone(),
         TokenSource::SsmParameter(name) => {
@@ -87,9 +94,21 @@ pub async fn handler_from_config(
         reserve: config.polar_request_timeout + Duration::from_secs(1),
         ..RetryPolicy::default()
     };
+    let per_minute = config.polar_requests_per_minute_per_container();
+    let rate = RateLimiter::per_minute(per_minute, RATE_BURST.min(per_minute));
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(aws),
+        config.dead_letter_queue_url.clone(),
+        config.max_receive_count,
+    );
+    let settings = BatchSettings {
+        max_concurrent_discounts: config.max_concurrent_discounts,
+        redelivery: RedeliveryPolicy::default(),
+    };
     Ok(Handler::new(
-        Syncer::new(store, polar, retry),
-        config.max_concurrent_discounts,
+        Syncer::new(store, polar, retry).with_rate_limiter(rate),
+        queue,
+        settings,
     ))
 }
 

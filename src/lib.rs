@@ -8,6 +8,7 @@ pub mod domain;
 pub mod failure;
 pub mod lambda;
 pub mod ports;
+pub mod redelivery;
 pub mod sync;
 
 /// An error and its sources, outermost first, on one line for logs.

@@ -2,13 +2,14 @@
 //! One adapter per backend lives in `adapters`; in-memory ones back the fast tests.
 
 use std::future::Future;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
 use crate::adapters::polar::{Discount, PolarError};
-use crate::adapters::StoreError;
+use crate::adapters::{QueueError, StoreError};
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
+use crate::failure::FailureClass;
 
 /// The order as the checkout service wrote it: the source of truth for which
 /// discount was used.
@@ -112,4 +113,48 @@ pub trait Discounts: Send + Sync {
 pub enum Deletion {
     Deleted,
     Gone,
+}
+
+/// A received SQS message, as far as redelivery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub body: Option<String>,
+    pub receipt_handle: Option<String>,
+    /// The source queue's ARN (`eventSourceARN`).
+    pub source_arn: Option<String>,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receive_count: u32,
+    /// `MessageGroupId` on FIFO queues.
+    pub group_id: Option<String>,
+}
+
+/// Why a message went to the dead-letter queue, carried as message attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterReason {
+    pub class: FailureClass,
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// The SQS side of a failure: a later delivery, or the dead-letter queue.
+pub trait Queue: Send + Sync {
+    /// Makes the message visible again only after `after`.
+    fn retry_later(
+        &self,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &DeadLetterReason,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// The source queue's `maxReceiveCount`, if it has a redrive policy (read once).
+    fn max_receive_count(
+        &self,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<Option<u32>, QueueError>> + Send;
 }

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::FutureExt;
 use polar_discount_sync::sync::Step;
 use polar_double::{Fault, FaultAction};
-use support::{body, counting_dynamo, event, failed_ids, no_checkpoint, s, World};
+use support::{body, counting_dynamo, event, failed_ids, no_checkpoint, s, TestHandler, World};
 use uuid::Uuid;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -133,15 +133,7 @@ async fn concurrent_invocations_on_one_discount_lose_no_redemption() {
 
 /// A handler that panics (so nothing after that point runs, as in a crash) the first time
 /// it reaches the step put in the returned slot.
-fn crashing(
-    world: &World,
-) -> (
-    polar_discount_sync::lambda::Handler<
-        polar_discount_sync::adapters::DynamoStore,
-        polar_discount_sync::adapters::polar::PolarClient,
-    >,
-    Arc<Mutex<Option<Step>>>,
-) {
+fn crashing(world: &World) -> (TestHandler, Arc<Mutex<Option<Step>>>) {
     let crash_at: Arc<Mutex<Option<Step>>> = Arc::default();
     let slot = crash_at.clone();
     let handler = world.handler_with(

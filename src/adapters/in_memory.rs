@@ -3,13 +3,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::polar::{Discount, Operation, PolarError};
-use super::StoreError;
+use super::{QueueError, StoreError};
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
 use crate::ports::{
-    Acquisition, ClaimOutcome, Deletion, DiscountLocks, Discounts, Lease, OrderLedger, OrderRecord,
+    Acquisition, ClaimOutcome, DeadLetterReason, Deletion, Delivery, DiscountLocks, Discounts,
+    Lease, OrderLedger, OrderRecord, Queue,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -267,5 +268,62 @@ impl Discounts for InMemoryDiscounts {
             Some(_) => Deletion::Deleted,
             None => Deletion::Gone,
         })
+    }
+}
+
+/// The SQS side in memory: records delays and dead letters.
+#[derive(Default)]
+pub struct InMemoryQueue {
+    pub has_dead_letter_queue: bool,
+    pub max_receive_count: Option<u32>,
+    pub delayed: Mutex<Vec<(String, Duration)>>,
+    pub dead_letters: Mutex<Vec<(String, DeadLetterReason)>>,
+}
+
+impl InMemoryQueue {
+    pub fn with_dead_letter_queue(max_receive_count: Option<u32>) -> Self {
+        Self {
+            has_dead_letter_queue: true,
+            max_receive_count,
+            ..Self::default()
+        }
+    }
+
+    pub fn dead_lettered(&self) -> Vec<String> {
+        self.dead_letters
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+impl Queue for InMemoryQueue {
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueError> {
+        self.delayed
+            .lock()
+            .unwrap()
+            .push((delivery.message_id.clone(), after));
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        if !self.has_dead_letter_queue {
+            return Err(QueueError::NoDeadLetterQueue);
+        }
+        self.dead_letters
+            .lock()
+            .unwrap()
+            .push((delivery.message_id.clone(), reason.clone()));
+        Ok(())
+    }
+
+    async fn max_receive_count(&self, _delivery: &Delivery) -> Result<Option<u32>, QueueError> {
+        Ok(self.max_receive_count)
     }
 }

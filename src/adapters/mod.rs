@@ -4,9 +4,11 @@ mod dynamo_store;
 #[cfg(test)]
 pub(crate) mod in_memory;
 pub mod polar;
+mod sqs_queue;
 mod ssm_token;
 mod store_error;
 
 pub use dynamo_store::{epoch_ms, DynamoStore};
+pub use sqs_queue::{QueueError, SqsQueue};
 pub use ssm_token::{fetch_token, TokenError};
 pub use store_error::StoreError;

@@ -1,22 +1,34 @@
-//! One SQS batch: parse every record on its own, sync different discounts concurrently
-//! and the same discount in order, and report exactly the messages to deliver again.
+//! One SQS batch: parse every record on its own, sync each discount's messages together
+//! (different discounts concurrently), then settle every failure: back to the queue after
+//! a growing delay, or into the dead-letter queue with its reason.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use thiserror::Error;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use super::{SyncError, Synced, Syncer};
+use super::{Outcome, SyncError, Synced, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::failure::FailureClass;
-use crate::ports::{DiscountLocks, Discounts, OrderLedger};
+use crate::ports::{DeadLetterReason, Delivery, DiscountLocks, Discounts, OrderLedger, Queue};
+use crate::redelivery::{Disposition, RedeliveryPolicy};
 
-/// A message is not started with less time than this left: it goes back to the queue untouched.
+/// A discount's messages are not started with less time than this left: they go back to
+/// the queue untouched.
 pub const START_MARGIN: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Discounts synced at the same time within one invocation.
+    pub max_concurrent_discounts: usize,
+    pub redelivery: RedeliveryPolicy,
+}
 
 #[derive(Debug, Error)]
 pub enum BatchError {
@@ -26,117 +38,267 @@ pub enum BatchError {
 }
 
 struct Message {
-    id: String,
-    request: Result<SyncRequest, MessageError>,
+    delivery: Delivery,
+    request: Result<SyncRequest, Arc<SyncError>>,
 }
 
-pub async fn process_batch<S: OrderLedger + DiscountLocks, D: Discounts>(
+pub async fn process_batch<S, D, Q>(
     syncer: &Syncer<S, D>,
+    queue: &Q,
+    settings: &BatchSettings,
     event: SqsEvent,
     deadline: Deadline,
-    max_concurrent_discounts: usize,
-) -> Result<SqsBatchResponse, BatchError> {
+) -> Result<SqsBatchResponse, BatchError>
+where
+    S: OrderLedger + DiscountLocks,
+    D: Discounts,
+    Q: Queue,
+{
     let messages = event
         .records
         .into_iter()
         .enumerate()
         .map(|(index, record)| parse(index, record))
         .collect::<Result<Vec<_>, _>>()?;
+    let policy = &settings.redelivery;
+    let acknowledged: Vec<bool> = if messages.iter().any(|m| m.delivery.group_id.is_some()) {
+        fifo(syncer, queue, policy, &messages, deadline).await
+    } else {
+        let outcomes = standard(
+            syncer,
+            &messages,
+            deadline,
+            settings.max_concurrent_discounts,
+        )
+        .await;
+        join_all(
+            messages
+                .iter()
+                .zip(outcomes)
+                .map(|(message, outcome)| async move {
+                    match outcome {
+                        Ok(synced) => {
+                            report_success(&message.delivery, &synced);
+                            true
+                        }
+                        Err(error) => settle(queue, policy, &message.delivery, error).await,
+                    }
+                }),
+        )
+        .await
+    };
 
     let mut response = SqsBatchResponse::default();
-    let mut groups: Vec<(DiscountId, Vec<(String, SyncRequest)>)> = Vec::new();
-    let mut group_of: HashMap<DiscountId, usize> = HashMap::new();
-    for Message { id, request } in messages {
-        match request {
-            Ok(request) => {
-                let index = *group_of.entry(request.discount_id).or_insert_with(|| {
-                    groups.push((request.discount_id, Vec::new()));
-                    groups.len() - 1
-                });
-                groups[index].1.push((id, request));
-            }
-            Err(err) => {
-                report(&id, &SyncError::from(err));
-                response.add_failure(id);
-            }
+    for (message, acknowledged) in messages.iter().zip(acknowledged) {
+        if !acknowledged {
+            response.add_failure(message.delivery.message_id.clone());
         }
-    }
-
-    let failed: Vec<Vec<String>> = stream::iter(groups)
-        .map(|(discount_id, messages)| {
-            sync_discount(syncer, discount_id, messages, deadline)
-                .instrument(info_span!("discount", %discount_id))
-        })
-        .buffer_unordered(max_concurrent_discounts.max(1))
-        .collect()
-        .await;
-    for id in failed.into_iter().flatten() {
-        response.add_failure(id);
     }
     Ok(response)
 }
 
 fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
-    let id = record
+    let message_id = record
         .message_id
         .ok_or(BatchError::MissingMessageId { index })?;
     let request = record
         .body
+        .as_deref()
         .ok_or(MessageError::MissingBody)
-        .and_then(|body| SyncRequest::parse(&body));
-    Ok(Message { id, request })
+        .and_then(SyncRequest::parse)
+        .map_err(|err| Arc::new(SyncError::InvalidMessage(err)));
+    let receive_count = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let delivery = Delivery {
+        message_id,
+        body: record.body,
+        receipt_handle: record.receipt_handle,
+        source_arn: record.event_source_arn,
+        receive_count,
+        group_id: record.attributes.get("MessageGroupId").cloned(),
+    };
+    Ok(Message { delivery, request })
 }
 
-/// Returns the ids of the messages that must be delivered again.
+/// Standard queues: each discount's messages in one step, discounts concurrently.
+async fn standard<S: OrderLedger + DiscountLocks, D: Discounts>(
+    syncer: &Syncer<S, D>,
+    messages: &[Message],
+    deadline: Deadline,
+    max_concurrent_discounts: usize,
+) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(messages.len());
+    let mut groups: Vec<(DiscountId, Vec<usize>)> = Vec::new();
+    let mut group_of: HashMap<DiscountId, usize> = HashMap::new();
+    for (index, message) in messages.iter().enumerate() {
+        match &message.request {
+            Ok(request) => {
+                let group = *group_of.entry(request.discount_id).or_insert_with(|| {
+                    groups.push((request.discount_id, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[group].1.push(index);
+                outcomes.push(None);
+            }
+            Err(err) => outcomes.push(Some(Err(err.clone()))),
+        }
+    }
+
+    let synced: Vec<(Vec<usize>, Vec<Outcome>)> = stream::iter(groups)
+        .map(|(discount, indexes)| async move {
+            let requests: Vec<SyncRequest> = indexes
+                .iter()
+                .filter_map(|&i| messages[i].request.as_ref().ok().cloned())
+                .collect();
+            let results = sync_discount(syncer, discount, &requests, deadline)
+                .instrument(info_span!("discount", discount_id = %discount))
+                .await;
+            (indexes, results)
+        })
+        .buffer_unordered(max_concurrent_discounts.max(1))
+        .collect()
+        .await;
+    for (indexes, results) in synced {
+        for (index, result) in indexes.into_iter().zip(results) {
+            outcomes[index] = Some(result);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every message has an outcome"))
+        .collect()
+}
+
+/// FIFO queues: each message group in order, one message at a time. Once a message of a
+/// group fails (and is not dead-lettered), it and every later message of the group are
+/// reported failed without being processed, as SQS requires to keep the order.
+async fn fifo<S, D, Q>(
+    syncer: &Syncer<S, D>,
+    queue: &Q,
+    policy: &RedeliveryPolicy,
+    messages: &[Message],
+    deadline: Deadline,
+) -> Vec<bool>
+where
+    S: OrderLedger + DiscountLocks,
+    D: Discounts,
+    Q: Queue,
+{
+    let mut acknowledged = vec![false; messages.len()];
+    let mut blocked_groups: Vec<&str> = Vec::new();
+    for (index, message) in messages.iter().enumerate() {
+        let group = message.delivery.group_id.as_deref().unwrap_or_default();
+        if blocked_groups.contains(&group) {
+            info!(message_id = %message.delivery.message_id, group, "not processed: an earlier message of its group failed");
+            continue;
+        }
+        let outcome = match &message.request {
+            Ok(request) => sync_discount(
+                syncer,
+                request.discount_id,
+                std::slice::from_ref(request),
+                deadline,
+            )
+            .instrument(info_span!("discount", discount_id = %request.discount_id))
+            .await
+            .remove(0),
+            Err(err) => Err(err.clone()),
+        };
+        acknowledged[index] = match outcome {
+            Ok(synced) => {
+                report_success(&message.delivery, &synced);
+                true
+            }
+            Err(error) => settle(queue, policy, &message.delivery, error).await,
+        };
+        if !acknowledged[index] {
+            blocked_groups.push(group);
+        }
+    }
+    acknowledged
+}
+
 async fn sync_discount<S: OrderLedger + DiscountLocks, D: Discounts>(
     syncer: &Syncer<S, D>,
     discount: DiscountId,
-    messages: Vec<(String, SyncRequest)>,
+    requests: &[SyncRequest],
     deadline: Deadline,
-) -> Vec<String> {
+) -> Vec<Outcome> {
     if deadline.remaining() < START_MARGIN {
-        let err = SyncError::DeadlineTooClose;
-        return messages
-            .into_iter()
-            .map(|(id, _)| {
-                report(&id, &err);
-                id
-            })
-            .collect();
+        return vec![Err(Arc::new(SyncError::DeadlineTooClose)); requests.len()];
     }
-    let (ids, requests): (Vec<String>, Vec<SyncRequest>) = messages.into_iter().unzip();
-    let outcomes = syncer.sync_discount(discount, &requests, deadline).await;
-    let mut failed = Vec::new();
-    for ((id, request), outcome) in ids.into_iter().zip(&requests).zip(outcomes) {
-        match outcome {
-            Ok(Synced::Applied(action)) => {
-                info!(message_id = %id, order_id = %request.order_id, %action, "order synced to Polar");
-            }
-            Ok(Synced::AlreadySynced) => {
-                info!(message_id = %id, order_id = %request.order_id, "order already synced; nothing to do");
-            }
-            Err(err) => {
-                report(&id, &err);
-                failed.push(id);
-            }
-        }
-    }
-    failed
+    syncer.sync_discount(discount, requests, deadline).await
 }
 
-fn report(message_id: &str, err: &SyncError) {
-    let chain = crate::error_chain(err);
-    let kind = err.kind();
-    match err.class() {
-        FailureClass::Configuration => {
-            error!(message_id, kind, class = "configuration", error = %chain,
-                "CONFIGURATION ERROR: fix the deployment; the message will be retried");
+fn report_success(delivery: &Delivery, synced: &Synced) {
+    match synced {
+        Synced::Applied(action) => {
+            info!(message_id = %delivery.message_id, %action, "order synced to Polar");
         }
-        FailureClass::Permanent => {
-            error!(message_id, kind, class = "permanent", error = %chain, "message can never be synced");
+        Synced::AlreadySynced => {
+            info!(message_id = %delivery.message_id, "order already synced; nothing to do");
         }
-        FailureClass::Transient => {
-            warn!(message_id, kind, class = "transient", error = %chain, "message will be retried");
+    }
+}
+
+/// Decides and carries out what becomes of a failed message; true when it is acknowledged
+/// (it went to the dead-letter queue).
+async fn settle<Q: Queue>(
+    queue: &Q,
+    policy: &RedeliveryPolicy,
+    delivery: &Delivery,
+    error: Arc<SyncError>,
+) -> bool {
+    let message_id = delivery.message_id.as_str();
+    let kind = error.kind();
+    let class = error.class();
+    let reason = crate::error_chain(&*error);
+    if matches!(*error, SyncError::DeadlineTooClose) {
+        warn!(message_id, kind, error = %reason, "not started; the message comes back as it is");
+        return false;
+    }
+    if class == FailureClass::Configuration {
+        error!(message_id, kind, class = %class, error = %reason,
+            "CONFIGURATION ERROR: fix the deployment; the message will be retried");
+    }
+    let max_receive_count = match queue.max_receive_count(delivery).await {
+        Ok(max) => max,
+        Err(err) => {
+            warn!(message_id, error = %crate::error_chain(&err), "could not read the queue's redrive policy");
+            None
+        }
+    };
+    match policy.decide(&error, delivery.receive_count, max_receive_count) {
+        Disposition::DeadLetter => {
+            let dead_letter = DeadLetterReason {
+                class,
+                kind,
+                reason: reason.clone(),
+            };
+            match queue.dead_letter(delivery, &dead_letter).await {
+                Ok(()) => {
+                    error!(message_id, kind, class = %class, receive_count = delivery.receive_count,
+                        error = %reason, "message moved to the dead-letter queue");
+                    true
+                }
+                Err(err) => {
+                    error!(message_id, kind, error = %reason, dead_letter_error = %crate::error_chain(&err),
+                        "could not dead-letter the message; it stays in the queue");
+                    false
+                }
+            }
+        }
+        Disposition::RetryAfter(after) => {
+            if let Err(err) = queue.retry_later(delivery, after).await {
+                warn!(message_id, error = %crate::error_chain(&err),
+                    "could not delay the redelivery; the queue's visibility timeout applies");
+            }
+            warn!(message_id, kind, class = %class, receive_count = delivery.receive_count,
+                retry_in = ?after, error = %reason, "message will be retried");
+            false
         }
     }
 }

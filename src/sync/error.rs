@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use thiserror::Error;
 
 use crate::adapters::polar::PolarError;
@@ -53,6 +55,14 @@ impl SyncError {
             }
             Self::Polar(err) => err.class(),
             Self::Store(err) => err.class(),
+        }
+    }
+
+    /// The earliest moment worth trying again, if the failure says so (Polar's `retry-after`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Polar(PolarError::RateLimited { retry_after, .. }) => *retry_after,
+            _ => None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod batch;
 mod error;
+mod rate;
 mod retry;
 #[cfg(test)]
 mod tests;
@@ -16,8 +17,9 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-pub use batch::{process_batch, START_MARGIN};
+pub use batch::{process_batch, BatchSettings, START_MARGIN};
 pub use error::SyncError;
+pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
 
 use crate::adapters::polar::{Discount, PolarError};
@@ -114,6 +116,7 @@ pub struct Syncer<S, D> {
     store: S,
     discounts: D,
     retry: RetryPolicy,
+    rate: Option<RateLimiter>,
     checkpoint: Option<Checkpoint>,
 }
 
@@ -123,8 +126,15 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
             store,
             discounts,
             retry,
+            rate: None,
             checkpoint: None,
         }
+    }
+
+    /// Spends at most this container's share of Polar's rate limit.
+    pub fn with_rate_limiter(mut self, rate: RateLimiter) -> Self {
+        self.rate = Some(rate);
+        self
     }
 
     /// Calls `checkpoint` at every step boundary (tests use it to simulate crashes).
@@ -365,6 +375,7 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
         let result = self
             .retry
             .run(deadline, WriteError::retry_hint, || async {
+                self.admit(deadline).await.map_err(WriteError::NotApplied)?;
                 let answer = match journal.intent {
                     Intent::SetMaxRedemptions(target) => self
                         .discounts
@@ -519,12 +530,31 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
         }
     }
 
-    async fn polar<T, F, Fut>(&self, deadline: Deadline, call: F) -> Result<T, PolarError>
+    async fn polar<T, F, Fut>(&self, deadline: Deadline, mut call: F) -> Result<T, PolarError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, PolarError>>,
     {
-        self.retry.run(deadline, PolarError::retry_hint, call).await
+        self.retry
+            .run(deadline, PolarError::retry_hint, || {
+                let request = call();
+                async move {
+                    self.admit(deadline).await?;
+                    request.await
+                }
+            })
+            .await
+    }
+
+    /// Waits for a slot in the rate budget, as long as a request still fits after it.
+    async fn admit(&self, deadline: Deadline) -> Result<(), PolarError> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        let max_wait = deadline.remaining().saturating_sub(self.retry.reserve);
+        rate.admit(max_wait)
+            .await
+            .map_err(|over| PolarError::OverBudget { wait: over.wait })
     }
 
     async fn store<T, F, Fut>(&self, deadline: Deadline, call: F) -> Result<T, StoreError>

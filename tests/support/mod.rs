@@ -16,12 +16,16 @@ use aws_sdk_dynamodb::types::{
 };
 use lambda_runtime::{Context, LambdaEvent};
 use polar_discount_sync::adapters::polar::{HttpTimeouts, PolarClient};
-use polar_discount_sync::adapters::DynamoStore;
+use polar_discount_sync::adapters::{DynamoStore, SqsQueue};
 use polar_discount_sync::config::{AccessToken, Config, PolarApiUrl};
 use polar_discount_sync::lambda::{handler_from_config, Handler};
-use polar_discount_sync::sync::{Checkpoint, RetryPolicy, Syncer};
+use polar_discount_sync::redelivery::RedeliveryPolicy;
+use polar_discount_sync::sync::{BatchSettings, Checkpoint, RetryPolicy, Syncer};
 use polar_double::{DiscountSeed, PolarDouble};
 use uuid::Uuid;
+
+/// The handler as production wires it.
+pub type TestHandler = Handler<DynamoStore, PolarClient, SqsQueue>;
 
 pub const TOKEN: &str = "polar_oat_test_token_5f0c";
 
@@ -88,7 +92,7 @@ impl World {
         Config::from_lookup(|name| env.get(name).cloned()).expect("test config is valid")
     }
 
-    pub async fn handler(&self) -> Handler<DynamoStore, PolarClient> {
+    pub async fn handler(&self) -> Handler<DynamoStore, PolarClient, SqsQueue> {
         handler_from_config(&self.config(), &self.aws)
             .await
             .expect("handler builds")
@@ -101,7 +105,7 @@ impl World {
         &self,
         checkpoint: Checkpoint,
         polar_timeout: Duration,
-    ) -> Handler<DynamoStore, PolarClient> {
+    ) -> Handler<DynamoStore, PolarClient, SqsQueue> {
         self.handler_on(self.dynamo.clone(), checkpoint, polar_timeout)
     }
 
@@ -111,7 +115,7 @@ impl World {
         dynamo: aws_sdk_dynamodb::Client,
         checkpoint: Checkpoint,
         polar_timeout: Duration,
-    ) -> Handler<DynamoStore, PolarClient> {
+    ) -> Handler<DynamoStore, PolarClient, SqsQueue> {
         let store = DynamoStore::new(dynamo, &self.orders_table, &self.sync_table);
         let polar = PolarClient::new(
             &PolarApiUrl::parse(&self.polar.base_url()).unwrap(),
@@ -128,7 +132,11 @@ impl World {
         };
         Handler::new(
             Syncer::new(store, polar, retry).with_checkpoint(checkpoint),
-            8,
+            SqsQueue::new(aws_sdk_sqs::Client::new(&self.aws), None, None),
+            BatchSettings {
+                max_concurrent_discounts: 8,
+                redelivery: RedeliveryPolicy::default(),
+            },
         )
     }
 
@@ -205,7 +213,7 @@ impl World {
 
     pub async fn deliver(
         &self,
-        handler: &Handler<DynamoStore, PolarClient>,
+        handler: &Handler<DynamoStore, PolarClient, SqsQueue>,
         messages: &[(&str, String)],
     ) -> Vec<String> {
         let response = handler
@@ -310,4 +318,82 @@ pub fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
         .collect();
     ids.sort();
     ids
+}
+
+/// Bulk helpers, for tests with many orders.
+impl World {
+    /// Writes many orders as checkout does (`put_order`), 25 per `BatchWriteItem`.
+    pub async fn put_orders(&self, orders: &[(String, Uuid, String)]) {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in orders.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|(id, discount_id, code)| {
+                    let put = PutRequest::builder()
+                        .item("id", s(id))
+                        .item("discountId", s(&discount_id.to_string()))
+                        .item("discountCode", s(code))
+                        .item("total", AttributeValue::N("1990".into()))
+                        .build()
+                        .expect("an item is set");
+                    WriteRequest::builder().put_request(put).build()
+                })
+                .collect();
+            while !requests.is_empty() {
+                let output = self
+                    .dynamo
+                    .batch_write_item()
+                    .request_items(&self.orders_table, requests)
+                    .send()
+                    .await
+                    .expect("orders written");
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.orders_table))
+                    .unwrap_or_default();
+            }
+        }
+    }
+
+    /// Many order items by id, each read consistently (`BatchGetItem`, 100 per call).
+    /// Orders that do not exist are absent from the map.
+    pub async fn orders(&self, ids: &[String]) -> HashMap<String, HashMap<String, AttributeValue>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|id| HashMap::from([("id".to_owned(), s(id))]))
+                .collect();
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys are set");
+                let output = self
+                    .dynamo
+                    .batch_get_item()
+                    .request_items(&self.orders_table, request)
+                    .send()
+                    .await
+                    .expect("orders read");
+                for item in output
+                    .responses
+                    .and_then(|mut tables| tables.remove(&self.orders_table))
+                    .unwrap_or_default()
+                {
+                    if let Some(id) = item.get("id").and_then(|v| v.as_s().ok()).cloned() {
+                        found.insert(id, item);
+                    }
+                }
+                keys = output
+                    .unprocessed_keys
+                    .and_then(|mut left| left.remove(&self.orders_table))
+                    .map(|left| left.keys)
+                    .unwrap_or_default();
+            }
+        }
+        found
+    }
 }

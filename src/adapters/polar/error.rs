@@ -71,6 +71,9 @@ pub enum PolarError {
         status: StatusCode,
         body: String,
     },
+    /// Not sent: this container's share of the rate limit is spent until after the deadline.
+    #[error("Polar request not sent: the rate budget has no slot for {wait:?}")]
+    OverBudget { wait: Duration },
     #[error("Polar {operation} discount {discount}: unreadable response")]
     Decode {
         operation: Operation,
@@ -83,9 +86,10 @@ pub enum PolarError {
 impl PolarError {
     pub fn class(&self) -> FailureClass {
         match self {
-            Self::Transport { .. } | Self::RateLimited { .. } | Self::Server { .. } => {
-                FailureClass::Transient
-            }
+            Self::Transport { .. }
+            | Self::RateLimited { .. }
+            | Self::Server { .. }
+            | Self::OverBudget { .. } => FailureClass::Transient,
             Self::Unauthorized { .. } | Self::UnknownRoute { .. } | Self::Decode { .. } => {
                 FailureClass::Configuration
             }
@@ -109,6 +113,8 @@ impl PolarError {
             Self::RateLimited { retry_after, .. } => Some(RetryHint {
                 not_before: *retry_after,
             }),
+            // The limiter already waited as long as the deadline allows.
+            Self::OverBudget { .. } => None,
             _ if self.class() == FailureClass::Transient => Some(RetryHint { not_before: None }),
             _ => None,
         }

@@ -1,0 +1,170 @@
+//! What becomes of a message that was not synced: back to the queue after a delay that
+//! grows with each receive, or into the dead-letter queue with its reason.
+
+use std::time::Duration;
+
+use crate::failure::FailureClass;
+use crate::sync::SyncError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RedeliveryPolicy {
+    /// Visibility after the first failed receive; doubles with each receive.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// The checkout writes the order before it sends the message, but a read can race a
+    /// write that is not visible yet: a missing order is only called permanent from this
+    /// receive on.
+    pub order_not_found_receives: u32,
+}
+
+impl Default for RedeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(15 * 60),
+            order_not_found_receives: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Report the message as failed, visible again after `after`.
+    RetryAfter(Duration),
+    /// Send it to the dead-letter queue with its reason, then acknowledge it.
+    DeadLetter,
+}
+
+impl RedeliveryPolicy {
+    /// The longest delay for a message received `receive_count` times (counting from 1).
+    pub fn ceiling(&self, receive_count: u32) -> Duration {
+        let factor = 2u32.saturating_pow(receive_count.saturating_sub(1).min(20));
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// Equal jitter: at least half the ceiling, so retries never bunch up early.
+    pub fn backoff(&self, receive_count: u32) -> Duration {
+        let ceiling = self.ceiling(receive_count);
+        ceiling / 2 + (ceiling / 2).mul_f64(fastrand::f64())
+    }
+
+    /// `max_receive_count` is the source queue's redrive limit, if known: on the last
+    /// receive a failure is dead-lettered here, with its reason, instead of silently by SQS.
+    pub fn decide(
+        &self,
+        error: &SyncError,
+        receive_count: u32,
+        max_receive_count: Option<u32>,
+    ) -> Disposition {
+        let permanent = match error {
+            SyncError::OrderNotFound(_) => receive_count >= self.order_not_found_receives,
+            _ => error.class() == FailureClass::Permanent,
+        };
+        let last_receive = max_receive_count.is_some_and(|max| receive_count >= max);
+        if permanent || last_receive {
+            return Disposition::DeadLetter;
+        }
+        let wait = self.backoff(receive_count);
+        Disposition::RetryAfter(error.retry_after().map_or(wait, |floor| floor.max(wait)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::polar::PolarError;
+    use crate::domain::{DiscountId, MessageError, OrderId};
+
+    fn order() -> OrderId {
+        OrderId::parse("ord_1".into()).unwrap()
+    }
+
+    fn lease_held() -> SyncError {
+        SyncError::LeaseHeld {
+            discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
+            expires_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_delay_ceiling_doubles_per_receive_up_to_fifteen_minutes() {
+        let policy = RedeliveryPolicy::default();
+        let secs: Vec<_> = (1..=10).map(|n| policy.ceiling(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 640, 900, 900]);
+        assert_eq!(policy.ceiling(u32::MAX), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn delays_are_jittered_between_half_and_all_of_the_ceiling() {
+        let policy = RedeliveryPolicy::default();
+        let delays: Vec<_> = (0..200).map(|_| policy.backoff(3)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_secs(10) && *d <= Duration::from_secs(20)));
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 100);
+    }
+
+    #[test]
+    fn a_permanent_failure_is_dead_lettered_at_once() {
+        let policy = RedeliveryPolicy::default();
+        let malformed = SyncError::InvalidMessage(MessageError::EmptyDiscountCode);
+        assert_eq!(
+            policy.decide(&malformed, 1, Some(8)),
+            Disposition::DeadLetter
+        );
+        assert_eq!(policy.decide(&malformed, 1, None), Disposition::DeadLetter);
+    }
+
+    #[test]
+    fn a_transient_failure_goes_back_to_the_queue_until_its_last_receive() {
+        let policy = RedeliveryPolicy::default();
+        assert!(matches!(
+            policy.decide(&lease_held(), 1, Some(3)),
+            Disposition::RetryAfter(_)
+        ));
+        assert!(matches!(
+            policy.decide(&lease_held(), 2, Some(3)),
+            Disposition::RetryAfter(_)
+        ));
+        assert_eq!(
+            policy.decide(&lease_held(), 3, Some(3)),
+            Disposition::DeadLetter
+        );
+        assert!(matches!(
+            policy.decide(&lease_held(), 50, None),
+            Disposition::RetryAfter(_)
+        ));
+    }
+
+    #[test]
+    fn a_missing_order_is_retried_on_the_first_receives_then_dead_lettered() {
+        let policy = RedeliveryPolicy::default();
+        let missing = SyncError::OrderNotFound(order());
+        assert!(matches!(
+            policy.decide(&missing, 1, None),
+            Disposition::RetryAfter(_)
+        ));
+        assert!(matches!(
+            policy.decide(&missing, 2, None),
+            Disposition::RetryAfter(_)
+        ));
+        assert_eq!(policy.decide(&missing, 3, None), Disposition::DeadLetter);
+    }
+
+    #[test]
+    fn a_rate_limited_message_waits_at_least_the_retry_after() {
+        let policy = RedeliveryPolicy::default();
+        let limited = SyncError::Polar(PolarError::RateLimited {
+            operation: crate::adapters::polar::Operation::Get,
+            discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
+            retry_after: Some(Duration::from_secs(60)),
+        });
+        for _ in 0..20 {
+            let Disposition::RetryAfter(after) = policy.decide(&limited, 1, Some(8)) else {
+                panic!("a 429 is retried");
+            };
+            assert!(after >= Duration::from_secs(60));
+        }
+    }
+}
