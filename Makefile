@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env clean
+.PHONY: local test lint fmt dev-env clean dlq-list dlq-redrive
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -20,6 +20,13 @@ lint: $(DEV_ENV)
 
 fmt:
 	cargo fmt --all
+
+# Operators: what is in the dead-letter queue and why; move it back after a fix.
+dlq-list: $(DEV_ENV)
+	$(VENV)/bin/python scripts/dlq.py list --queue-url "$(DLQ_URL)"
+
+dlq-redrive: $(DEV_ENV)
+	$(VENV)/bin/python scripts/dlq.py redrive --dlq-arn "$(DLQ_ARN)"
 
 dev-env: $(DEV_ENV)
 
