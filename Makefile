@@ -17,6 +17,7 @@ lint: $(DEV_ENV)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/python scripts/check_template.py
 
 fmt:
 	cargo fmt --all

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use lambda_runtime::service_fn;
 use polar_discount_sync::lambda::{handler_from_env, report_init_error};
 

@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 /// Longest `orderId` the contract allows.
 pub const MAX_ORDER_ID_LEN: usize = 256;
+/// The contract's message is a few hundred bytes; anything far larger is not one.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The key of an order item in the orders table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -23,6 +25,11 @@ impl OrderId {
         if raw.chars().count() > MAX_ORDER_ID_LEN {
             return Err(MessageError::InvalidOrderId {
                 reason: "it is longer than 256 characters",
+            });
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(MessageError::InvalidOrderId {
+                reason: "it contains control characters",
             });
         }
         Ok(Self(raw))
@@ -117,6 +124,9 @@ struct RawMessage {
 
 impl SyncRequest {
     pub fn parse(body: &str) -> Result<Self, MessageError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(MessageError::TooLarge { bytes: body.len() });
+        }
         let raw: RawMessage = serde_json::from_str(body).map_err(MessageError::Json)?;
         Ok(Self {
             order_id: OrderId::parse(raw.order_id)?,
@@ -131,6 +141,8 @@ impl SyncRequest {
 pub enum MessageError {
     #[error("the message has no body")]
     MissingBody,
+    #[error("the message body is {bytes} bytes, more than the 16 KiB a redemption message can be")]
+    TooLarge { bytes: usize },
     #[error("the message body is not the expected JSON object")]
     Json(#[source] serde_json::Error),
     #[error("orderId is invalid: {reason}")]
@@ -226,6 +238,14 @@ mod tests {
             "{9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10}",
             "urn:uuid:9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10",
             "9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a1g",
+            "%2e%2e/x",
+            "a?b=c",
+            "a#b",
+            // Look-alikes: Cyrillic 'а', fullwidth digits, a Unicode hyphen.
+            "9b1c1f3e-3c1а-4a57-9a43-6f0f3f1d2a10",
+            "９b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10",
+            "9b1c1f3e‐3c1a-4a57-9a43-6f0f3f1d2a10",
+            "9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10/../x",
         ] {
             assert!(
                 matches!(
@@ -235,6 +255,44 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn an_order_id_with_control_characters_is_rejected() {
+        for bad in ["ord\n1", "ord\u{0}", "ord\u{7f}", "ord\u{85}"] {
+            assert!(
+                matches!(
+                    SyncRequest::parse(&body(bad, ID, "X")),
+                    Err(MessageError::InvalidOrderId { .. })
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+        assert!(
+            SyncRequest::parse(&body("ord-ü 1/2", ID, "X")).is_ok(),
+            "printable text is fine"
+        );
+    }
+
+    #[test]
+    fn a_body_larger_than_any_redemption_message_is_rejected_before_parsing() {
+        let huge = format!(
+            r#"{{"orderId":"{}","discountId":"{ID}","discountCode":"X"}}"#,
+            "a".repeat(20_000)
+        );
+        assert!(matches!(
+            SyncRequest::parse(&huge),
+            Err(MessageError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn deeply_nested_json_is_rejected_without_overflowing_the_stack() {
+        let nested = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+        assert!(matches!(
+            SyncRequest::parse(&nested),
+            Err(MessageError::Json(_))
+        ));
     }
 
     #[test]

@@ -5,5 +5,7 @@ mod message;
 mod plan;
 
 pub use journal::{Intent, Journal, Resolution};
-pub use message::{DiscountCode, DiscountId, MessageError, OrderId, SyncRequest, MAX_ORDER_ID_LEN};
+pub use message::{
+    DiscountCode, DiscountId, MessageError, OrderId, SyncRequest, MAX_BODY_BYTES, MAX_ORDER_ID_LEN,
+};
 pub use plan::{Plan, SyncAction};
