@@ -74,17 +74,21 @@ pub async fn handler_from_config(
     config: &Config,
     aws: &SdkConfig,
 ) -> Result<Handler<DynamoStore, PolarClient, SqsQueue>, InitError> {
-    let token = match &config.token_source {
-        TokenSource::Inline(token) => token.clone(),
-        TokenSource::SsmParameter(name) => {
-            fetch_token(&aws_sdk_ssm::Client::new(aws), name).await?
-        }
-    };
     let timeouts = HttpTimeouts {
         connect: config.polar_connect_timeout,
         request: config.polar_request_timeout,
     };
-    let polar = PolarClient::new(&config.polar_api_url, token, timeouts)?;
+    let polar = match &config.token_source {
+        TokenSource::Inline(token) => {
+            PolarClient::new(&config.polar_api_url, token.clone(), timeouts)?
+        }
+        TokenSource::SsmParameter(name) => {
+            let ssm = aws_sdk_ssm::Client::new(aws);
+            let token = fetch_token(&ssm, name).await?;
+            PolarClient::new(&config.polar_api_url, token, timeouts)?
+                .with_token_rotation(ssm, name.clone())
+        }
+    };
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(aws),
         &config.orders_table,

@@ -21,7 +21,7 @@ use polar_discount_sync::config::{AccessToken, Config, PolarApiUrl};
 use polar_discount_sync::lambda::{handler_from_config, Handler};
 use polar_discount_sync::redelivery::RedeliveryPolicy;
 use polar_discount_sync::sync::{BatchSettings, Checkpoint, RetryPolicy, Syncer};
-use polar_double::{DiscountSeed, PolarDouble};
+use polar_double::{DiscountSeed, DoubleConfig, PolarDouble};
 use uuid::Uuid;
 
 /// The handler as production wires it.
@@ -58,6 +58,11 @@ pub async fn aws_config() -> SdkConfig {
 
 impl World {
     pub async fn start() -> World {
+        World::start_with_polar(DoubleConfig::default()).await
+    }
+
+    /// A world whose Polar double is configured, e.g. to accept only one token.
+    pub async fn start_with_polar(polar: DoubleConfig) -> World {
         let aws = aws_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&aws);
         let suffix = Uuid::new_v4().simple().to_string();
@@ -70,7 +75,9 @@ impl World {
             dynamo,
             orders_table,
             sync_table,
-            polar: PolarDouble::start().await,
+            polar: PolarDouble::start_with(polar)
+                .await
+                .expect("Polar double starts"),
         }
     }
 

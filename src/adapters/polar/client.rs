@@ -1,10 +1,13 @@
-use std::time::Duration;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use reqwest::{header, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use tracing::{info, warn};
 
 use super::error::{Operation, PolarError};
 use super::model::{Discount, ErrorBody, MaxRedemptionsUpdate};
+use crate::adapters::fetch_token;
 use crate::config::{AccessToken, PolarApiUrl};
 use crate::domain::DiscountId;
 use crate::ports::{Deletion, Discounts};
@@ -20,12 +23,25 @@ pub struct HttpTimeouts {
     pub request: Duration,
 }
 
+/// A token read from SSM is read again after a 401 (it may have been rotated), but no
+/// more often than this, so a wrong token does not turn every request into an SSM call.
+const TOKEN_REREAD_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Polar's discount API over HTTPS, built once per container.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PolarClient {
     http: reqwest::Client,
     base_url: String,
-    token: AccessToken,
+    token: RwLock<AccessToken>,
+    rotation: Option<TokenRotation>,
+}
+
+/// Where the token can be read again when Polar refuses it.
+#[derive(Debug)]
+struct TokenRotation {
+    ssm: aws_sdk_ssm::Client,
+    parameter: String,
+    last_read: tokio::sync::Mutex<Option<Instant>>,
 }
 
 enum Answer {
@@ -47,8 +63,69 @@ impl PolarClient {
         Ok(Self {
             http,
             base_url: base_url.as_str().trim_end_matches('/').to_owned(),
-            token,
+            token: RwLock::new(token),
+            rotation: None,
         })
+    }
+
+    /// After a 401, reads the token again from this SSM parameter and retries once.
+    pub fn with_token_rotation(mut self, ssm: aws_sdk_ssm::Client, parameter: String) -> Self {
+        self.rotation = Some(TokenRotation {
+            ssm,
+            parameter,
+            last_read: tokio::sync::Mutex::new(None),
+        });
+        self
+    }
+
+    fn current_token(&self) -> AccessToken {
+        self.token
+            .read()
+            .expect("no writer panics holding the token")
+            .clone()
+    }
+
+    /// Whether a token other than `refused` is now available, reading SSM if due.
+    async fn rotated_token(&self, refused: &AccessToken) -> bool {
+        if self.current_token() != *refused {
+            return true;
+        }
+        let Some(rotation) = &self.rotation else {
+            return false;
+        };
+        let mut last_read = rotation.last_read.lock().await;
+        if last_read.is_some_and(|at| at.elapsed() < TOKEN_REREAD_INTERVAL) {
+            return false;
+        }
+        *last_read = Some(Instant::now());
+        match fetch_token(&rotation.ssm, &rotation.parameter).await {
+            Ok(token) if token != *refused => {
+                info!(parameter = %rotation.parameter, "Polar refused the token; using the one now in SSM");
+                *self
+                    .token
+                    .write()
+                    .expect("no writer panics holding the token") = token;
+                true
+            }
+            Ok(_) => false,
+            Err(err) => {
+                warn!(error = %crate::error_chain(&err), "could not read the token again from SSM");
+                false
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        request: RequestBuilder,
+        token: &AccessToken,
+    ) -> Result<Response, reqwest::Error> {
+        request
+            .bearer_auth(token.expose())
+            .header("Polar-Version", POLAR_API_VERSION)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
     }
 
     fn discount_url(&self, id: DiscountId) -> String {
@@ -66,13 +143,19 @@ impl PolarClient {
             discount,
             source,
         };
-        let response = request
-            .bearer_auth(self.token.expose())
-            .header("Polar-Version", POLAR_API_VERSION)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(transport)?;
+        let token = self.current_token();
+        let again = request.try_clone();
+        let mut response = self.send(request, &token).await.map_err(transport)?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            if let Some(again) = again {
+                if self.rotated_token(&token).await {
+                    response = self
+                        .send(again, &self.current_token())
+                        .await
+                        .map_err(transport)?;
+                }
+            }
+        }
         let status = response.status();
         if status.is_success() {
             return Ok(Answer::Success(response));
