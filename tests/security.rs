@@ -199,6 +199,7 @@ async fn the_binary_logs_no_token_even_at_trace_level() {
         )
         .await;
     function.kill().unwrap();
+    function.wait().unwrap();
     let output = stdout.join().unwrap() + &stderr.join().unwrap();
 
     assert!(
