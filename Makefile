@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env clean dlq-list dlq-redrive
+.PHONY: local test lint fmt dev-env cargo-deny clean dlq-list dlq-redrive
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -13,11 +13,12 @@ local: $(DEV_ENV)
 test: $(DEV_ENV) lint
 	scripts/with-moto.sh cargo test --workspace --locked
 
-lint: $(DEV_ENV)
+lint: $(DEV_ENV) cargo-deny
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python scripts/check_template.py
+	cargo deny check licenses bans sources
 
 fmt:
 	cargo fmt --all
@@ -30,6 +31,10 @@ dlq-redrive: $(DEV_ENV)
 	$(VENV)/bin/python scripts/dlq.py redrive --dlq-arn "$(DLQ_ARN)"
 
 dev-env: $(DEV_ENV)
+
+# Supply-chain checks (licenses, bans, sources); built from crates.io the first time.
+cargo-deny:
+	@command -v cargo-deny >/dev/null || cargo install --locked cargo-deny@0.20.2
 
 $(DEV_ENV): requirements-dev.txt
 	python3 -m venv $(VENV)
