@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env cargo-deny clean dlq-list dlq-redrive
+.PHONY: local test lint fmt dev-env cargo-deny fuzz clean dlq-list dlq-redrive
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -22,6 +22,13 @@ lint: $(DEV_ENV) cargo-deny
 
 fmt:
 	cargo fmt --all
+
+# Fuzz the message parser for FUZZ_SECONDS (libFuzzer via cargo-fuzz; the stable
+# toolchain is allowed nightly flags with RUSTC_BOOTSTRAP).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	RUSTC_BOOTSTRAP=1 cargo fuzz run message -- -max_total_time=$(FUZZ_SECONDS)
 
 # Operators: what is in the dead-letter queue and why; move it back after a fix.
 dlq-list: $(DEV_ENV)
