@@ -31,8 +31,9 @@ impl Default for RedeliveryPolicy {
 pub enum Disposition {
     /// Report the message as failed, visible again after `after`.
     RetryAfter(Duration),
-    /// Send it to the dead-letter queue with its reason, then acknowledge it.
-    DeadLetter,
+    /// Send it to the dead-letter queue with its reason, then acknowledge it. `class` is
+    /// the final verdict: permanent, or the failure's own class when its retries ran out.
+    DeadLetter { class: FailureClass },
 }
 
 impl RedeliveryPolicy {
@@ -60,9 +61,15 @@ impl RedeliveryPolicy {
             SyncError::OrderNotFound(_) => receive_count >= self.order_not_found_receives,
             _ => error.class() == FailureClass::Permanent,
         };
-        let last_receive = max_receive_count.is_some_and(|max| receive_count >= max);
-        if permanent || last_receive {
-            return Disposition::DeadLetter;
+        if permanent {
+            return Disposition::DeadLetter {
+                class: FailureClass::Permanent,
+            };
+        }
+        if max_receive_count.is_some_and(|max| receive_count >= max) {
+            return Disposition::DeadLetter {
+                class: error.class(),
+            };
         }
         let wait = self.backoff(receive_count);
         Disposition::RetryAfter(error.retry_after().map_or(wait, |floor| floor.max(wait)))
@@ -109,11 +116,11 @@ mod tests {
     fn a_permanent_failure_is_dead_lettered_at_once() {
         let policy = RedeliveryPolicy::default();
         let malformed = SyncError::InvalidMessage(MessageError::EmptyDiscountCode);
-        assert_eq!(
-            policy.decide(&malformed, 1, Some(8)),
-            Disposition::DeadLetter
-        );
-        assert_eq!(policy.decide(&malformed, 1, None), Disposition::DeadLetter);
+        let permanent = Disposition::DeadLetter {
+            class: FailureClass::Permanent,
+        };
+        assert_eq!(policy.decide(&malformed, 1, Some(8)), permanent);
+        assert_eq!(policy.decide(&malformed, 1, None), permanent);
     }
 
     #[test]
@@ -129,7 +136,10 @@ mod tests {
         ));
         assert_eq!(
             policy.decide(&lease_held(), 3, Some(3)),
-            Disposition::DeadLetter
+            Disposition::DeadLetter {
+                class: FailureClass::Transient
+            },
+            "retries ran out: dead-lettered with its own class"
         );
         assert!(matches!(
             policy.decide(&lease_held(), 50, None),
@@ -149,7 +159,12 @@ mod tests {
             policy.decide(&missing, 2, None),
             Disposition::RetryAfter(_)
         ));
-        assert_eq!(policy.decide(&missing, 3, None), Disposition::DeadLetter);
+        assert_eq!(
+            policy.decide(&missing, 3, None),
+            Disposition::DeadLetter {
+                class: FailureClass::Permanent
+            }
+        );
     }
 
     #[test]

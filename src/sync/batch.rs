@@ -272,7 +272,7 @@ async fn settle<Q: Queue>(
         }
     };
     match policy.decide(&error, delivery.receive_count, max_receive_count) {
-        Disposition::DeadLetter => {
+        Disposition::DeadLetter { class } => {
             let dead_letter = DeadLetterReason {
                 class,
                 kind,

@@ -232,28 +232,45 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
             outcomes.push(outcome);
         }
 
+        // A failed step fails only the orders it was counting; what is settled stays settled.
         let mut counted: HashMap<OrderId, Outcome> = HashMap::new();
         let chunks: Vec<_> = to_count.chunks(MAX_ORDERS_PER_WRITE).collect();
         let mut released = false;
+        let mut write_pending = false;
+        let mut stopped: Option<Arc<SyncError>> = None;
         for (index, chunk) in chunks.iter().enumerate() {
             let last = index + 1 == chunks.len();
-            if deadline.remaining() < START_MARGIN {
-                let err = Arc::new(SyncError::DeadlineTooClose);
-                counted.extend(
-                    chunk
-                        .iter()
-                        .map(|(id, _)| ((*id).clone(), Err(err.clone()))),
-                );
-                continue;
+            let skipped = stopped.clone().or_else(|| {
+                (deadline.remaining() < START_MARGIN).then(|| Arc::new(SyncError::DeadlineTooClose))
+            });
+            let error = match skipped {
+                Some(error) => error,
+                None => {
+                    let requests: Vec<&SyncRequest> = chunk.iter().map(|(_, r)| *r).collect();
+                    match self
+                        .count(discount, lease, &requests, deadline, last, &mut counted)
+                        .await
+                    {
+                        Ok(released_now) => {
+                            released |= released_now;
+                            continue;
+                        }
+                        Err(failure) => {
+                            write_pending = failure.write_pending;
+                            let error = Arc::new(failure.error);
+                            stopped = Some(error.clone());
+                            error
+                        }
+                    }
+                }
+            };
+            for (id, _) in chunk.iter() {
+                counted
+                    .entry((*id).clone())
+                    .or_insert_with(|| Err(error.clone()));
             }
-            let requests: Vec<&SyncRequest> = chunk.iter().map(|(_, r)| *r).collect();
-            counted.extend(
-                self.count(discount, lease, &requests, deadline, last)
-                    .await?,
-            );
-            released = last;
         }
-        if !released {
+        if !released && !write_pending {
             self.release(discount, lease).await;
         }
 
@@ -265,6 +282,7 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
     }
 
     /// Counts claimed orders in one Polar write: one GET, then at most one PATCH or DELETE.
+    /// Records each order's outcome in `settled`; true when the lease was released.
     async fn count(
         &self,
         discount: DiscountId,
@@ -272,34 +290,34 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
         requests: &[&SyncRequest],
         deadline: Deadline,
         release: bool,
-    ) -> Result<HashMap<OrderId, Outcome>, Failure> {
+        settled: &mut HashMap<OrderId, Outcome>,
+    ) -> Result<bool, Failure> {
         let current = self
             .polar(deadline, || self.discounts.get(discount))
             .await
             .map_err(Failure::settled)?;
 
-        let mut outcomes = HashMap::new();
         let mut orders = Vec::new();
         for request in requests {
             match code_mismatch(request, current.as_ref()) {
                 Some(err) => {
-                    outcomes.insert(request.order_id.clone(), Err(Arc::new(err)));
+                    settled.insert(request.order_id.clone(), Err(Arc::new(err)));
                 }
                 None => orders.push(request.order_id.clone()),
             }
         }
         if orders.is_empty() {
-            return Ok(outcomes);
+            return Ok(false);
         }
         let action = self
             .apply(discount, lease, orders.clone(), current, deadline, release)
             .await?;
-        outcomes.extend(
+        settled.extend(
             orders
                 .into_iter()
                 .map(|id| (id, Ok(Synced::Applied(action)))),
         );
-        Ok(outcomes)
+        Ok(release)
     }
 
     /// Plans from the discount as just read, journals the write, makes it, and marks the orders.

@@ -842,3 +842,65 @@ async fn polar_requests_wait_for_the_rate_budget() {
         "nothing pending: the write was never sent"
     );
 }
+
+#[tokio::test]
+async fn a_failed_polar_step_fails_only_the_orders_it_was_counting() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("counted", DISCOUNT, "X")
+            .with_order("synced", DISCOUNT, "X")
+            .with_order("mismatch", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    );
+    s.store
+        .orders
+        .lock()
+        .unwrap()
+        .get_mut("synced")
+        .unwrap()
+        .synced = Some(SyncAction::Decremented);
+    s.discounts.script(
+        Operation::Get,
+        Scripted::Fail(PolarError::UnknownRoute {
+            operation: Operation::Get,
+            discount: id(DISCOUNT),
+            body: r#"{"detail":"Not Found"}"#.into(),
+        }),
+    );
+    let requests = [
+        request("counted", DISCOUNT, "X"),
+        request("synced", DISCOUNT, "X"),
+        request("mismatch", DISCOUNT, "OTHER"),
+    ];
+
+    let outcomes = s.sync_discount(id(DISCOUNT), &requests, deadline()).await;
+
+    assert!(
+        matches!(&outcomes[0], Err(e) if matches!(**e, SyncError::Polar(_))),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], Ok(Synced::AlreadySynced)),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[2], Err(e) if matches!(**e, SyncError::OrderMismatch { .. })),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        s.store.lease(id(DISCOUNT)),
+        None,
+        "released: nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn a_group_whose_only_order_has_another_code_on_polar_releases_its_lease() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "OTHER", Some(10)),
+    );
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+    assert!(outcome.is_err());
+    assert_eq!(s.store.lease(id(DISCOUNT)), None);
+}
