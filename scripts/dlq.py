@@ -16,7 +16,7 @@ import boto3
 REASON_ATTRIBUTES = ["OriginalMessageId", "ErrorClass", "ErrorKind", "Reason", "ReceiveCount"]
 
 
-def list_messages(sqs, queue_url, limit):
+def list_messages(sqs, queue_url, limit, wait_seconds):
     """Peeks at up to `limit` messages: each is made visible again at once."""
     seen = {}
     idle_rounds = 0
@@ -26,7 +26,7 @@ def list_messages(sqs, queue_url, limit):
             MaxNumberOfMessages=10,
             MessageAttributeNames=["All"],
             VisibilityTimeout=0,
-            WaitTimeSeconds=1,
+            WaitTimeSeconds=wait_seconds,
         )
         new = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
         idle_rounds = 0 if new else idle_rounds + 1
@@ -47,6 +47,7 @@ def main():
     listing.add_argument("--queue-url", required=True, help="the dead-letter queue's URL")
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--wait-seconds", type=int, default=1, help="long-poll time per receive")
     redrive = commands.add_parser("redrive", help="move the DLQ's messages back to their source queue")
     redrive.add_argument("--dlq-arn", required=True, help="the dead-letter queue's ARN")
     redrive.add_argument("--to-arn", help="destination queue ARN (default: the queue they came from)")
@@ -56,7 +57,7 @@ def main():
     sqs = boto3.client("sqs")
 
     if args.command == "list":
-        messages = list_messages(sqs, args.queue_url, args.limit)
+        messages = list_messages(sqs, args.queue_url, args.limit, args.wait_seconds)
         for message in messages:
             if args.json:
                 print(json.dumps(message))

@@ -1213,3 +1213,51 @@ async fn a_polar_failure_of_the_discount_does_not_hold_back_messages_already_set
     );
     assert_eq!(world.max_redemptions(flaky), Some(Some(9)));
 }
+
+/// `make dlq-list` shows an operator each dead letter with the reason the function gave.
+#[tokio::test]
+async fn the_dlq_listing_shows_each_dead_letter_with_its_reason() {
+    let world = World::start().await;
+    let queues = Queues::create(&world, false, 3).await;
+    let handler = handler_for(&world, &queues).await;
+    let original = queues.send("{\"orderId\": \"o1\"", None).await;
+    Poller::new(&queues, &handler).poll().await;
+
+    let output =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dlq.py"))
+            // No long polling: moto serves one request at a time.
+            .args([
+                "list",
+                "--json",
+                "--wait-seconds",
+                "0",
+                "--queue-url",
+                &queues.dead_letter_url,
+            ])
+            .output()
+            .expect("the dev venv has python with boto3");
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["OriginalMessageId"], original);
+    assert_eq!(listed[0]["ErrorClass"], "permanent");
+    assert_eq!(listed[0]["ErrorKind"], "invalid_message");
+    assert!(
+        listed[0]["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the expected JSON"),
+        "{listed:?}"
+    );
+    assert_eq!(listed[0]["body"], "{\"orderId\": \"o1\"");
+}
