@@ -20,6 +20,12 @@ impl Deadline {
     }
 
     pub fn epoch_ms(&self) -> u64 {
-        crate::adapters::epoch_ms(self.0)
+        epoch_ms(self.0)
     }
+}
+
+/// Milliseconds since the Unix epoch, as stored in lease expiries.
+pub fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

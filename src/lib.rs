@@ -12,6 +12,14 @@ pub mod ports;
 pub mod redelivery;
 pub mod sync;
 
+/// `text` cut to at most `max_chars` characters, with an ellipsis when it was cut.
+pub(crate) fn truncate_chars(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// An error and its sources, outermost first, on one line for logs.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

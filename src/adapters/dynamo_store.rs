@@ -436,12 +436,6 @@ fn decode_journal(discount: DiscountId, value: &AttributeValue) -> Result<Journa
     })
 }
 
-/// Milliseconds since the Unix epoch, as stored in lease expiries.
-pub fn epoch_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

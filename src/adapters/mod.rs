@@ -8,7 +8,7 @@ mod sqs_queue;
 mod ssm_token;
 mod store_error;
 
-pub use dynamo_store::{epoch_ms, DynamoStore};
+pub use dynamo_store::DynamoStore;
 pub use sqs_queue::{QueueError, SqsQueue};
 pub use ssm_token::{fetch_token, TokenError};
 pub use store_error::StoreError;

@@ -139,7 +139,10 @@ impl Queue for SqsQueue {
             )
             .message_attributes("ErrorClass", text(&reason.class.to_string()))
             .message_attributes("ErrorKind", text(reason.kind))
-            .message_attributes("Reason", text(&truncate(&reason.reason)))
+            .message_attributes(
+                "Reason",
+                text(&crate::truncate_chars(&reason.reason, MAX_REASON_CHARS)),
+            )
             .message_attributes("OriginalMessageId", text(&delivery.message_id))
             .message_attributes(
                 "ReceiveCount",
@@ -208,13 +211,6 @@ fn redrive_limit(policy: &str) -> Option<u32> {
         serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
-    }
-}
-
-fn truncate(reason: &str) -> String {
-    match reason.char_indices().nth(MAX_REASON_CHARS) {
-        Some((cut, _)) => format!("{}…", &reason[..cut]),
-        None => reason.to_owned(),
     }
 }
 

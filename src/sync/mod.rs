@@ -23,8 +23,8 @@ pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
 
 use crate::adapters::polar::{Discount, PolarError};
-use crate::adapters::{epoch_ms, StoreError};
-use crate::deadline::Deadline;
+use crate::adapters::StoreError;
+use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{
     DiscountId, Intent, Journal, OrderId, Plan, Resolution, SyncAction, SyncRequest,
 };

@@ -270,10 +270,7 @@ fn retry_after(response: &Response) -> Option<Duration> {
 }
 
 fn excerpt(body: &str) -> String {
-    match body.char_indices().nth(MAX_ERROR_BODY) {
-        Some((cut, _)) => format!("{}…", &body[..cut]),
-        None => body.to_owned(),
-    }
+    crate::truncate_chars(body, MAX_ERROR_BODY)
 }
 
 #[cfg(test)]
