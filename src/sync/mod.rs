@@ -203,36 +203,26 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
                 claims.insert(&request.order_id, claim);
             }
         }
+        let (settled, to_count) = settle_claims(requests, &claims);
+        let counted = self.count_all(discount, lease, &to_count, deadline).await;
 
-        // Each message is checked against its order; an order is counted once however
-        // many messages name it.
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(requests.len());
-        let mut to_count: Vec<(&OrderId, &SyncRequest)> = Vec::new();
-        for request in requests {
-            let outcome = match &claims[&request.order_id] {
-                Err(err) => Some(Err(err.clone())),
-                Ok(ClaimOutcome::NotFound) => Some(Err(Arc::new(SyncError::OrderNotFound(
-                    request.order_id.clone(),
-                )))),
-                Ok(ClaimOutcome::AlreadySynced(order)) => Some(
-                    ensure_message_matches(request, order)
-                        .map(|()| Synced::AlreadySynced)
-                        .map_err(Arc::new),
-                ),
-                Ok(ClaimOutcome::Claimed(order)) => match ensure_message_matches(request, order) {
-                    Err(err) => Some(Err(Arc::new(err))),
-                    Ok(()) => {
-                        if !to_count.iter().any(|(id, _)| *id == &request.order_id) {
-                            to_count.push((&request.order_id, request));
-                        }
-                        None
-                    }
-                },
-            };
-            outcomes.push(outcome);
-        }
+        Ok(settled
+            .into_iter()
+            .zip(requests)
+            .map(|(outcome, request)| outcome.unwrap_or_else(|| counted[&request.order_id].clone()))
+            .collect())
+    }
 
-        // A failed step fails only the orders it was counting; what is settled stays settled.
+    /// Counts the claimed orders, up to `MAX_ORDERS_PER_WRITE` per Polar write, then gives
+    /// the lease up unless a write may be pending. A failed step fails only the orders it
+    /// was counting (and those after it).
+    async fn count_all(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        to_count: &[&SyncRequest],
+        deadline: Deadline,
+    ) -> HashMap<OrderId, Outcome> {
         let mut counted: HashMap<OrderId, Outcome> = HashMap::new();
         let chunks: Vec<_> = to_count.chunks(MAX_ORDERS_PER_WRITE).collect();
         let mut released = false;
@@ -245,40 +235,32 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
             });
             let error = match skipped {
                 Some(error) => error,
-                None => {
-                    let requests: Vec<&SyncRequest> = chunk.iter().map(|(_, r)| *r).collect();
-                    match self
-                        .count(discount, lease, &requests, deadline, last, &mut counted)
-                        .await
-                    {
-                        Ok(released_now) => {
-                            released |= released_now;
-                            continue;
-                        }
-                        Err(failure) => {
-                            write_pending = failure.write_pending;
-                            let error = Arc::new(failure.error);
-                            stopped = Some(error.clone());
-                            error
-                        }
+                None => match self
+                    .count(discount, lease, chunk, deadline, last, &mut counted)
+                    .await
+                {
+                    Ok(released_now) => {
+                        released |= released_now;
+                        continue;
                     }
-                }
+                    Err(failure) => {
+                        write_pending = failure.write_pending;
+                        let error = Arc::new(failure.error);
+                        stopped = Some(error.clone());
+                        error
+                    }
+                },
             };
-            for (id, _) in chunk.iter() {
+            for request in chunk.iter() {
                 counted
-                    .entry((*id).clone())
+                    .entry(request.order_id.clone())
                     .or_insert_with(|| Err(error.clone()));
             }
         }
         if !released && !write_pending {
             self.release(discount, lease).await;
         }
-
-        Ok(outcomes
-            .into_iter()
-            .zip(requests)
-            .map(|(outcome, request)| outcome.unwrap_or_else(|| counted[&request.order_id].clone()))
-            .collect())
+        counted
     }
 
     /// Counts claimed orders in one Polar write: one GET, then at most one PATCH or DELETE.
@@ -582,6 +564,40 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
     {
         self.retry.run(deadline, StoreError::retry_hint, call).await
     }
+}
+
+/// Settles every message whose fate its claim decides (missing, already synced, not
+/// matching its order); the others are returned once per order, to be counted.
+fn settle_claims<'a>(
+    requests: &'a [SyncRequest],
+    claims: &HashMap<&OrderId, Result<ClaimOutcome, Arc<SyncError>>>,
+) -> (Vec<Option<Outcome>>, Vec<&'a SyncRequest>) {
+    let mut settled = Vec::with_capacity(requests.len());
+    let mut to_count: Vec<&SyncRequest> = Vec::new();
+    for request in requests {
+        let outcome = match &claims[&request.order_id] {
+            Err(err) => Some(Err(err.clone())),
+            Ok(ClaimOutcome::NotFound) => Some(Err(Arc::new(SyncError::OrderNotFound(
+                request.order_id.clone(),
+            )))),
+            Ok(ClaimOutcome::AlreadySynced(order)) => Some(
+                ensure_message_matches(request, order)
+                    .map(|()| Synced::AlreadySynced)
+                    .map_err(Arc::new),
+            ),
+            Ok(ClaimOutcome::Claimed(order)) => match ensure_message_matches(request, order) {
+                Err(err) => Some(Err(Arc::new(err))),
+                Ok(()) => {
+                    if !to_count.iter().any(|r| r.order_id == request.order_id) {
+                        to_count.push(request);
+                    }
+                    None
+                }
+            },
+        };
+        settled.push(outcome);
+    }
+    (settled, to_count)
 }
 
 /// The order item is the source of truth: the message must name its discount and code.
