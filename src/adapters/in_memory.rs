@@ -203,6 +203,13 @@ impl InMemoryDiscounts {
         self.script.lock().unwrap().push_back((on, step));
     }
 
+    /// Changes a discount as if someone (or a late request) wrote it.
+    pub fn set(&self, id: DiscountId, max_redemptions: Option<i64>) {
+        if let Some(discount) = self.discounts.lock().unwrap().get_mut(&id) {
+            discount.max_redemptions = max_redemptions;
+        }
+    }
+
     pub fn max_redemptions(&self, id: DiscountId) -> Option<Option<i64>> {
         self.discounts
             .lock()

@@ -11,6 +11,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -372,6 +373,7 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
         journal: &Journal,
         deadline: Deadline,
     ) -> Result<SyncAction, Failure> {
+        let ambiguous = AtomicBool::new(false);
         let result = self
             .retry
             .run(deadline, WriteError::retry_hint, || async {
@@ -390,9 +392,16 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
                 };
                 match answer {
                     Ok(true) => Ok(journal.intent.action()),
-                    // Gone before our write: deleted by someone else.
+                    // Gone already: our earlier, unanswered DELETE landed, or someone else's.
+                    Ok(false)
+                        if journal.intent == Intent::Delete
+                            && ambiguous.load(Ordering::Relaxed) =>
+                    {
+                        Ok(SyncAction::Deleted)
+                    }
                     Ok(false) => Ok(SyncAction::AlreadyDeleted),
                     Err(err) if err.outcome_unknown() || err.is_server_error() => {
+                        ambiguous.store(true, Ordering::Relaxed);
                         self.read_back(discount, journal, err, deadline).await
                     }
                     Err(err) => Err(WriteError::NotApplied(err)),
@@ -400,11 +409,18 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
             })
             .await;
         result.map_err(|err| match err {
-            WriteError::NotApplied(err) => Failure::settled(err),
-            WriteError::Unknown(err) => Failure::pending(err),
+            // An earlier unanswered attempt may still land: leave it to the journal.
+            WriteError::NotApplied(err) if !ambiguous.load(Ordering::Relaxed) => {
+                Failure::settled(err)
+            }
+            WriteError::NotApplied(err) | WriteError::Unknown(err) => Failure::pending(err),
         })
     }
 
+    /// Tells from Polar's state whether an unanswered write happened. A request our client
+    /// gave up on may still be applied a moment later, so the read waits that moment first:
+    /// reading too early would see the old value, and the late write could then undo the
+    /// next holder's. Without time for the wait and a read, the journal is left to resolve.
     async fn read_back(
         &self,
         discount: DiscountId,
@@ -412,7 +428,13 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
         write_error: PolarError,
         deadline: Deadline,
     ) -> Result<SyncAction, WriteError> {
-        warn!(error = %write_error, discount_id = %discount, "write outcome unknown; reading the discount back");
+        let settle = self.retry.reserve;
+        if deadline.remaining() < settle + self.retry.reserve {
+            return Err(WriteError::Unknown(write_error));
+        }
+        warn!(error = %write_error, discount_id = %discount, wait = ?settle,
+            "write outcome unknown; reading the discount back");
+        tokio::time::sleep(settle).await;
         let Ok(current) = self.polar(deadline, || self.discounts.get(discount)).await else {
             return Err(WriteError::Unknown(write_error));
         };

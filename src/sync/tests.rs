@@ -904,3 +904,65 @@ async fn a_group_whose_only_order_has_another_code_on_polar_releases_its_lease()
     assert!(outcome.is_err());
     assert_eq!(s.store.lease(id(DISCOUNT)), None);
 }
+
+#[tokio::test]
+async fn an_unanswered_write_that_polar_applies_late_is_seen_before_anything_is_decided() {
+    let s = Arc::new(syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    ));
+    s.discounts
+        .script(Operation::Update, Scripted::Fail(bad_gateway()));
+    // Polar applies the PATCH a few milliseconds after our client gave up on it.
+    let late = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            while !s.discounts.calls().contains(&Call::Update(4)) {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            s.discounts.set(id(DISCOUNT), Some(4));
+        })
+    };
+
+    let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    late.await.unwrap();
+
+    assert_eq!(synced, Synced::Applied(SyncAction::Decremented));
+    assert_eq!(
+        s.discounts.calls(),
+        [Call::Get, Call::Update(4), Call::Get],
+        "read back after the late write landed, so no second PATCH"
+    );
+}
+
+#[tokio::test]
+async fn a_write_that_was_unanswered_once_is_left_to_the_journal_when_a_retry_is_refused() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    s.discounts
+        .script(Operation::Update, Scripted::Fail(bad_gateway()));
+    s.discounts.script(
+        Operation::Update,
+        Scripted::Fail(PolarError::Unauthorized {
+            operation: Operation::Update,
+            discount: id(DISCOUNT),
+            status: StatusCode::UNAUTHORIZED,
+            body: String::new(),
+        }),
+    );
+    let err = sync_one(&s, request("o1", DISCOUNT, "X"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), FailureClass::Configuration);
+    assert!(
+        s.store.journal(id(DISCOUNT)).is_some(),
+        "the first PATCH may still land"
+    );
+    assert!(
+        s.store.lease(id(DISCOUNT)).is_some(),
+        "kept until it expires"
+    );
+}
