@@ -21,6 +21,18 @@ fn event_file(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// The discount the files in `events/` use: `SUMMER25`, 3 uses left.
+async fn world_with_sample_discount() -> (World, Uuid) {
+    let world = World::start().await;
+    let discount = world.polar.insert_discount(
+        DiscountSeed::new("Summer")
+            .id(SAMPLE_DISCOUNT.parse().unwrap())
+            .code("SUMMER25")
+            .max_redemptions(3),
+    );
+    (world, discount)
+}
+
 fn failed_ids(outcome: &Outcome) -> Vec<String> {
     let Outcome::Response(response) = outcome else {
         panic!("expected a response, got {outcome:?}");
@@ -37,14 +49,7 @@ fn failed_ids(outcome: &Outcome) -> Vec<String> {
 
 #[tokio::test]
 async fn the_binary_syncs_the_sample_event_once_across_two_deliveries() {
-    let world = World::start().await;
-    let discount: Uuid = SAMPLE_DISCOUNT.parse().unwrap();
-    world.polar.insert_discount(DiscountSeed {
-        id: Some(discount),
-        name: "Summer".into(),
-        code: Some("SUMMER25".into()),
-        max_redemptions: Some(3),
-    });
+    let (world, discount) = world_with_sample_discount().await;
     world.put_order("ord_123", discount, "SUMMER25").await;
     let api = RuntimeApi::start().await.unwrap();
     let _function = FunctionProcess::spawn(Path::new(BINARY), &world.env(), &api).unwrap();
@@ -72,14 +77,7 @@ async fn the_binary_syncs_the_sample_event_once_across_two_deliveries() {
 
 #[tokio::test]
 async fn the_binary_reports_the_malformed_records_of_a_batch() {
-    let world = World::start().await;
-    let discount: Uuid = SAMPLE_DISCOUNT.parse().unwrap();
-    world.polar.insert_discount(DiscountSeed {
-        id: Some(discount),
-        name: "Summer".into(),
-        code: Some("SUMMER25".into()),
-        max_redemptions: Some(3),
-    });
+    let (world, discount) = world_with_sample_discount().await;
     world.put_order("ord_403", discount, "SUMMER25").await;
     let api = RuntimeApi::start().await.unwrap();
     let _function = FunctionProcess::spawn(Path::new(BINARY), &world.env(), &api).unwrap();

@@ -17,15 +17,6 @@ use support::{body, World, TOKEN};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_polar-discount-sync");
 
-fn fault(method: &str, times: u32, action: FaultAction) -> Fault {
-    Fault {
-        method: Some(method.to_owned()),
-        discount_id: None,
-        times,
-        action,
-    }
-}
-
 async fn put_token(world: &World, name: &str, value: &str) {
     aws_sdk_ssm::Client::new(&world.aws)
         .put_parameter()
@@ -116,10 +107,12 @@ async fn failing_world() -> (World, Vec<(String, String)>) {
         let code = format!("LEAK{i}");
         let discount = world.discount(&code, Some(5));
         world.put_order(&format!("o{i}"), discount, &code).await;
-        world.polar.inject(Fault {
-            discount_id: Some(discount),
-            ..fault("GET", 20, action)
-        });
+        world.polar.inject(
+            Fault::new(action)
+                .method("GET")
+                .discount(discount)
+                .times(20),
+        );
         messages.push((format!("m{i}"), body(&format!("o{i}"), discount, &code)));
     }
     messages.push(("bad".into(), "{\"orderId\": 1}".into()));

@@ -5,35 +5,35 @@ mod support;
 use std::time::Duration;
 
 use polar_double::{Fault, FaultAction};
-use support::{body, World};
+use support::{body, TestHandler, World};
+use uuid::Uuid;
 
-fn fault(method: &str, times: u32, action: FaultAction) -> Fault {
-    Fault {
-        method: Some(method.to_owned()),
-        discount_id: None,
-        times,
-        action,
-    }
+/// A world with one order, `ord_1`, that used a new discount with `code` and `limit`.
+async fn one_order(code: &str, limit: Option<i64>) -> (World, Uuid) {
+    let world = World::start().await;
+    let discount = world.discount(code, limit);
+    world.put_order("ord_1", discount, code).await;
+    (world, discount)
 }
 
-fn status(status: u16, body: &str) -> FaultAction {
-    FaultAction::Status {
-        status,
-        body: Some(body.to_owned()),
-        retry_after_secs: None,
-    }
+/// Delivers `ord_1`'s message once; the ids of the failed messages.
+async fn deliver_ord_1(
+    world: &World,
+    handler: &TestHandler,
+    discount: Uuid,
+    code: &str,
+) -> Vec<String> {
+    world
+        .deliver(handler, &[("m1", body("ord_1", discount, code))])
+        .await
 }
 
 #[tokio::test]
 async fn a_limited_discount_is_decremented_once_and_the_order_marked() {
-    let world = World::start().await;
-    let discount = world.discount("SUMMER25", Some(3));
-    world.put_order("ord_1", discount, "SUMMER25").await;
+    let (world, discount) = one_order("SUMMER25", Some(3)).await;
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "summer25"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "summer25").await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(world.max_redemptions(discount), Some(Some(2)));
@@ -71,14 +71,10 @@ async fn a_limited_discount_is_decremented_once_and_the_order_marked() {
 
 #[tokio::test]
 async fn the_last_use_deletes_the_discount() {
-    let world = World::start().await;
-    let discount = world.discount("LAST", Some(1));
-    world.put_order("ord_1", discount, "LAST").await;
+    let (world, discount) = one_order("LAST", Some(1)).await;
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "LAST"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "LAST").await;
 
     assert!(failed.is_empty());
     assert_eq!(world.max_redemptions(discount), None, "deleted on Polar");
@@ -87,14 +83,10 @@ async fn the_last_use_deletes_the_discount() {
 
 #[tokio::test]
 async fn an_unlimited_discount_is_skipped_without_a_write() {
-    let world = World::start().await;
-    let discount = world.discount("FOREVER", None);
-    world.put_order("ord_1", discount, "FOREVER").await;
+    let (world, discount) = one_order("FOREVER", None).await;
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "FOREVER"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "FOREVER").await;
 
     assert!(failed.is_empty());
     assert_eq!(world.max_redemptions(discount), Some(None));
@@ -112,9 +104,7 @@ async fn a_discount_polar_no_longer_has_is_recorded_as_already_deleted() {
     world.put_order("ord_1", discount, "GONE").await;
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "GONE"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "GONE").await;
 
     assert!(failed.is_empty());
     assert_eq!(
@@ -125,17 +115,15 @@ async fn a_discount_polar_no_longer_has_is_recorded_as_already_deleted() {
 
 #[tokio::test]
 async fn a_404_without_resource_not_found_is_a_failure_not_a_deletion() {
-    let world = World::start().await;
-    let discount = world.discount("CFG", Some(3));
-    world.put_order("ord_1", discount, "CFG").await;
-    world
-        .polar
-        .inject(fault("GET", 10, status(404, r#"{"detail":"Not Found"}"#)));
+    let (world, discount) = one_order("CFG", Some(3)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::status(404, r#"{"detail":"Not Found"}"#))
+            .method("GET")
+            .times(10),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "CFG"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "CFG").await;
 
     assert_eq!(failed, ["m1"]);
     assert_eq!(
@@ -153,22 +141,18 @@ async fn a_404_without_resource_not_found_is_a_failure_not_a_deletion() {
 
 #[tokio::test]
 async fn a_refused_token_is_a_failure_and_the_order_stays_unsynced() {
-    let world = World::start().await;
-    let discount = world.discount("AUTH", Some(3));
-    world.put_order("ord_1", discount, "AUTH").await;
-    world.polar.inject(fault(
-        "GET",
-        10,
-        status(
+    let (world, discount) = one_order("AUTH", Some(3)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::status(
             401,
             r#"{"error":"invalid_token","error_description":"expired"}"#,
-        ),
-    ));
+        ))
+        .method("GET")
+        .times(10),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "AUTH"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "AUTH").await;
 
     assert_eq!(failed, ["m1"]);
     assert_eq!(world.action("ord_1").await, None);
@@ -181,9 +165,7 @@ async fn a_refused_token_is_a_failure_and_the_order_stays_unsynced() {
 
 #[tokio::test]
 async fn a_duplicate_in_the_same_batch_decrements_once() {
-    let world = World::start().await;
-    let discount = world.discount("DUP", Some(5));
-    world.put_order("ord_1", discount, "DUP").await;
+    let (world, discount) = one_order("DUP", Some(5)).await;
     let handler = world.handler().await;
 
     let message = body("ord_1", discount, "DUP");
@@ -197,9 +179,7 @@ async fn a_duplicate_in_the_same_batch_decrements_once() {
 
 #[tokio::test]
 async fn a_duplicate_in_a_later_batch_decrements_nothing_and_calls_no_polar() {
-    let world = World::start().await;
-    let discount = world.discount("DUP", Some(5));
-    world.put_order("ord_1", discount, "DUP").await;
+    let (world, discount) = one_order("DUP", Some(5)).await;
     let handler = world.handler().await;
     let message = body("ord_1", discount, "DUP");
 
@@ -214,9 +194,7 @@ async fn a_duplicate_in_a_later_batch_decrements_nothing_and_calls_no_polar() {
 
 #[tokio::test]
 async fn a_malformed_body_fails_alone() {
-    let world = World::start().await;
-    let discount = world.discount("OK", Some(5));
-    world.put_order("ord_1", discount, "OK").await;
+    let (world, discount) = one_order("OK", Some(5)).await;
     let handler = world.handler().await;
 
     let failed = world
@@ -287,18 +265,20 @@ async fn a_message_that_does_not_match_its_order_makes_no_polar_request() {
 
 #[tokio::test]
 async fn polar_server_errors_are_retried_in_process_and_count_once() {
-    let world = World::start().await;
-    let discount = world.discount("FLAKY", Some(5));
-    world.put_order("ord_1", discount, "FLAKY").await;
-    world.polar.inject(fault("GET", 1, status(503, "")));
-    world
-        .polar
-        .inject(fault("PATCH", 2, status(502, "bad gateway")));
+    let (world, discount) = one_order("FLAKY", Some(5)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::status(503, ""))
+            .method("GET")
+            .times(1),
+    );
+    world.polar.inject(
+        Fault::new(FaultAction::status(502, "bad gateway"))
+            .method("PATCH")
+            .times(2),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "FLAKY"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "FLAKY").await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(world.max_redemptions(discount), Some(Some(4)));
@@ -307,23 +287,15 @@ async fn polar_server_errors_are_retried_in_process_and_count_once() {
 
 #[tokio::test]
 async fn a_short_rate_limit_is_waited_out_in_process() {
-    let world = World::start().await;
-    let discount = world.discount("BUSY", Some(5));
-    world.put_order("ord_1", discount, "BUSY").await;
-    world.polar.inject(fault(
-        "GET",
-        1,
-        FaultAction::Status {
-            status: 429,
-            body: None,
-            retry_after_secs: Some(1),
-        },
-    ));
+    let (world, discount) = one_order("BUSY", Some(5)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::too_many_requests(1))
+            .method("GET")
+            .times(1),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "BUSY"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "BUSY").await;
 
     assert!(failed.is_empty());
     assert_eq!(world.max_redemptions(discount), Some(Some(4)));
@@ -331,23 +303,15 @@ async fn a_short_rate_limit_is_waited_out_in_process() {
 
 #[tokio::test]
 async fn a_rate_limit_longer_than_the_invocation_sends_the_message_back() {
-    let world = World::start().await;
-    let discount = world.discount("BUSY", Some(5));
-    world.put_order("ord_1", discount, "BUSY").await;
-    world.polar.inject(fault(
-        "GET",
-        1,
-        FaultAction::Status {
-            status: 429,
-            body: None,
-            retry_after_secs: Some(60),
-        },
-    ));
+    let (world, discount) = one_order("BUSY", Some(5)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::too_many_requests(60))
+            .method("GET")
+            .times(1),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "BUSY"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "BUSY").await;
 
     assert_eq!(failed, ["m1"]);
     assert_eq!(
@@ -360,17 +324,15 @@ async fn a_rate_limit_longer_than_the_invocation_sends_the_message_back() {
 
 #[tokio::test]
 async fn a_patch_applied_but_unanswered_is_not_counted_twice() {
-    let world = World::start().await;
-    let discount = world.discount("LOST", Some(5));
-    world.put_order("ord_1", discount, "LOST").await;
-    world
-        .polar
-        .inject(fault("PATCH", 1, FaultAction::ApplyThenDropConnection));
+    let (world, discount) = one_order("LOST", Some(5)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::ApplyThenDropConnection)
+            .method("PATCH")
+            .times(1),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "LOST"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "LOST").await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(world.max_redemptions(discount), Some(Some(4)));
@@ -379,17 +341,15 @@ async fn a_patch_applied_but_unanswered_is_not_counted_twice() {
 
 #[tokio::test]
 async fn a_delete_applied_but_unanswered_is_recorded_as_deleted() {
-    let world = World::start().await;
-    let discount = world.discount("LOST", Some(1));
-    world.put_order("ord_1", discount, "LOST").await;
-    world
-        .polar
-        .inject(fault("DELETE", 1, FaultAction::ApplyThenDropConnection));
+    let (world, discount) = one_order("LOST", Some(1)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::ApplyThenDropConnection)
+            .method("DELETE")
+            .times(1),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "LOST"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "LOST").await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(world.max_redemptions(discount), None);
@@ -398,17 +358,15 @@ async fn a_delete_applied_but_unanswered_is_recorded_as_deleted() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_retried() {
-    let world = World::start().await;
-    let discount = world.discount("DROP", Some(5));
-    world.put_order("ord_1", discount, "DROP").await;
-    world
-        .polar
-        .inject(fault("GET", 1, FaultAction::DropConnection));
+    let (world, discount) = one_order("DROP", Some(5)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::DropConnection)
+            .method("GET")
+            .times(1),
+    );
     let handler = world.handler().await;
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "DROP"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "DROP").await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(world.max_redemptions(discount), Some(Some(4)));
@@ -416,21 +374,19 @@ async fn a_dropped_connection_is_retried() {
 
 #[tokio::test]
 async fn a_slow_polar_answer_times_out_and_is_retried() {
-    let world = World::start().await;
-    let discount = world.discount("SLOW", Some(5));
-    world.put_order("ord_1", discount, "SLOW").await;
-    world
-        .polar
-        .inject(fault("GET", 1, FaultAction::Delay { millis: 3_000 }));
+    let (world, discount) = one_order("SLOW", Some(5)).await;
+    world.polar.inject(
+        Fault::new(FaultAction::Delay { millis: 3_000 })
+            .method("GET")
+            .times(1),
+    );
     let mut config = world.config();
     config.polar_request_timeout = Duration::from_millis(500);
     let handler = polar_discount_sync::lambda::handler_from_config(&config, &world.aws)
         .await
         .unwrap();
 
-    let failed = world
-        .deliver(&handler, &[("m1", body("ord_1", discount, "SLOW"))])
-        .await;
+    let failed = deliver_ord_1(&world, &handler, discount, "SLOW").await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(world.max_redemptions(discount), Some(Some(4)));
