@@ -437,3 +437,20 @@ async fn a_batch_across_discounts_syncs_each_and_reports_only_failures() {
         Some("skipped_unlimited")
     );
 }
+
+#[tokio::test]
+async fn a_function_with_lambdas_default_three_second_timeout_still_syncs() {
+    let (world, discount) = one_order("SHORT", Some(5)).await;
+    let handler = world.handler().await;
+
+    let response = handler
+        .handle(support::event(
+            &[("m1", body("ord_1", discount, "SHORT"))],
+            Duration::from_secs(3),
+        ))
+        .await
+        .unwrap();
+
+    assert!(support::failed_ids(&response).is_empty());
+    assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+}

@@ -568,12 +568,12 @@ impl<S: OrderLedger + DiscountLocks, D: Discounts> Syncer<S, D> {
             .await
     }
 
-    /// Waits for a slot in the rate budget, as long as a request still fits after it.
+    /// Waits for a slot in the rate budget, for as long as new work may still start.
     async fn admit(&self, deadline: Deadline) -> Result<(), PolarError> {
         let Some(rate) = &self.rate else {
             return Ok(());
         };
-        let max_wait = deadline.remaining().saturating_sub(self.retry.reserve);
+        let max_wait = deadline.remaining().saturating_sub(START_MARGIN);
         rate.admit(max_wait)
             .await
             .map_err(|over| PolarError::OverBudget { wait: over.wait })
