@@ -168,6 +168,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_held_back_by_a_lease_returns_once_the_lease_has_expired() {
+        let policy = RedeliveryPolicy::default();
+        let now_ms = crate::deadline::epoch_ms(std::time::SystemTime::now());
+        let held = SyncError::LeaseHeld {
+            discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
+            expires_at_ms: now_ms + 40_000,
+        };
+        let Disposition::RetryAfter(after) = policy.decide(&held, 1, Some(8)) else {
+            panic!("a held lease is retried");
+        };
+        assert!(after >= Duration::from_secs(39), "{after:?}");
+    }
+
+    #[test]
     fn a_rate_limited_message_waits_at_least_the_retry_after() {
         let policy = RedeliveryPolicy::default();
         let limited = SyncError::Polar(PolarError::RateLimited {

@@ -1,9 +1,10 @@
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
 use crate::adapters::polar::PolarError;
 use crate::adapters::StoreError;
+use crate::deadline::epoch_ms;
 use crate::domain::{DiscountId, MessageError, OrderId};
 use crate::failure::FailureClass;
 
@@ -58,10 +59,16 @@ impl SyncError {
         }
     }
 
-    /// The earliest moment worth trying again, if the failure says so (Polar's `retry-after`).
+    /// The earliest moment worth trying again, if the failure says so: Polar's
+    /// `retry-after`, or the expiry of a lease held elsewhere (by then its holder has
+    /// finished, or died and the lease can be taken over).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Polar(PolarError::RateLimited { retry_after, .. }) => *retry_after,
+            Self::LeaseHeld { expires_at_ms, .. } => {
+                let now_ms = epoch_ms(SystemTime::now());
+                Some(Duration::from_millis(expires_at_ms.saturating_sub(now_ms)))
+            }
             _ => None,
         }
     }
