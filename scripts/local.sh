@@ -22,6 +22,8 @@ polar_url=$(sed -n 's/^listening on //p' "$polar_out")
 
 export ORDERS_TABLE=orders SYNC_TABLE=polar-discount-sync-state
 export POLAR_API_URL="$polar_url" POLAR_ACCESS_TOKEN=polar_oat_local_dev_token
+# moto's account; the queues are created by the seed step.
+export DEAD_LETTER_QUEUE_URL="$AWS_ENDPOINT_URL/123456789012/polar-discount-sync-dlq"
 export RUST_LOG="${RUST_LOG:-info}"
 fixtures=(.venv/bin/python scripts/local_fixtures.py --polar "${polar_url%/v1}" --fixtures events/fixtures.json --event "$event")
 

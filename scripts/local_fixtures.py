@@ -12,6 +12,9 @@ import urllib.request
 
 import boto3
 
+QUEUE_NAME = "polar-discount-sync"
+DLQ_NAME = "polar-discount-sync-dlq"
+
 
 def orders_in(event_path):
     """The orderIds named by an event file's records, in order, without repeats."""
@@ -55,9 +58,20 @@ def polar_admin(base, method, path, body=None):
         raise
 
 
+def create_queues(sqs):
+    """The queue the sample events name (eventSourceARN) and its dead-letter queue."""
+    dlq_url = sqs.create_queue(QueueName=DLQ_NAME)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.create_queue(
+        QueueName=QUEUE_NAME,
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 8})},
+    )
+
+
 def seed(args, dynamodb, fixtures):
     create_table(dynamodb, os.environ["ORDERS_TABLE"], "id")
     create_table(dynamodb, os.environ["SYNC_TABLE"], "pk")
+    create_queues(boto3.client("sqs"))
     for order in fixtures["orders"]:
         dynamodb.put_item(
             TableName=os.environ["ORDERS_TABLE"],
@@ -66,6 +80,16 @@ def seed(args, dynamodb, fixtures):
     for discount in fixtures["discounts"]:
         polar_admin(args.polar, "PUT", f"/discounts/{discount['id']}", discount)
     print(f"seeded {len(fixtures['orders'])} orders and {len(fixtures['discounts'])} discounts")
+
+
+def show_dead_letters():
+    from dlq import list_messages
+
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=DLQ_NAME)["QueueUrl"]
+    for letter in list_messages(sqs, url, limit=20, wait_seconds=0):
+        print(f"dead-lettered {letter['OriginalMessageId']}: {letter['ErrorClass']}/{letter['ErrorKind']}: "
+              f"{letter['Reason']}")
 
 
 def show(args, dynamodb, label):
@@ -94,6 +118,7 @@ def show(args, dynamodb, label):
             limit = discount["max_redemptions"]
             print(f"discount {discount_id} ({discount['code']}): max_redemptions="
                   f"{'unlimited' if limit is None else limit}")
+    show_dead_letters()
 
 
 def main():
