@@ -309,3 +309,40 @@ async fn a_lease_held_by_a_live_invocation_sends_the_message_back_without_polar_
     assert!(failed.is_empty());
     assert_eq!(world.max_redemptions(discount), Some(Some(4)));
 }
+
+#[tokio::test]
+async fn a_journaled_order_already_marked_elsewhere_does_not_block_the_others() {
+    let world = World::start().await;
+    let discount = world.discount("MARKED", Some(5));
+    let messages = seed_orders(&world, "o", discount, "MARKED", 2).await;
+    let (handler, crash_at) = crashing(&world);
+    *crash_at.lock().unwrap() = Some(Step::PolarWritten);
+    let crashed = AssertUnwindSafe(handler.handle(event(&as_refs(&messages), TIMEOUT)))
+        .catch_unwind()
+        .await;
+    assert!(crashed.is_err());
+    // Someone marks o0 by hand while the journal still lists it.
+    world
+        .dynamo
+        .update_item()
+        .table_name(&world.orders_table)
+        .key("id", s("o0"))
+        .update_expression("SET polarDiscountSynced = :t, polarDiscountSyncAction = :a")
+        .expression_attribute_values(":t", AttributeValue::Bool(true))
+        .expression_attribute_values(":a", s("decremented"))
+        .send()
+        .await
+        .unwrap();
+
+    expire_lease(&world, discount).await;
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.action("o1").await.as_deref(), Some("decremented"));
+    assert_eq!(world.max_redemptions(discount), Some(Some(3)));
+    let lock = world.sync_item(discount).await;
+    assert!(
+        !lock.contains_key("journal") && !lock.contains_key("leaseToken"),
+        "{lock:?}"
+    );
+}
