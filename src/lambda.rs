@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
 use crate::ports::{DiscountLocks, Discounts, OrderLedger, Queue};
 use crate::redelivery::RedeliveryPolicy;
-use crate::sync::{process_batch, BatchSettings, RateLimiter, RetryPolicy, Syncer};
+use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
 
 /// Requests a container may send back to back before the even spacing applies.
 const RATE_BURST: u32 = 5;
@@ -62,8 +62,20 @@ pub enum InitError {
     HttpClient(#[from] reqwest::Error),
 }
 
+/// The handler as a deployment runs it.
+pub type ProductionHandler = Handler<DynamoStore, PolarClient, SqsQueue>;
+
+/// What tests may change in the production wiring; `Wiring::default()` is production.
+#[derive(Clone, Default)]
+pub struct Wiring {
+    /// Reported every step boundary (tests crash the sync there).
+    pub checkpoint: Option<Checkpoint>,
+    /// Used instead of a client built from the SDK config (tests count its requests).
+    pub dynamo: Option<aws_sdk_dynamodb::Client>,
+}
+
 /// Builds the handler once per container from the environment.
-pub async fn handler_from_env() -> Result<Handler<DynamoStore, PolarClient, SqsQueue>, InitError> {
+pub async fn handler_from_env() -> Result<ProductionHandler, InitError> {
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     handler_from_config(&config, &aws).await
@@ -73,7 +85,16 @@ pub async fn handler_from_env() -> Result<Handler<DynamoStore, PolarClient, SqsQ
 pub async fn handler_from_config(
     config: &Config,
     aws: &SdkConfig,
-) -> Result<Handler<DynamoStore, PolarClient, SqsQueue>, InitError> {
+) -> Result<ProductionHandler, InitError> {
+    handler_with(config, aws, Wiring::default()).await
+}
+
+/// The production wiring, with the test hooks of `wiring`.
+pub async fn handler_with(
+    config: &Config,
+    aws: &SdkConfig,
+    wiring: Wiring,
+) -> Result<ProductionHandler, InitError> {
     let timeouts = HttpTimeouts {
         connect: config.polar_connect_timeout,
         request: config.polar_request_timeout,
@@ -90,7 +111,9 @@ pub async fn handler_from_config(
         }
     };
     let store = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(aws),
+        wiring
+            .dynamo
+            .unwrap_or_else(|| aws_sdk_dynamodb::Client::new(aws)),
         &config.orders_table,
         &config.sync_table,
     );
@@ -109,11 +132,11 @@ pub async fn handler_from_config(
         max_concurrent_discounts: config.max_concurrent_discounts,
         redelivery: RedeliveryPolicy::default(),
     };
-    Ok(Handler::new(
-        Syncer::new(store, polar, retry).with_rate_limiter(rate),
-        queue,
-        settings,
-    ))
+    let mut syncer = Syncer::new(store, polar, retry).with_rate_limiter(rate);
+    if let Some(checkpoint) = wiring.checkpoint {
+        syncer = syncer.with_checkpoint(checkpoint);
+    }
+    Ok(Handler::new(syncer, queue, settings))
 }
 
 /// Tells the Runtime API why init failed, so the failure shows as `Runtime.InitError`
