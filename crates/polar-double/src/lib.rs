@@ -174,6 +174,19 @@ pub enum FaultAction {
     DropConnection,
     /// Apply the request, then close the connection without a response.
     ApplyThenDropConnection,
+    /// Apply the request, then answer this instead of the real answer. `content_type`
+    /// defaults to `application/json` when there is a body.
+    ApplyThenAnswer {
+        status: u16,
+        #[serde(default)]
+        body: Option<String>,
+        #[serde(default)]
+        content_type: Option<String>,
+    },
+    /// Apply the request, then answer `status` with the real answer's headers and a
+    /// `Content-Length` for its whole body, but send only half of the body and close the
+    /// connection. A bodiless answer (DELETE's 204) is replaced by a cut JSON body.
+    ApplyThenCutBody { status: u16 },
 }
 
 impl FaultAction {
@@ -183,6 +196,20 @@ impl FaultAction {
             body: Some(body.to_owned()),
             retry_after_secs: None,
         }
+    }
+
+    /// A proxy answering a write that did reach Polar: any 2xx to a write means it was applied.
+    pub fn apply_then_answer(status: u16, body: Option<&str>) -> FaultAction {
+        FaultAction::ApplyThenAnswer {
+            status,
+            body: body.map(str::to_owned),
+            content_type: None,
+        }
+    }
+
+    /// A write applied whose answer is cut mid-body: a 2xx whose body cannot be read.
+    pub fn apply_then_cut_body(status: u16) -> FaultAction {
+        FaultAction::ApplyThenCutBody { status }
     }
 
     /// Polar's own 429: empty body and `retry-after`.

@@ -2,15 +2,18 @@
 //! fault can close a connection with no response bytes at all: the connection task
 //! drops the socket when its request handler asks for it.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::body::{to_bytes, Body};
+use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderValue;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -22,6 +25,9 @@ use crate::{admin, FaultAction, RecordedRequest};
 
 const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Cut in place of a bodiless answer, so that the client still has a body to fail on.
+const STAND_IN_BODY: &str = r#"{"detail":"a body that polar-double cuts short on purpose"}"#;
+
 /// Lets a handler close its own connection without answering.
 #[derive(Clone)]
 struct Connection(Arc<Notify>);
@@ -31,6 +37,26 @@ impl Connection {
         self.0.notify_one();
         // The connection task drops this future together with the socket.
         std::future::pending().await
+    }
+}
+
+/// What the client gets once the request has been applied.
+enum Answer {
+    Real,
+    NoResponse,
+    Instead(Response),
+    CutBody(StatusCode),
+}
+
+impl Answer {
+    /// The status to record; `None` when nothing is answered.
+    fn status(&self, real: StatusCode) -> Option<u16> {
+        match self {
+            Answer::Real => Some(real.as_u16()),
+            Answer::NoResponse => None,
+            Answer::Instead(response) => Some(response.status().as_u16()),
+            Answer::CutBody(status) => Some(status.as_u16()),
+        }
     }
 }
 
@@ -113,7 +139,7 @@ async fn polar_api(State(shared): State<Arc<Shared>>, request: Request) -> Respo
         api::discount_id_in_path(parts.uri.path()),
     );
     let mut delay = None;
-    let mut drop_after_applying = false;
+    let mut answer = Answer::Real;
     match fault {
         Some(FaultAction::Status {
             status,
@@ -128,7 +154,15 @@ async fn polar_api(State(shared): State<Arc<Shared>>, request: Request) -> Respo
         Some(FaultAction::Delay { millis }) => {
             delay = Some(std::time::Duration::from_millis(millis));
         }
-        Some(FaultAction::ApplyThenDropConnection) => drop_after_applying = true,
+        Some(FaultAction::ApplyThenDropConnection) => answer = Answer::NoResponse,
+        Some(FaultAction::ApplyThenAnswer {
+            status,
+            body,
+            content_type,
+        }) => answer = Answer::Instead(given_response(status, body, content_type)),
+        Some(FaultAction::ApplyThenCutBody { status }) => {
+            answer = Answer::CutBody(status_code(status));
+        }
         None => {}
     }
 
@@ -148,23 +182,94 @@ async fn polar_api(State(shared): State<Arc<Shared>>, request: Request) -> Respo
                 tokio::time::sleep(delay).await;
             }
             let reply = api::handle(&shared, &api_request);
-            let status = (!drop_after_applying).then_some(reply.status.as_u16());
-            shared.set_status(index, status);
-            reply
+            shared.set_status(index, answer.status(reply.status));
+            (reply, answer)
         }
     });
-    let reply = match handling.await {
-        Ok(reply) => reply,
-        Err(_) => Reply::fault(
-            500,
-            Some(r#"{"detail":"polar-double panicked"}"#.into()),
-            None,
+    let (reply, answer) = match handling.await {
+        Ok(handled) => handled,
+        Err(_) => (
+            Reply::fault(
+                500,
+                Some(r#"{"detail":"polar-double panicked"}"#.into()),
+                None,
+            ),
+            Answer::Real,
         ),
     };
-    if drop_after_applying {
-        return connection.close_without_response().await;
+    match answer {
+        Answer::Real => into_response(reply),
+        Answer::NoResponse => connection.close_without_response().await,
+        Answer::Instead(response) => response,
+        Answer::CutBody(status) => cut_body(into_response(reply), status).await,
     }
-    into_response(reply)
+}
+
+fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The body verbatim (not re-serialized as JSON like a `Status` fault's).
+fn given_response(status: u16, body: Option<String>, content_type: Option<String>) -> Response {
+    let content_type = content_type.or_else(|| body.is_some().then(|| "application/json".into()));
+    let mut response = Response::new(body.map_or_else(Body::empty, Body::from));
+    *response.status_mut() = status_code(status);
+    if let Some(value) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    response
+}
+
+async fn cut_body(real: Response, status: StatusCode) -> Response {
+    let (mut parts, body) = real.into_parts();
+    let mut full = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    if full.is_empty() {
+        full = Bytes::from_static(STAND_IN_BODY.as_bytes());
+        parts
+            .headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    parts.status = status;
+    parts.headers.insert(CONTENT_LENGTH, full.len().into());
+    let first_half = full.slice(..full.len() / 2);
+    Response::from_parts(parts, Body::new(ShortBody::new(first_half)))
+}
+
+/// Ends before the declared `Content-Length`, which makes hyper close the connection.
+/// It yields once after its bytes, because hyper closes without flushing what it has
+/// buffered when a body ends short.
+struct ShortBody {
+    bytes: Option<Bytes>,
+    yielded: bool,
+}
+
+impl ShortBody {
+    fn new(bytes: Bytes) -> ShortBody {
+        ShortBody {
+            bytes: Some(bytes),
+            yielded: false,
+        }
+    }
+}
+
+impl hyper::body::Body for ShortBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(bytes) = self.bytes.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(None)
+    }
 }
 
 pub(crate) fn into_response(reply: Reply) -> Response {

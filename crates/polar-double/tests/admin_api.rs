@@ -146,3 +146,34 @@ async fn faults_posted_as_json_apply_and_delete_clears_them() {
     assert_eq!(cleared.status(), 204);
     assert_eq!(api.get(&path).await.status(), 200);
 }
+
+#[tokio::test]
+async fn apply_then_answer_and_apply_then_cut_body_can_be_posted_as_json() {
+    let polar = PolarDouble::start().await;
+    let id = polar.insert_discount(polar_double::DiscountSeed::new("A").max_redemptions(3));
+    let path = format!("/discounts/{id}");
+    let api = Api::new(&polar);
+    let client = reqwest::Client::new();
+    for action in [
+        json!({ "kind": "apply_then_answer", "status": 200, "body": "<html>proxy</html>", "content_type": "text/html" }),
+        json!({ "kind": "apply_then_cut_body", "status": 200 }),
+    ] {
+        let posted = client
+            .post(admin_url(&polar, "/faults"))
+            .json(&json!({ "method": "PATCH", "action": action }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 204);
+    }
+
+    let proxied = api.patch(&path, json!({ "max_redemptions": 2 })).await;
+    assert_eq!(proxied.status(), 200);
+    assert_eq!(proxied.text().await.unwrap(), "<html>proxy</html>");
+    assert_eq!(polar.max_redemptions(id), Some(Some(2)));
+
+    let cut = api.patch(&path, json!({ "max_redemptions": 1 })).await;
+    assert_eq!(cut.status(), 200);
+    assert!(cut.bytes().await.is_err());
+    assert_eq!(polar.max_redemptions(id), Some(Some(1)));
+}

@@ -266,3 +266,136 @@ async fn a_dropped_connection_does_not_disturb_the_next_request() {
         .is_err());
     assert_eq!(api.get(&path).await.status(), 200);
 }
+
+#[tokio::test]
+async fn apply_then_answer_applies_the_patch_and_answers_the_given_status_and_body() {
+    let polar = PolarDouble::start().await;
+    let (id, path) = seeded(&polar, 3);
+    polar.inject(Fault::new(FaultAction::ApplyThenAnswer {
+        status: 200,
+        body: Some("<html>proxy</html>".into()),
+        content_type: Some("text/html".into()),
+    }));
+
+    let response = Api::new(&polar)
+        .patch(&path, json!({ "max_redemptions": 2 }))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/html");
+    assert_eq!(response.text().await.unwrap(), "<html>proxy</html>");
+    assert_eq!(polar.max_redemptions(id), Some(Some(2)));
+    assert_eq!(polar.requests()[0].status, Some(200));
+}
+
+#[tokio::test]
+async fn apply_then_answer_sends_a_json_body_verbatim() {
+    let polar = PolarDouble::start().await;
+    let (id, path) = seeded(&polar, 3);
+    polar.inject(Fault::new(FaultAction::apply_then_answer(200, Some("{}"))));
+
+    let response = Api::new(&polar)
+        .patch(&path, json!({ "max_redemptions": 2 }))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.text().await.unwrap(), "{}");
+    assert_eq!(polar.max_redemptions(id), Some(Some(2)));
+}
+
+#[tokio::test]
+async fn apply_then_answer_can_answer_204_without_a_body() {
+    let polar = PolarDouble::start().await;
+    let (id, path) = seeded(&polar, 3);
+    polar.inject(Fault::new(FaultAction::apply_then_answer(204, None)));
+
+    let response = Api::new(&polar)
+        .patch(&path, json!({ "max_redemptions": 2 }))
+        .await;
+
+    assert_eq!(response.status(), 204);
+    assert!(response.headers().get("content-type").is_none());
+    assert!(response.bytes().await.unwrap().is_empty());
+    assert_eq!(polar.max_redemptions(id), Some(Some(2)));
+    assert_eq!(polar.requests()[0].status, Some(204));
+}
+
+#[tokio::test]
+async fn apply_then_answer_applies_a_delete() {
+    let polar = PolarDouble::start().await;
+    let (id, path) = seeded(&polar, 1);
+    polar.inject(Fault::new(FaultAction::apply_then_answer(200, Some("{}"))).method("DELETE"));
+
+    let (status, body) = answer(Api::new(&polar).delete(&path).await).await;
+
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(
+        polar.max_redemptions(id),
+        None,
+        "the delete was not applied"
+    );
+}
+
+#[tokio::test]
+async fn apply_then_cut_body_sends_half_of_the_declared_length_then_closes() {
+    let polar = PolarDouble::start().await;
+    let (id, path) = seeded(&polar, 3);
+    polar.inject(Fault::new(FaultAction::apply_then_cut_body(200)));
+
+    let received = raw_exchange(
+        polar.addr(),
+        "PATCH",
+        &format!("/v1{path}"),
+        r#"{"max_redemptions":2}"#,
+    )
+    .await;
+
+    let received = String::from_utf8(received).unwrap();
+    let (head, body) = received.split_once("\r\n\r\n").expect("no end of headers");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let full = serde_json::to_string(&polar.discount(id).unwrap()).unwrap();
+    assert!(
+        head.contains(&format!("content-length: {}", full.len())),
+        "{head}"
+    );
+    assert_eq!(body, &full[..full.len() / 2]);
+    assert_eq!(polar.max_redemptions(id), Some(Some(2)));
+    assert_eq!(polar.requests()[0].status, Some(200));
+}
+
+#[tokio::test]
+async fn apply_then_cut_body_applies_the_patch_but_its_body_cannot_be_read() {
+    let polar = PolarDouble::start().await;
+    let (id, path) = seeded(&polar, 3);
+    polar.inject(Fault::new(FaultAction::apply_then_cut_body(200)).method("PATCH"));
+
+    let response = Api::new(&polar)
+        .patch(&path, json!({ "max_redemptions": 2 }))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let error = response.bytes().await.unwrap_err();
+    assert!(!error.is_timeout(), "{error:?}");
+    assert_eq!(polar.max_redemptions(id), Some(Some(2)));
+}
+
+#[tokio::test]
+async fn apply_then_cut_body_gives_a_delete_a_body_that_cannot_be_read() {
+    let polar = PolarDouble::start().await;
+    let (id, path) = seeded(&polar, 1);
+    polar.inject(Fault::new(FaultAction::apply_then_cut_body(200)).method("DELETE"));
+
+    let response = Api::new(&polar).delete(&path).await;
+
+    assert_eq!(response.status(), 200);
+    assert!(response.content_length().unwrap() > 0);
+    assert!(response.text().await.is_err());
+    assert_eq!(
+        polar.max_redemptions(id),
+        None,
+        "the delete was not applied"
+    );
+    assert_eq!(polar.requests()[0].status, Some(200));
+}
