@@ -13,7 +13,7 @@ use crate::adapters::polar::{HttpTimeouts, PolarClient};
 use crate::adapters::{fetch_token, DynamoStore, SqsQueue, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
-use crate::ports::{DiscountLocks, Discounts, OrderLedger, Queue};
+use crate::ports::{Coordination, Discounts, OrderLedger, Queue};
 use crate::redelivery::RedeliveryPolicy;
 use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
 
@@ -26,7 +26,7 @@ pub struct Handler<S, D, Q> {
     settings: BatchSettings,
 }
 
-impl<S: OrderLedger + DiscountLocks, D: Discounts, Q: Queue> Handler<S, D, Q> {
+impl<S: OrderLedger + Coordination, D: Discounts, Q: Queue> Handler<S, D, Q> {
     pub fn new(syncer: Syncer<S, D>, queue: Q, settings: BatchSettings) -> Self {
         Self {
             syncer,

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adapters;
+pub mod backoff;
 pub mod config;
 pub mod deadline;
 pub mod domain;
@@ -11,6 +12,8 @@ pub mod lambda;
 pub mod ports;
 pub mod redelivery;
 pub mod sync;
+#[cfg(test)]
+mod use_case_tests;
 
 /// `text` cut to at most `max_chars` characters, with an ellipsis when it was cut.
 pub(crate) fn truncate_chars(text: &str, max_chars: usize) -> String {

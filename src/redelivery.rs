@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::failure::FailureClass;
 use crate::sync::SyncError;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RedeliveryPolicy {
-    /// Visibility after the first failed receive; doubles with each receive.
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+    /// Visibility after each failed receive, counted by `ApproximateReceiveCount`.
+    pub backoff: Backoff,
     /// The checkout writes the order before it sends the message, but a read can race a
     /// write that is not visible yet: a missing order is only called permanent from this
     /// receive on.
@@ -20,8 +20,10 @@ pub struct RedeliveryPolicy {
 impl Default for RedeliveryPolicy {
     fn default() -> Self {
         Self {
-            base_delay: Duration::from_secs(5),
-            max_delay: Duration::from_secs(15 * 60),
+            backoff: Backoff {
+                base: Duration::from_secs(5),
+                max: Duration::from_secs(15 * 60),
+            },
             order_not_found_receives: 3,
         }
     }
@@ -37,18 +39,6 @@ pub enum Disposition {
 }
 
 impl RedeliveryPolicy {
-    /// The longest delay for a message received `receive_count` times (counting from 1).
-    pub fn ceiling(&self, receive_count: u32) -> Duration {
-        let factor = 2u32.saturating_pow(receive_count.saturating_sub(1).min(20));
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
-
-    /// Equal jitter: at least half the ceiling, so retries never bunch up early.
-    pub fn backoff(&self, receive_count: u32) -> Duration {
-        let ceiling = self.ceiling(receive_count);
-        ceiling / 2 + (ceiling / 2).mul_f64(fastrand::f64())
-    }
-
     /// `max_receive_count` is the source queue's redrive limit, if known: on the last
     /// receive a failure is dead-lettered here, with its reason, instead of silently by SQS.
     pub fn decide(
@@ -71,7 +61,8 @@ impl RedeliveryPolicy {
                 class: error.class(),
             };
         }
-        let wait = self.backoff(receive_count);
+        // Equal jitter: a message comes back no sooner than half its planned delay.
+        let wait = self.backoff.equal_jitter(receive_count);
         Disposition::RetryAfter(error.retry_after().map_or(wait, |floor| floor.max(wait)))
     }
 }
@@ -79,8 +70,8 @@ impl RedeliveryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::polar::PolarError;
     use crate::domain::{DiscountId, MessageError, OrderId};
+    use crate::ports::{PolarFailure, PolarFailureKind};
 
     fn order() -> OrderId {
         OrderId::parse("ord_1".into()).unwrap()
@@ -96,20 +87,10 @@ mod tests {
     #[test]
     fn the_delay_ceiling_doubles_per_receive_up_to_fifteen_minutes() {
         let policy = RedeliveryPolicy::default();
-        let secs: Vec<_> = (1..=10).map(|n| policy.ceiling(n).as_secs()).collect();
+        let secs: Vec<_> = (1..=10)
+            .map(|n| policy.backoff.ceiling(n).as_secs())
+            .collect();
         assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 640, 900, 900]);
-        assert_eq!(policy.ceiling(u32::MAX), Duration::from_secs(900));
-    }
-
-    #[test]
-    fn delays_are_jittered_between_half_and_all_of_the_ceiling() {
-        let policy = RedeliveryPolicy::default();
-        let delays: Vec<_> = (0..200).map(|_| policy.backoff(3)).collect();
-        assert!(delays
-            .iter()
-            .all(|d| *d >= Duration::from_secs(10) && *d <= Duration::from_secs(20)));
-        let distinct: std::collections::HashSet<_> = delays.iter().collect();
-        assert!(distinct.len() > 100);
     }
 
     #[test]
@@ -184,11 +165,12 @@ mod tests {
     #[test]
     fn a_rate_limited_message_waits_at_least_the_retry_after() {
         let policy = RedeliveryPolicy::default();
-        let limited = SyncError::Polar(PolarError::RateLimited {
-            operation: crate::adapters::polar::Operation::Get,
-            discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
-            retry_after: Some(Duration::from_secs(60)),
-        });
+        let limited = SyncError::Polar(PolarFailure::new(
+            PolarFailureKind::RateLimited {
+                retry_after: Some(Duration::from_secs(60)),
+            },
+            "429",
+        ));
         for _ in 0..20 {
             let Disposition::RetryAfter(after) = policy.decide(&limited, 1, Some(8)) else {
                 panic!("a 429 is retried");

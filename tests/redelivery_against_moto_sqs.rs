@@ -936,7 +936,7 @@ async fn a_mixed_workload_with_faults_ends_synced_or_dead_lettered_with_its_reas
         );
     }
     poller.assert_redelivery_gaps(&labels, |id, receive_count| {
-        let backoff = policy.ceiling(receive_count) / 2;
+        let backoff = policy.backoff.ceiling(receive_count) / 2;
         if rate_limited.contains(id) && receive_count == 1 {
             backoff.max(Duration::from_secs(RETRY_AFTER_SECS))
         } else {
@@ -950,7 +950,7 @@ async fn a_mixed_workload_with_faults_ends_synced_or_dead_lettered_with_its_reas
         let receives = poller.receipts_of(id);
         let gap = receives[2].at.duration_since(receives[1].at);
         assert!(
-            gap + CLOCK_TOLERANCE >= policy.ceiling(2) / 2,
+            gap + CLOCK_TOLERANCE >= policy.backoff.ceiling(2) / 2,
             "{label}: {gap:?}\n{history}"
         );
     }
@@ -1111,7 +1111,7 @@ async fn a_fifo_group_keeps_its_order_and_a_failure_holds_back_the_rest_of_its_g
     let policy = RedeliveryPolicy::default();
     poller.assert_redelivery_gaps(&labels, |label_id, receive_count| {
         if label_id == id("a1") {
-            policy.ceiling(receive_count) / 2
+            policy.backoff.ceiling(receive_count) / 2
         } else {
             Duration::ZERO
         }

@@ -5,12 +5,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use super::polar::{Discount, Operation, PolarError};
-use super::{QueueError, StoreError};
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
 use crate::ports::{
-    Acquisition, ClaimOutcome, DeadLetterReason, Deletion, Delivery, DiscountLocks, Discounts,
-    Lease, OrderLedger, OrderRecord, Queue,
+    Acquisition, ClaimOutcome, Coordination, DeadLetterReason, Delivery, DiscountView, Discounts,
+    Lease, LeaseAfter, Lookup, OrderLedger, OrderRecord, PolarFailure, PolarFailureKind, Queue,
+    QueueFailure, StoreFailure, WriteOutcome,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -71,17 +70,17 @@ impl InMemoryStore {
         discount: DiscountId,
         lease: &Lease,
         f: impl FnOnce(&mut StoredDiscount) -> T,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, StoreFailure> {
         let mut discounts = self.discounts.lock().unwrap();
         match discounts.get_mut(&discount) {
             Some(stored) if stored.lease.as_ref() == Some(lease) => Ok(f(stored)),
-            _ => Err(StoreError::LeaseLost(discount)),
+            _ => Err(StoreFailure::LeaseLost(discount)),
         }
     }
 }
 
 impl OrderLedger for InMemoryStore {
-    async fn claim(&self, order: &OrderId, _lease: &Lease) -> Result<ClaimOutcome, StoreError> {
+    async fn claim(&self, order: &OrderId, _lease: &Lease) -> Result<ClaimOutcome, StoreFailure> {
         let orders = self.orders.lock().unwrap();
         let Some(stored) = orders.get(order.as_str()) else {
             return Ok(ClaimOutcome::NotFound);
@@ -97,13 +96,13 @@ impl OrderLedger for InMemoryStore {
     }
 }
 
-impl DiscountLocks for InMemoryStore {
+impl Coordination for InMemoryStore {
     async fn acquire(
         &self,
         discount: DiscountId,
         lease: &Lease,
         now_ms: u64,
-    ) -> Result<Acquisition, StoreError> {
+    ) -> Result<Acquisition, StoreFailure> {
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
         if let Some(held) = &stored.lease {
@@ -124,21 +123,21 @@ impl DiscountLocks for InMemoryStore {
         discount: DiscountId,
         lease: &Lease,
         journal: &Journal,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), StoreFailure> {
         self.holding(discount, lease, |stored| {
             stored.journal = Some(journal.clone())
         })
     }
 
-    async fn complete(
+    async fn commit(
         &self,
         discount: DiscountId,
         lease: &Lease,
         orders: &[OrderId],
         action: SyncAction,
         _at: SystemTime,
-        release: bool,
-    ) -> Result<(), StoreError> {
+        lease_after: LeaseAfter,
+    ) -> Result<(), StoreFailure> {
         self.holding(discount, lease, |stored| {
             let mut all = self.orders.lock().unwrap();
             for order in orders {
@@ -149,13 +148,13 @@ impl DiscountLocks for InMemoryStore {
                 }
             }
             stored.journal = None;
-            if release {
+            if lease_after == LeaseAfter::Released {
                 stored.lease = None;
             }
         })
     }
 
-    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreError> {
+    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreFailure> {
         let _ = self.holding(discount, lease, |stored| {
             stored.lease = None;
             stored.journal = None;
@@ -171,18 +170,35 @@ pub enum Call {
     Delete,
 }
 
-/// A scripted Polar failure: answered instead of the call, or after applying it.
-pub enum Scripted {
-    Fail(PolarError),
-    ApplyThenFail(PolarError),
+/// Which calls a scripted answer replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    Get,
+    Update,
+    Delete,
 }
 
-/// Polar's discounts in memory; scripted failures are used up in order, each by the
-/// first call of its operation.
+/// A scripted Polar answer, given instead of the real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scripted {
+    /// Polar turns the request away: nothing changes.
+    Refuse(PolarFailureKind),
+    /// No answer, and the request never reached Polar.
+    Unanswered,
+    /// No answer, but Polar applied the request.
+    AppliedUnanswered,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("scripted failure: {0:?}")]
+struct ScriptedFailure(Scripted);
+
+/// Polar's discounts in memory; scripted answers are used up in order, each by the
+/// first call it applies to.
 #[derive(Default)]
 pub struct InMemoryDiscounts {
-    pub discounts: Mutex<HashMap<DiscountId, Discount>>,
-    pub script: Mutex<VecDeque<(Operation, Scripted)>>,
+    pub discounts: Mutex<HashMap<DiscountId, DiscountView>>,
+    pub script: Mutex<VecDeque<(On, Scripted)>>,
     pub calls: Mutex<Vec<Call>>,
 }
 
@@ -190,8 +206,7 @@ impl InMemoryDiscounts {
     pub fn with(self, id: DiscountId, code: &str, max_redemptions: Option<i64>) -> Self {
         self.discounts.lock().unwrap().insert(
             id,
-            Discount {
-                id: id.as_uuid(),
+            DiscountView {
                 code: Some(code.to_owned()),
                 max_redemptions,
             },
@@ -199,8 +214,8 @@ impl InMemoryDiscounts {
         self
     }
 
-    pub fn script(&self, on: Operation, step: Scripted) {
-        self.script.lock().unwrap().push_back((on, step));
+    pub fn script(&self, on: On, answer: Scripted) {
+        self.script.lock().unwrap().push_back((on, answer));
     }
 
     /// Changes a discount as if someone (or a late request) wrote it.
@@ -222,58 +237,76 @@ impl InMemoryDiscounts {
         self.calls.lock().unwrap().clone()
     }
 
-    /// Records the call and runs `apply` unless the script says otherwise.
-    fn call<T>(
+    /// Records the call and takes the first scripted answer meant for it, if any.
+    fn scripted(&self, call: Call) -> Option<Scripted> {
+        self.calls.lock().unwrap().push(call);
+        let on = match call {
+            Call::Get => On::Get,
+            Call::Update(_) => On::Update,
+            Call::Delete => On::Delete,
+        };
+        let mut script = self.script.lock().unwrap();
+        let position = script.iter().position(|(when, _)| *when == on)?;
+        script.remove(position).map(|(_, answer)| answer)
+    }
+
+    fn write(
         &self,
         call: Call,
-        apply: impl FnOnce(&mut HashMap<DiscountId, Discount>) -> T,
-    ) -> Result<T, PolarError> {
-        self.calls.lock().unwrap().push(call);
-        let operation = match call {
-            Call::Get => Operation::Get,
-            Call::Update(_) => Operation::Update,
-            Call::Delete => Operation::Delete,
-        };
-        let scripted = {
-            let mut script = self.script.lock().unwrap();
-            let position = script.iter().position(|(on, _)| *on == operation);
-            position
-                .and_then(|i| script.remove(i))
-                .map(|(_, step)| step)
-        };
-        match scripted {
-            Some(Scripted::Fail(err)) => Err(err),
-            Some(Scripted::ApplyThenFail(err)) => {
-                apply(&mut self.discounts.lock().unwrap());
-                Err(err)
+        id: DiscountId,
+        apply: impl FnOnce(&mut HashMap<DiscountId, DiscountView>),
+    ) -> WriteOutcome {
+        let all = || self.discounts.lock().unwrap();
+        match self.scripted(call) {
+            None if !all().contains_key(&id) => WriteOutcome::Gone,
+            None => {
+                apply(&mut all());
+                WriteOutcome::Applied
             }
-            None => Ok(apply(&mut self.discounts.lock().unwrap())),
+            Some(answer @ Scripted::Refuse(kind)) => {
+                WriteOutcome::NotApplied(failure(kind, answer))
+            }
+            Some(answer @ Scripted::Unanswered) => {
+                WriteOutcome::Unknown(failure(PolarFailureKind::Unavailable, answer))
+            }
+            Some(answer @ Scripted::AppliedUnanswered) => {
+                apply(&mut all());
+                WriteOutcome::Unknown(failure(PolarFailureKind::Unavailable, answer))
+            }
         }
     }
 }
 
+fn failure(kind: PolarFailureKind, answer: Scripted) -> PolarFailure {
+    PolarFailure::new(kind, ScriptedFailure(answer))
+}
+
 impl Discounts for InMemoryDiscounts {
-    async fn get(&self, id: DiscountId) -> Result<Option<Discount>, PolarError> {
-        self.call(Call::Get, |all| all.get(&id).cloned())
+    async fn get(&self, id: DiscountId) -> Result<Lookup, PolarFailure> {
+        match self.scripted(Call::Get) {
+            None => Ok(self
+                .discounts
+                .lock()
+                .unwrap()
+                .get(&id)
+                .cloned()
+                .map_or(Lookup::Deleted, Lookup::Found)),
+            Some(answer @ Scripted::Refuse(kind)) => Err(failure(kind, answer)),
+            Some(answer) => Err(failure(PolarFailureKind::Unavailable, answer)),
+        }
     }
 
-    async fn set_max_redemptions(
-        &self,
-        id: DiscountId,
-        max: i64,
-    ) -> Result<Option<Discount>, PolarError> {
-        self.call(Call::Update(max), |all| {
-            all.get_mut(&id).map(|d| {
-                d.max_redemptions = Some(max);
-                d.clone()
-            })
+    async fn set_max_redemptions(&self, id: DiscountId, max: i64) -> WriteOutcome {
+        self.write(Call::Update(max), id, |all| {
+            if let Some(discount) = all.get_mut(&id) {
+                discount.max_redemptions = Some(max);
+            }
         })
     }
 
-    async fn delete(&self, id: DiscountId) -> Result<Deletion, PolarError> {
-        self.call(Call::Delete, |all| match all.remove(&id) {
-            Some(_) => Deletion::Deleted,
-            None => Deletion::Gone,
+    async fn delete(&self, id: DiscountId) -> WriteOutcome {
+        self.write(Call::Delete, id, |all| {
+            all.remove(&id);
         })
     }
 }
@@ -307,7 +340,7 @@ impl InMemoryQueue {
 }
 
 impl Queue for InMemoryQueue {
-    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueError> {
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
         self.delayed
             .lock()
             .unwrap()
@@ -319,9 +352,9 @@ impl Queue for InMemoryQueue {
         &self,
         delivery: &Delivery,
         reason: &DeadLetterReason,
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), QueueFailure> {
         if !self.has_dead_letter_queue {
-            return Err(QueueError::NoDeadLetterQueue);
+            return Err(QueueFailure::NoDeadLetterQueue);
         }
         self.dead_letters
             .lock()
@@ -330,7 +363,7 @@ impl Queue for InMemoryQueue {
         Ok(())
     }
 
-    async fn max_receive_count(&self, _delivery: &Delivery) -> Result<Option<u32>, QueueError> {
+    async fn max_receive_count(&self, _delivery: &Delivery) -> Result<Option<u32>, QueueFailure> {
         Ok(self.max_receive_count)
     }
 }

@@ -9,7 +9,7 @@ use aws_sdk_sqs::Client;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::ports::{DeadLetterReason, Delivery, Queue};
+use crate::ports::{DeadLetterReason, Delivery, Queue, QueueFailure};
 
 /// SQS caps a visibility timeout at 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
@@ -24,8 +24,6 @@ pub enum QueueError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("no dead-letter queue is configured (DEAD_LETTER_QUEUE_URL)")]
-    NoDeadLetterQueue,
     #[error("the message carries no {0}")]
     MissingField(&'static str),
     #[error("{0:?} is not an SQS queue ARN")]
@@ -91,7 +89,39 @@ impl SqsQueue {
 }
 
 impl Queue for SqsQueue {
-    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueError> {
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
+        Ok(self.change_visibility(delivery, after).await?)
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueFailure> {
+        let url = self
+            .dead_letter_queue_url
+            .as_deref()
+            .ok_or(QueueFailure::NoDeadLetterQueue)?;
+        Ok(self.send_dead_letter(url, delivery, reason).await?)
+    }
+
+    async fn max_receive_count(&self, delivery: &Delivery) -> Result<Option<u32>, QueueFailure> {
+        Ok(self.redrive_limit_of(delivery).await?)
+    }
+}
+
+impl From<QueueError> for QueueFailure {
+    fn from(err: QueueError) -> Self {
+        QueueFailure::Failed(Box::new(err))
+    }
+}
+
+impl SqsQueue {
+    async fn change_visibility(
+        &self,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> Result<(), QueueError> {
         let receipt = delivery
             .receipt_handle
             .as_deref()
@@ -109,15 +139,12 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn dead_letter(
+    async fn send_dead_letter(
         &self,
+        url: &str,
         delivery: &Delivery,
         reason: &DeadLetterReason,
     ) -> Result<(), QueueError> {
-        let url = self
-            .dead_letter_queue_url
-            .as_deref()
-            .ok_or(QueueError::NoDeadLetterQueue)?;
         let text = |value: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")
@@ -166,7 +193,7 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn max_receive_count(&self, delivery: &Delivery) -> Result<Option<u32>, QueueError> {
+    async fn redrive_limit_of(&self, delivery: &Delivery) -> Result<Option<u32>, QueueError> {
         if self.max_receive_count.is_some() {
             return Ok(self.max_receive_count);
         }

@@ -67,12 +67,6 @@ impl DiscountId {
     }
 }
 
-impl From<Uuid> for DiscountId {
-    fn from(id: Uuid) -> Self {
-        Self(id)
-    }
-}
-
 impl fmt::Display for DiscountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)

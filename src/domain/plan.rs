@@ -62,14 +62,6 @@ impl Plan {
             Self::Delete { .. } => Some(Intent::Delete),
         }
     }
-
-    pub fn action(self) -> SyncAction {
-        match self {
-            Self::Skip => SyncAction::SkippedUnlimited,
-            Self::SetMaxRedemptions(_) => SyncAction::Decremented,
-            Self::Delete { .. } => SyncAction::Deleted,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -79,10 +71,7 @@ mod tests {
     #[test]
     fn an_unlimited_discount_is_left_alone() {
         assert_eq!(Plan::for_discount(None, 1), Plan::Skip);
-        assert_eq!(
-            Plan::for_discount(None, 1).action(),
-            SyncAction::SkippedUnlimited
-        );
+        assert_eq!(Plan::for_discount(None, 1).intent(), None);
     }
 
     #[test]
@@ -90,8 +79,8 @@ mod tests {
         assert_eq!(Plan::for_discount(Some(3), 1), Plan::SetMaxRedemptions(2));
         assert_eq!(Plan::for_discount(Some(10), 4), Plan::SetMaxRedemptions(6));
         assert_eq!(
-            Plan::for_discount(Some(2), 1).action(),
-            SyncAction::Decremented
+            Plan::for_discount(Some(2), 1).intent(),
+            Some(Intent::SetMaxRedemptions(1))
         );
     }
 
@@ -105,7 +94,10 @@ mod tests {
             Plan::for_discount(Some(3), 3),
             Plan::Delete { oversold_by: 0 }
         );
-        assert_eq!(Plan::for_discount(Some(1), 1).action(), SyncAction::Deleted);
+        assert_eq!(
+            Plan::for_discount(Some(1), 1).intent(),
+            Some(Intent::Delete)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{Outcome, SyncError, Synced, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::failure::FailureClass;
-use crate::ports::{DeadLetterReason, Delivery, DiscountLocks, Discounts, OrderLedger, Queue};
+use crate::ports::{Coordination, DeadLetterReason, Delivery, Discounts, OrderLedger, Queue};
 use crate::redelivery::{Disposition, RedeliveryPolicy};
 
 /// A discount's messages are not started with less time than this left: they go back to
@@ -52,7 +52,7 @@ pub async fn process_batch<S, D, Q>(
     deadline: Deadline,
 ) -> Result<SqsBatchResponse, BatchError>
 where
-    S: OrderLedger + DiscountLocks,
+    S: OrderLedger + Coordination,
     D: Discounts,
     Q: Queue,
 {
@@ -83,7 +83,7 @@ where
                             report_success(&message.delivery, &synced);
                             true
                         }
-                        Err(error) => settle(queue, policy, &message.delivery, error).await,
+                        Err(error) => dispose(queue, policy, &message.delivery, error).await,
                     }
                 }),
         )
@@ -126,7 +126,7 @@ fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
 }
 
 /// Standard queues: each discount's messages in one step, discounts concurrently.
-async fn standard<S: OrderLedger + DiscountLocks, D: Discounts>(
+async fn standard<S: OrderLedger + Coordination, D: Discounts>(
     syncer: &Syncer<S, D>,
     messages: &[Message],
     deadline: Deadline,
@@ -185,7 +185,7 @@ async fn fifo<S, D, Q>(
     deadline: Deadline,
 ) -> Vec<bool>
 where
-    S: OrderLedger + DiscountLocks,
+    S: OrderLedger + Coordination,
     D: Discounts,
     Q: Queue,
 {
@@ -214,7 +214,7 @@ where
                 report_success(&message.delivery, &synced);
                 true
             }
-            Err(error) => settle(queue, policy, &message.delivery, error).await,
+            Err(error) => dispose(queue, policy, &message.delivery, error).await,
         };
         if !acknowledged[index] {
             blocked_groups.push(group);
@@ -223,7 +223,7 @@ where
     acknowledged
 }
 
-async fn sync_discount<S: OrderLedger + DiscountLocks, D: Discounts>(
+async fn sync_discount<S: OrderLedger + Coordination, D: Discounts>(
     syncer: &Syncer<S, D>,
     discount: DiscountId,
     requests: &[SyncRequest],
@@ -248,7 +248,7 @@ fn report_success(delivery: &Delivery, synced: &Synced) {
 
 /// Decides and carries out what becomes of a failed message; true when it is acknowledged
 /// (it went to the dead-letter queue).
-async fn settle<Q: Queue>(
+async fn dispose<Q: Queue>(
     queue: &Q,
     policy: &RedeliveryPolicy,
     delivery: &Delivery,

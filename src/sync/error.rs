@@ -2,11 +2,10 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-use crate::adapters::polar::PolarError;
-use crate::adapters::StoreError;
 use crate::deadline::epoch_ms;
 use crate::domain::{DiscountId, MessageError, OrderId};
 use crate::failure::FailureClass;
+use crate::ports::{PolarFailure, PolarFailureKind, StoreFailure};
 
 /// Why one message was not synced.
 #[derive(Debug, Error)]
@@ -38,10 +37,10 @@ pub enum SyncError {
     },
     #[error("not started: too little time left in the invocation")]
     DeadlineTooClose,
-    #[error(transparent)]
-    Polar(#[from] PolarError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("Polar call failed")]
+    Polar(#[from] PolarFailure),
+    #[error("DynamoDB call failed")]
+    Store(#[from] StoreFailure),
 }
 
 impl SyncError {
@@ -64,7 +63,10 @@ impl SyncError {
     /// finished, or died and the lease can be taken over).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Polar(PolarError::RateLimited { retry_after, .. }) => *retry_after,
+            Self::Polar(PolarFailure {
+                kind: PolarFailureKind::RateLimited { retry_after },
+                ..
+            }) => *retry_after,
             Self::LeaseHeld { expires_at_ms, .. } => {
                 let now_ms = epoch_ms(SystemTime::now());
                 Some(Duration::from_millis(expires_at_ms.saturating_sub(now_ms)))

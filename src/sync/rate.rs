@@ -15,7 +15,8 @@ pub struct RateLimiter {
 }
 
 /// The budget is spent: the next slot is later than the caller can wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the rate budget has no slot for {wait:?}")]
 pub struct OverBudget {
     pub wait: Duration,
 }

@@ -1,19 +1,19 @@
-//! In-process retries: exponential backoff with full jitter, honouring `retry-after`,
-//! and never sleeping into the end of the invocation.
+//! In-process retries: backoff with full jitter, honouring `retry-after`, and never
+//! sleeping into the end of the invocation.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tracing::warn;
 
+use crate::backoff::Backoff;
 use crate::deadline::Deadline;
 use crate::failure::RetryHint;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+    pub backoff: Backoff,
     /// Time that must be left after a sleep for one more attempt to finish:
     /// at least the HTTP request timeout.
     pub reserve: Duration,
@@ -23,23 +23,20 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 4,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
+            backoff: Backoff {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(5),
+            },
             reserve: Duration::from_secs(6),
         }
     }
 }
 
 impl RetryPolicy {
-    /// The longest sleep before attempt `attempt + 1` (attempts count from 1).
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
-
-    /// Full jitter: uniform in [0, ceiling]; a server's `retry-after` is a floor.
+    /// The sleep after failed attempt `attempt` (counting from 1); a server's
+    /// `retry-after` is a floor.
     pub fn delay(&self, attempt: u32, hint: RetryHint) -> Duration {
-        let jittered = self.ceiling(attempt).mul_f64(fastrand::f64());
+        let jittered = self.backoff.full_jitter(attempt);
         hint.not_before
             .map_or(jittered, |floor| floor.max(jittered))
     }
@@ -92,26 +89,12 @@ mod tests {
     fn fast() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 4,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(4),
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(4),
+            },
             reserve: Duration::from_millis(10),
         }
-    }
-
-    #[test]
-    fn the_ceiling_doubles_per_attempt_up_to_the_cap() {
-        let policy = RetryPolicy::default();
-        let ceilings: Vec<_> = (1..=7).map(|a| policy.ceiling(a).as_millis()).collect();
-        assert_eq!(ceilings, [200, 400, 800, 1600, 3200, 5000, 5000]);
-    }
-
-    #[test]
-    fn jittered_delays_stay_within_the_ceiling_and_vary() {
-        let policy = RetryPolicy::default();
-        let delays: Vec<_> = (0..200).map(|_| policy.delay(3, NO_HINT)).collect();
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(800)));
-        let distinct: std::collections::HashSet<_> = delays.iter().collect();
-        assert!(distinct.len() > 100, "full jitter should spread delays");
     }
 
     #[test]

@@ -2,7 +2,6 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use reqwest::{header, RequestBuilder, Response, StatusCode};
-use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::error::{Operation, PolarError};
@@ -10,7 +9,7 @@ use super::model::{Discount, ErrorBody, MaxRedemptionsUpdate};
 use crate::adapters::fetch_token;
 use crate::config::{AccessToken, PolarApiUrl};
 use crate::domain::DiscountId;
-use crate::ports::{Deletion, Discounts};
+use crate::ports::{Discounts, Lookup, PolarFailure, WriteOutcome};
 
 /// Pins the response shapes the models were written against.
 const POLAR_API_VERSION: &str = "2026-04";
@@ -42,11 +41,6 @@ struct TokenRotation {
     ssm: aws_sdk_ssm::Client,
     parameter: String,
     last_read: tokio::sync::Mutex<Option<Instant>>,
-}
-
-enum Answer {
-    Success(Response),
-    ResourceNotFound,
 }
 
 impl PolarClient {
@@ -132,129 +126,158 @@ impl PolarClient {
         format!("{}/discounts/{id}", self.base_url)
     }
 
-    async fn call(
+    /// Sends with the current token; after a 401, once more with a rotated one.
+    async fn send_authorized(&self, request: RequestBuilder) -> Result<Response, reqwest::Error> {
+        let token = self.current_token();
+        let again = request.try_clone();
+        let response = self.send(request, &token).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            if let Some(again) = again {
+                if self.rotated_token(&token).await {
+                    return self.send(again, &self.current_token()).await;
+                }
+            }
+        }
+        Ok(response)
+    }
+
+    /// Sends a PATCH or DELETE and applies the write rule to what comes back.
+    async fn write(
         &self,
         operation: Operation,
         discount: DiscountId,
         request: RequestBuilder,
-    ) -> Result<Answer, PolarError> {
+    ) -> WriteOutcome {
         let transport = |source| PolarError::Transport {
             operation,
             discount,
             source,
         };
-        let token = self.current_token();
-        let again = request.try_clone();
-        let mut response = self.send(request, &token).await.map_err(transport)?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            if let Some(again) = again {
-                if self.rotated_token(&token).await {
-                    response = self
-                        .send(again, &self.current_token())
-                        .await
-                        .map_err(transport)?;
-                }
+        let response = match self.send_authorized(request).await {
+            Ok(response) => response,
+            // Refused before anything was sent.
+            Err(source) if source.is_connect() => {
+                return WriteOutcome::NotApplied(transport(source).into())
             }
-        }
+            Err(source) => return WriteOutcome::Unknown(transport(source).into()),
+        };
         let status = response.status();
         if status.is_success() {
-            return Ok(Answer::Success(response));
+            return WriteOutcome::Applied;
         }
         let retry_after = retry_after(&response);
-        let body = response.text().await.map_err(transport)?;
-        let body_excerpt = || excerpt(&body);
-        Err(match status {
-            StatusCode::NOT_FOUND if is_resource_not_found(&body) => {
-                return Ok(Answer::ResourceNotFound)
-            }
-            StatusCode::NOT_FOUND => PolarError::UnknownRoute {
-                operation,
-                discount,
-                body: body_excerpt(),
-            },
-            StatusCode::TOO_MANY_REQUESTS => PolarError::RateLimited {
-                operation,
-                discount,
-                retry_after,
-            },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => PolarError::Unauthorized {
-                operation,
-                discount,
-                status,
-                body: body_excerpt(),
-            },
-            s if s.is_server_error() => PolarError::Server {
-                operation,
-                discount,
-                status,
-                body: body_excerpt(),
-            },
-            _ => PolarError::Rejected {
-                operation,
-                discount,
-                status,
-                body: body_excerpt(),
-            },
-        })
-    }
-
-    async fn read_json<T: DeserializeOwned>(
-        operation: Operation,
-        discount: DiscountId,
-        response: Response,
-    ) -> Result<T, PolarError> {
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| PolarError::Transport {
-                operation,
-                discount,
-                source,
-            })?;
-        serde_json::from_slice(&bytes).map_err(|source| PolarError::Decode {
-            operation,
-            discount,
-            source,
-        })
-    }
-
-    async fn discount_or_none(
-        &self,
-        operation: Operation,
-        id: DiscountId,
-        request: RequestBuilder,
-    ) -> Result<Option<Discount>, PolarError> {
-        match self.call(operation, id, request).await? {
-            Answer::Success(response) => Self::read_json(operation, id, response).await.map(Some),
-            Answer::ResourceNotFound => Ok(None),
+        let body = match response.text().await {
+            Ok(body) => body,
+            Err(source) => return WriteOutcome::Unknown(transport(source).into()),
+        };
+        if status == StatusCode::NOT_FOUND && is_resource_not_found(&body) {
+            return WriteOutcome::Gone;
+        }
+        let refusal = error_for(operation, discount, status, retry_after, &body).into();
+        if proves_refusal(status, &body) {
+            WriteOutcome::NotApplied(refusal)
+        } else {
+            WriteOutcome::Unknown(refusal)
         }
     }
 }
 
+/// The write rule: only an answer that shows the request was turned away means it was
+/// not applied. Rate limiting and authentication happen before Polar changes anything;
+/// any other 4xx counts only with Polar's own JSON error body. A 5xx or a 4xx page from
+/// something in between may come after Polar applied the write.
+fn proves_refusal(status: StatusCode, body: &str) -> bool {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => true,
+        s if s.is_client_error() => {
+            serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
+        }
+        _ => false,
+    }
+}
+
+fn error_for(
+    operation: Operation,
+    discount: DiscountId,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> PolarError {
+    let body = excerpt(body);
+    match status {
+        StatusCode::NOT_FOUND => PolarError::UnknownRoute {
+            operation,
+            discount,
+            body,
+        },
+        StatusCode::TOO_MANY_REQUESTS => PolarError::RateLimited {
+            operation,
+            discount,
+            retry_after,
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => PolarError::Unauthorized {
+            operation,
+            discount,
+            status,
+            body,
+        },
+        s if s.is_server_error() => PolarError::Server {
+            operation,
+            discount,
+            status,
+            body,
+        },
+        _ => PolarError::Rejected {
+            operation,
+            discount,
+            status,
+            body,
+        },
+    }
+}
+
 impl Discounts for PolarClient {
-    async fn get(&self, id: DiscountId) -> Result<Option<Discount>, PolarError> {
-        let request = self.http.get(self.discount_url(id));
-        self.discount_or_none(Operation::Get, id, request).await
+    async fn get(&self, id: DiscountId) -> Result<Lookup, PolarFailure> {
+        let operation = Operation::Get;
+        let transport = |source| PolarError::Transport {
+            operation,
+            discount: id,
+            source,
+        };
+        let response = self
+            .send_authorized(self.http.get(self.discount_url(id)))
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        if status.is_success() {
+            let bytes = response.bytes().await.map_err(transport)?;
+            let discount: Discount =
+                serde_json::from_slice(&bytes).map_err(|source| PolarError::Decode {
+                    operation,
+                    discount: id,
+                    source,
+                })?;
+            return Ok(Lookup::Found(discount.into()));
+        }
+        let retry_after = retry_after(&response);
+        let body = response.text().await.map_err(transport)?;
+        if status == StatusCode::NOT_FOUND && is_resource_not_found(&body) {
+            return Ok(Lookup::Deleted);
+        }
+        Err(error_for(operation, id, status, retry_after, &body).into())
     }
 
-    async fn set_max_redemptions(
-        &self,
-        id: DiscountId,
-        max_redemptions: i64,
-    ) -> Result<Option<Discount>, PolarError> {
+    async fn set_max_redemptions(&self, id: DiscountId, max_redemptions: i64) -> WriteOutcome {
         let request = self
             .http
             .patch(self.discount_url(id))
             .json(&MaxRedemptionsUpdate { max_redemptions });
-        self.discount_or_none(Operation::Update, id, request).await
+        self.write(Operation::Update, id, request).await
     }
 
-    async fn delete(&self, id: DiscountId) -> Result<Deletion, PolarError> {
+    async fn delete(&self, id: DiscountId) -> WriteOutcome {
         let request = self.http.delete(self.discount_url(id));
-        match self.call(Operation::Delete, id, request).await? {
-            Answer::Success(_) => Ok(Deletion::Deleted),
-            Answer::ResourceNotFound => Ok(Deletion::Gone),
-        }
+        self.write(Operation::Delete, id, request).await
     }
 }
 
@@ -285,6 +308,29 @@ mod tests {
         assert!(!is_resource_not_found(r#"{"detail":"Not Found"}"#));
         assert!(!is_resource_not_found("<html>404</html>"));
         assert!(!is_resource_not_found(""));
+    }
+
+    #[test]
+    fn only_an_answer_that_shows_a_refusal_proves_a_write_was_not_applied() {
+        let polar_error = r#"{"error":"RequestValidationError","detail":[]}"#;
+        for (status, body) in [
+            (StatusCode::TOO_MANY_REQUESTS, ""),
+            (StatusCode::UNAUTHORIZED, "<html>login</html>"),
+            (StatusCode::FORBIDDEN, ""),
+            (StatusCode::UNPROCESSABLE_ENTITY, polar_error),
+            (StatusCode::NOT_FOUND, r#"{"detail":"Not Found"}"#),
+        ] {
+            assert!(proves_refusal(status, body), "{status} {body}");
+        }
+        for (status, body) in [
+            (StatusCode::BAD_GATEWAY, polar_error),
+            (StatusCode::INTERNAL_SERVER_ERROR, ""),
+            (StatusCode::BAD_REQUEST, "<html>proxy</html>"),
+            (StatusCode::CONFLICT, ""),
+            (StatusCode::PERMANENT_REDIRECT, ""),
+        ] {
+            assert!(!proves_refusal(status, body), "{status} {body}");
+        }
     }
 
     #[test]

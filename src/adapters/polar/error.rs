@@ -1,3 +1,6 @@
+//! What went wrong in a call to Polar, in HTTP terms, and how that reads in the port's
+//! terms (`PolarFailureKind`). The use case only ever sees the port's terms.
+
 use std::fmt;
 use std::time::Duration;
 
@@ -5,7 +8,7 @@ use reqwest::StatusCode;
 use thiserror::Error;
 
 use crate::domain::DiscountId;
-use crate::failure::{FailureClass, RetryHint};
+use crate::ports::{PolarFailure, PolarFailureKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -24,11 +27,10 @@ impl fmt::Display for Operation {
     }
 }
 
-/// A failed call to Polar, classified by what should happen next.
+/// A failed call to Polar, with the detail an operator needs.
 #[derive(Debug, Error)]
 pub enum PolarError {
-    /// No complete response: connect failure, timeout, dropped connection. A write may
-    /// or may not have been applied.
+    /// No complete response: connect failure, timeout, dropped connection.
     #[error("Polar {operation} discount {discount}: no response")]
     Transport {
         operation: Operation,
@@ -49,7 +51,9 @@ pub enum PolarError {
         status: StatusCode,
         body: String,
     },
-    #[error("Polar {operation} discount {discount}: {status}, the access token was refused (check the token and its discounts:write scope): {body}")]
+    #[error(
+        "Polar {operation} discount {discount}: {status}, the access token was refused: {body}"
+    )]
     Unauthorized {
         operation: Operation,
         discount: DiscountId,
@@ -58,7 +62,7 @@ pub enum PolarError {
     },
     /// A 404 that does not say `ResourceNotFound` comes from a wrong base URL or API
     /// version, never from a deleted discount.
-    #[error("Polar {operation} discount {discount}: 404 without ResourceNotFound (check POLAR_API_URL): {body}")]
+    #[error("Polar {operation} discount {discount}: 404 without ResourceNotFound: {body}")]
     UnknownRoute {
         operation: Operation,
         discount: DiscountId,
@@ -71,9 +75,6 @@ pub enum PolarError {
         status: StatusCode,
         body: String,
     },
-    /// Not sent: this container's share of the rate limit is spent until after the deadline.
-    #[error("Polar request not sent: the rate budget has no slot for {wait:?}")]
-    OverBudget { wait: Duration },
     #[error("Polar {operation} discount {discount}: unreadable response")]
     Decode {
         operation: Operation,
@@ -84,39 +85,21 @@ pub enum PolarError {
 }
 
 impl PolarError {
-    pub fn class(&self) -> FailureClass {
+    pub fn kind(&self) -> PolarFailureKind {
         match self {
-            Self::Transport { .. }
-            | Self::RateLimited { .. }
-            | Self::Server { .. }
-            | Self::OverBudget { .. } => FailureClass::Transient,
-            Self::Unauthorized { .. } | Self::UnknownRoute { .. } | Self::Decode { .. } => {
-                FailureClass::Configuration
-            }
-            Self::Rejected { .. } => FailureClass::Permanent,
+            Self::Transport { .. } | Self::Server { .. } => PolarFailureKind::Unavailable,
+            Self::RateLimited { retry_after, .. } => PolarFailureKind::RateLimited {
+                retry_after: *retry_after,
+            },
+            Self::Unauthorized { .. } => PolarFailureKind::Unauthorized,
+            Self::UnknownRoute { .. } | Self::Decode { .. } => PolarFailureKind::Misconfigured,
+            Self::Rejected { .. } => PolarFailureKind::Rejected,
         }
     }
+}
 
-    /// Whether the request may have been applied although no answer arrived.
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Self::Transport { .. })
-    }
-
-    /// A 5xx may come from a proxy after Polar applied the request.
-    pub fn is_server_error(&self) -> bool {
-        matches!(self, Self::Server { .. })
-    }
-
-    /// Worth another attempt within this invocation, and how long Polar asked us to wait.
-    pub fn retry_hint(&self) -> Option<RetryHint> {
-        match self {
-            Self::RateLimited { retry_after, .. } => Some(RetryHint {
-                not_before: *retry_after,
-            }),
-            // The limiter already waited as long as the deadline allows.
-            Self::OverBudget { .. } => None,
-            _ if self.class() == FailureClass::Transient => Some(RetryHint { not_before: None }),
-            _ => None,
-        }
+impl From<PolarError> for PolarFailure {
+    fn from(err: PolarError) -> Self {
+        PolarFailure::new(err.kind(), err)
     }
 }

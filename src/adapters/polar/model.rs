@@ -5,6 +5,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+use crate::ports::DiscountView;
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Discount {
     pub id: Uuid,
@@ -13,6 +15,15 @@ pub struct Discount {
     /// `null` means unlimited. Required: a response without it must not be read as unlimited.
     #[serde(deserialize_with = "present")]
     pub max_redemptions: Option<i64>,
+}
+
+impl From<Discount> for DiscountView {
+    fn from(discount: Discount) -> Self {
+        DiscountView {
+            code: discount.code,
+            max_redemptions: discount.max_redemptions,
+        }
+    }
 }
 
 /// `Option` fields are optional in serde; these are nullable but required by the schema.

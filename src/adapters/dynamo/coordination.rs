@@ -1,0 +1,246 @@
+//! `SYNC_TABLE`: the per-discount lease, the intent journal, and the commit that marks a
+//! step's orders and clears its journal in one transaction.
+
+use std::time::SystemTime;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_dynamodb::types::{
+    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+
+use super::journal_codec::{decode_journal, encode_journal};
+use super::{
+    discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, JOURNAL,
+    LEASE_EXPIRES_AT_MS, LEASE_TOKEN, TTL,
+};
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
+use crate::ports::{Acquisition, Coordination, Lease, LeaseAfter, StoreFailure};
+
+impl DynamoStore {
+    /// The discount update of `commit`: clear the journal and maybe release the lease.
+    fn finish_discount(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        lease_after: LeaseAfter,
+    ) -> Update {
+        let builder = Update::builder()
+            .table_name(&self.sync_table)
+            .key("pk", discount_key(discount))
+            .condition_expression("#owner = :token")
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_names("#journal", JOURNAL)
+            .expression_attribute_values(":token", string(&lease.token.to_string()));
+        let builder = if lease_after == LeaseAfter::Released {
+            builder
+                .update_expression("SET #ttl = :ttl REMOVE #journal, #owner, #until")
+                .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
+                .expression_attribute_names("#ttl", TTL)
+                .expression_attribute_values(":ttl", idle_ttl())
+        } else {
+            builder.update_expression("REMOVE #journal")
+        };
+        builder
+            .build()
+            .expect("table, key and update expression are set")
+    }
+
+    /// Marks orders one by one, skipping those already marked: the path when the
+    /// all-or-nothing transaction found an order it could not mark.
+    async fn commit_one_by_one(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
+        action: SyncAction,
+        at: &str,
+        lease_after: LeaseAfter,
+    ) -> Result<(), StoreFailure> {
+        for order in orders {
+            let mark = self.mark_order(order, action, at);
+            let result = self
+                .update_order(order)
+                .update_expression(mark.update_expression())
+                .set_condition_expression(mark.condition_expression().map(str::to_owned))
+                .set_expression_attribute_names(mark.expression_attribute_names().cloned())
+                .set_expression_attribute_values(mark.expression_attribute_values().cloned())
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(err) if is_condition_failure(&err) => {
+                    tracing::warn!(order_id = %order, "order was already marked or is gone; left as it is");
+                }
+                Err(err) => return Err(self.order_failure("UpdateItem(mark)", err)),
+            }
+        }
+        let finish = self.finish_discount(discount, lease, lease_after);
+        let result = self
+            .update_discount(discount)
+            .update_expression(finish.update_expression())
+            .set_condition_expression(finish.condition_expression().map(str::to_owned))
+            .set_expression_attribute_names(finish.expression_attribute_names().cloned())
+            .set_expression_attribute_values(finish.expression_attribute_values().cloned())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Err(StoreFailure::LeaseLost(discount)),
+            Err(err) => Err(self.sync_failure("UpdateItem(finish)", err)),
+        }
+    }
+}
+
+impl Coordination for DynamoStore {
+    async fn acquire(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+    ) -> Result<Acquisition, StoreFailure> {
+        let result = self
+            .update_discount(discount)
+            .update_expression("SET #owner = :token, #until = :until REMOVE #ttl")
+            .condition_expression("attribute_not_exists(#owner) OR #until < :now")
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":token", string(&lease.token.to_string()))
+            .expression_attribute_values(":until", number(lease.expires_at_ms))
+            .expression_attribute_values(":now", number(now_ms))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let pending = output
+                    .attributes()
+                    .and_then(|item| item.get(JOURNAL))
+                    .map(|journal| decode_journal(discount, journal))
+                    .transpose()?;
+                Ok(Acquisition::Acquired { pending })
+            }
+            Err(SdkError::ServiceError(service))
+                if service.err().is_conditional_check_failed_exception() =>
+            {
+                let UpdateItemError::ConditionalCheckFailedException(failure) = service.into_err()
+                else {
+                    unreachable!("checked just above")
+                };
+                let expires_at_ms = failure
+                    .item()
+                    .and_then(|item| item.get(LEASE_EXPIRES_AT_MS))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                Ok(Acquisition::Held { expires_at_ms })
+            }
+            Err(err) => Err(self.sync_failure("UpdateItem(acquire)", err)),
+        }
+    }
+
+    async fn record_intent(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        journal: &Journal,
+    ) -> Result<(), StoreFailure> {
+        let result = self
+            .update_discount(discount)
+            .update_expression("SET #journal = :journal")
+            .condition_expression("#owner = :token")
+            .expression_attribute_names("#journal", JOURNAL)
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_values(":journal", encode_journal(journal))
+            .expression_attribute_values(":token", string(&lease.token.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => Err(StoreFailure::LeaseLost(discount)),
+            Err(err) => Err(self.sync_failure("UpdateItem(journal)", err)),
+        }
+    }
+
+    async fn commit(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
+        action: SyncAction,
+        at: SystemTime,
+        lease_after: LeaseAfter,
+    ) -> Result<(), StoreFailure> {
+        let at = DateTime::from(at)
+            .fmt(DateTimeFormat::DateTime)
+            .expect("a current time is within RFC 3339's range");
+        let items = orders
+            .iter()
+            .map(|order| self.mark_order(order, action, &at))
+            .chain([self.finish_discount(discount, lease, lease_after)])
+            .map(|update| TransactWriteItem::builder().update(update).build())
+            .collect();
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let Err(err) = result else {
+            return Ok(());
+        };
+        let reasons: Vec<Option<String>> = match &err {
+            SdkError::ServiceError(service) => match service.err() {
+                TransactWriteItemsError::TransactionCanceledException(canceled) => canceled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|reason| reason.code().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let failed_condition =
+            |reason: &Option<String>| reason.as_deref() == Some("ConditionalCheckFailed");
+        match reasons.split_last() {
+            Some((discount_reason, _)) if failed_condition(discount_reason) => {
+                Err(StoreFailure::LeaseLost(discount))
+            }
+            Some((_, order_reasons)) if order_reasons.iter().any(failed_condition) => {
+                self.commit_one_by_one(discount, lease, orders, action, &at, lease_after)
+                    .await
+            }
+            _ => Err(error::transaction_failure(
+                "TransactWriteItems(commit)",
+                &self.orders_table,
+                &reasons,
+                err,
+            )),
+        }
+    }
+
+    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreFailure> {
+        let result = self
+            .update_discount(discount)
+            .update_expression("SET #ttl = :ttl REMOVE #owner, #until, #journal")
+            .condition_expression("#owner = :token")
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
+            .expression_attribute_names("#journal", JOURNAL)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":token", string(&lease.token.to_string()))
+            .expression_attribute_values(":ttl", idle_ttl())
+            .send()
+            .await;
+        match result {
+            // Taken over after it expired: nothing of ours left to release.
+            Err(err) if is_condition_failure(&err) => Ok(()),
+            Err(err) => Err(self.sync_failure("UpdateItem(release)", err)),
+            Ok(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! DynamoDB behind the ports: the orders table as the `OrderLedger`, and `SYNC_TABLE`
+//! (one item per discount: lease, intent journal, TTL) as the `Coordination`.
+
+mod coordination;
+mod error;
+mod journal_codec;
+mod orders;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+
+use crate::domain::{DiscountId, OrderId};
+use crate::ports::StoreFailure;
+
+/// Order attributes of the contract (kept from the original implementation).
+const SYNCED: &str = "polarDiscountSynced";
+const ACTION: &str = "polarDiscountSyncAction";
+const SYNCED_AT: &str = "polarDiscountSyncedAt";
+/// The lease that last claimed an unsynced order: shows who was counting it.
+const CLAIM: &str = "polarDiscountSyncClaim";
+/// Written by the checkout service.
+const DISCOUNT_ID: &str = "discountId";
+const DISCOUNT_CODE: &str = "discountCode";
+
+/// `SYNC_TABLE` attributes.
+const LEASE_TOKEN: &str = "leaseToken";
+const LEASE_EXPIRES_AT_MS: &str = "leaseExpiresAtMs";
+const JOURNAL: &str = "journal";
+const TTL: &str = "expiresAt";
+/// An idle discount item is deleted by TTL this long after its last sync. Items that hold
+/// a lease or a journal have no TTL, so a pending write is never forgotten.
+const IDLE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+const NOT_SYNCED: &str = "(attribute_not_exists(#synced) OR #synced <> :true)";
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    orders_table: String,
+    sync_table: String,
+}
+
+impl DynamoStore {
+    pub fn new(
+        client: Client,
+        orders_table: impl Into<String>,
+        sync_table: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            orders_table: orders_table.into(),
+            sync_table: sync_table.into(),
+        }
+    }
+
+    fn update_order(&self, order: &OrderId) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.orders_table)
+            .key("id", string(order.as_str()))
+    }
+
+    fn update_discount(&self, discount: DiscountId) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.sync_table)
+            .key("pk", discount_key(discount))
+    }
+
+    fn order_failure(
+        &self,
+        operation: &'static str,
+        err: SdkError<UpdateItemError>,
+    ) -> StoreFailure {
+        error::failure(operation, &self.orders_table, err)
+    }
+
+    fn sync_failure(
+        &self,
+        operation: &'static str,
+        err: SdkError<UpdateItemError>,
+    ) -> StoreFailure {
+        error::failure(operation, &self.sync_table, err)
+    }
+}
+
+fn is_condition_failure(err: &SdkError<UpdateItemError>) -> bool {
+    matches!(err, SdkError::ServiceError(service) if service.err().is_conditional_check_failed_exception())
+}
+
+fn discount_key(discount: DiscountId) -> AttributeValue {
+    string(&format!("discount#{discount}"))
+}
+
+fn string(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn number(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn idle_ttl() -> AttributeValue {
+    let at = SystemTime::now() + IDLE_RETENTION;
+    number(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}

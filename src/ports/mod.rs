@@ -1,0 +1,16 @@
+//! The outside systems the sync talks to, as small traits shaped by the use case and
+//! answering in its terms. One adapter per backend lives in `adapters`, and classifies
+//! its own errors into these; in-memory ones back the fast tests.
+
+mod polar;
+mod queue;
+mod store;
+
+pub use polar::{
+    BoxError, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
+};
+pub use queue::{DeadLetterReason, Delivery, Queue, QueueFailure};
+pub use store::{
+    Acquisition, ClaimOutcome, Coordination, Lease, LeaseAfter, OrderLedger, OrderRecord,
+    StoreFailure,
+};

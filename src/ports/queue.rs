@@ -1,0 +1,60 @@
+//! The SQS side of a failure: a later delivery, or the dead-letter queue with the reason.
+
+use std::future::Future;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::BoxError;
+use crate::failure::FailureClass;
+
+/// A received SQS message, as far as redelivery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub body: Option<String>,
+    pub receipt_handle: Option<String>,
+    /// The source queue's ARN (`eventSourceARN`).
+    pub source_arn: Option<String>,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receive_count: u32,
+    /// `MessageGroupId` on FIFO queues.
+    pub group_id: Option<String>,
+}
+
+/// Why a message went to the dead-letter queue, carried as message attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterReason {
+    pub class: FailureClass,
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Error)]
+pub enum QueueFailure {
+    #[error("no dead-letter queue is configured (DEAD_LETTER_QUEUE_URL)")]
+    NoDeadLetterQueue,
+    #[error("the queue could not be used")]
+    Failed(#[source] BoxError),
+}
+
+pub trait Queue: Send + Sync {
+    /// Makes the message visible again only after `after`.
+    fn retry_later(
+        &self,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> impl Future<Output = Result<(), QueueFailure>> + Send;
+
+    fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &DeadLetterReason,
+    ) -> impl Future<Output = Result<(), QueueFailure>> + Send;
+
+    /// The source queue's `maxReceiveCount`, if it has a redrive policy (read once).
+    fn max_receive_count(
+        &self,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<Option<u32>, QueueFailure>> + Send;
+}

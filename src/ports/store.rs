@@ -1,0 +1,136 @@
+//! The orders table and the function's own coordination table, as the use case sees them.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::BoxError;
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
+use crate::failure::{FailureClass, RetryHint};
+
+/// The order as the checkout service wrote it: the source of truth for which
+/// discount was used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub discount_id: Option<String>,
+    pub discount_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Not synced yet: it may be counted under the caller's lease.
+    Claimed(OrderRecord),
+    AlreadySynced(OrderRecord),
+    NotFound,
+}
+
+/// The orders table, seen as a ledger of which orders are reflected on Polar.
+pub trait OrderLedger: Send + Sync {
+    /// Reads the order and, unless it is missing or already synced, tags it with the
+    /// lease that is about to count it, in one conditional write.
+    fn claim(
+        &self,
+        order: &OrderId,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreFailure>> + Send;
+}
+
+/// The exclusive right to change one discount on Polar, held by one invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: Uuid,
+    /// Epoch milliseconds after which another invocation may take the lease over.
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquisition {
+    /// The lease is ours; `pending` is a journal left by a holder that did not finish.
+    Acquired { pending: Option<Journal> },
+    /// Another invocation holds the lease until `expires_at_ms`.
+    Held { expires_at_ms: u64 },
+}
+
+/// Whether `commit` also gives the lease up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAfter {
+    Kept,
+    Released,
+}
+
+/// Per-discount coordination in `SYNC_TABLE`: the lease and the intent journal.
+pub trait Coordination: Send + Sync {
+    fn acquire(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Acquisition, StoreFailure>> + Send;
+
+    /// Fails with `StoreFailure::LeaseLost` if the lease is no longer ours.
+    fn record_intent(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        journal: &Journal,
+    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+
+    /// Ends a counting step: marks `orders` synced with `action` and clears the journal,
+    /// in one transaction where the store allows it.
+    fn commit(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
+        action: SyncAction,
+        at: SystemTime,
+        lease_after: LeaseAfter,
+    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+
+    /// Gives the lease up. The journal is cleared too: only call this when no write is
+    /// pending or the pending write is known not to have happened.
+    fn release(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+}
+
+/// Why a store call failed, in the use case's terms. Sources keep the adapter's error.
+#[derive(Debug, Error)]
+pub enum StoreFailure {
+    /// Throttling, a server error, a timeout or no connection: likely to clear up.
+    #[error("the database is unavailable")]
+    Transient(#[source] BoxError),
+    /// A concurrent transaction touched the same items: trying again resolves it.
+    #[error("a concurrent write conflicted")]
+    Conflict(#[source] BoxError),
+    /// The lease expired and another invocation took it: this one must stop writing.
+    #[error("the lease on discount {0} was taken over by another invocation")]
+    LeaseLost(DiscountId),
+    /// Needs an operator: the journal cannot be resolved, so the discount stays locked.
+    #[error("the journal on discount {0} in SYNC_TABLE cannot be read")]
+    CorruptJournal(DiscountId),
+    /// Missing table, access denied, invalid request: the deployment needs fixing.
+    #[error("the tables cannot be used as configured")]
+    Misconfigured(#[source] BoxError),
+}
+
+impl StoreFailure {
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Self::Transient(_) | Self::Conflict(_) | Self::LeaseLost(_) => FailureClass::Transient,
+            Self::CorruptJournal(_) | Self::Misconfigured(_) => FailureClass::Configuration,
+        }
+    }
+
+    /// Worth another attempt within this invocation.
+    pub fn retry_hint(&self) -> Option<RetryHint> {
+        match self {
+            Self::Transient(_) | Self::Conflict(_) => Some(RetryHint { not_before: None }),
+            Self::LeaseLost(_) | Self::CorruptJournal(_) | Self::Misconfigured(_) => None,
+        }
+    }
+}

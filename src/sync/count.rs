@@ -1,0 +1,111 @@
+//! Counting claimed orders on Polar: per step of up to `MAX_ORDERS_PER_WRITE` orders, one
+//! read and at most one coalesced write. A failed step fails only the orders it was
+//! counting (and those after it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::validate::code_mismatch;
+use super::{Failure, Outcome, SyncError, Synced, Syncer, MAX_ORDERS_PER_WRITE, START_MARGIN};
+use crate::deadline::Deadline;
+use crate::domain::{DiscountId, OrderId, SyncRequest};
+use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, OrderLedger};
+
+impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
+    /// Counts the claimed orders step by step; the last step's commit gives the lease up,
+    /// and so does the end of a run that wrote nothing that may be pending.
+    pub(super) async fn count_all(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        to_count: &[&SyncRequest],
+        deadline: Deadline,
+    ) -> HashMap<OrderId, Outcome> {
+        let mut outcomes: HashMap<OrderId, Outcome> = HashMap::new();
+        let steps: Vec<_> = to_count.chunks(MAX_ORDERS_PER_WRITE).collect();
+        let mut lease_now = LeaseAfter::Kept;
+        let mut write_pending = false;
+        let mut stopped: Option<Arc<SyncError>> = None;
+        for (index, step) in steps.iter().enumerate() {
+            if stopped.is_none() && deadline.remaining() < START_MARGIN {
+                stopped = Some(Arc::new(SyncError::DeadlineTooClose));
+            }
+            if stopped.is_none() {
+                let lease_after = if index + 1 == steps.len() {
+                    LeaseAfter::Released
+                } else {
+                    LeaseAfter::Kept
+                };
+                match self
+                    .count(discount, lease, step, deadline, lease_after, &mut outcomes)
+                    .await
+                {
+                    Ok(after) => lease_now = after,
+                    Err(failure) => {
+                        write_pending = failure.write_pending;
+                        stopped = Some(Arc::new(failure.error));
+                    }
+                }
+            }
+            if let Some(error) = &stopped {
+                for request in step.iter() {
+                    outcomes
+                        .entry(request.order_id.clone())
+                        .or_insert_with(|| Err(error.clone()));
+                }
+            }
+        }
+        if lease_now == LeaseAfter::Kept && !write_pending {
+            self.release(discount, lease).await;
+        }
+        outcomes
+    }
+
+    /// One step: reads the discount, drops orders whose code Polar does not know, and
+    /// applies the rest in one write. Records each order's outcome in `outcomes`; tells
+    /// whether the lease is still held.
+    async fn count(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        requests: &[&SyncRequest],
+        deadline: Deadline,
+        lease_after: LeaseAfter,
+        outcomes: &mut HashMap<OrderId, Outcome>,
+    ) -> Result<LeaseAfter, Failure> {
+        let current = self
+            .polar
+            .get(discount, deadline)
+            .await
+            .map_err(Failure::nothing_pending)?;
+
+        let mut orders = Vec::new();
+        for request in requests {
+            match code_mismatch(request, &current) {
+                Some(err) => {
+                    outcomes.insert(request.order_id.clone(), Err(Arc::new(err)));
+                }
+                None => orders.push(request.order_id.clone()),
+            }
+        }
+        if orders.is_empty() {
+            return Ok(LeaseAfter::Kept);
+        }
+        let action = self
+            .apply(
+                discount,
+                lease,
+                orders.clone(),
+                current,
+                deadline,
+                lease_after,
+            )
+            .await?;
+        outcomes.extend(
+            orders
+                .into_iter()
+                .map(|id| (id, Ok(Synced::Applied(action)))),
+        );
+        Ok(lease_after)
+    }
+}

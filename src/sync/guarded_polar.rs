@@ -1,0 +1,77 @@
+//! The Polar port as the use case calls it: every request first waits for a slot in the
+//! container's rate budget, and reads and refused writes are retried with backoff while
+//! the deadline allows. A write whose outcome is unknown is never retried here.
+
+use super::rate::RateLimiter;
+use super::RetryPolicy;
+use crate::deadline::Deadline;
+use crate::domain::{DiscountId, Intent};
+use crate::ports::{Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome};
+
+use super::START_MARGIN;
+
+pub struct GuardedPolar<D> {
+    discounts: D,
+    retry: RetryPolicy,
+    rate: Option<RateLimiter>,
+}
+
+impl<D: Discounts> GuardedPolar<D> {
+    pub fn new(discounts: D, retry: RetryPolicy) -> Self {
+        Self {
+            discounts,
+            retry,
+            rate: None,
+        }
+    }
+
+    pub fn with_rate_limiter(mut self, rate: RateLimiter) -> Self {
+        self.rate = Some(rate);
+        self
+    }
+
+    pub async fn get(&self, id: DiscountId, deadline: Deadline) -> Result<Lookup, PolarFailure> {
+        self.retry
+            .run(deadline, PolarFailure::retry_hint, || async {
+                self.admit(deadline).await?;
+                self.discounts.get(id).await
+            })
+            .await
+    }
+
+    pub async fn write(&self, id: DiscountId, intent: Intent, deadline: Deadline) -> WriteOutcome {
+        let answered = self
+            .retry
+            .run(deadline, PolarFailure::retry_hint, || async {
+                self.admit(deadline).await?;
+                let outcome = match intent {
+                    Intent::SetMaxRedemptions(target) => {
+                        self.discounts.set_max_redemptions(id, target).await
+                    }
+                    Intent::Delete => self.discounts.delete(id).await,
+                };
+                match outcome {
+                    WriteOutcome::NotApplied(failure) => Err(failure),
+                    other => Ok(other),
+                }
+            })
+            .await;
+        answered.unwrap_or_else(WriteOutcome::NotApplied)
+    }
+
+    /// Waits for a slot in the rate budget, for as long as new work may still start.
+    async fn admit(&self, deadline: Deadline) -> Result<(), PolarFailure> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        let max_wait = deadline.remaining().saturating_sub(START_MARGIN);
+        rate.admit(max_wait)
+            .await
+            .map_err(|over| PolarFailure::new(PolarFailureKind::OverBudget, over))
+    }
+
+    #[cfg(test)]
+    pub fn port(&self) -> &D {
+        &self.discounts
+    }
+}

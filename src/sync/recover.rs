@@ -1,0 +1,51 @@
+//! Recovery: a new lease holder first finishes the write a previous holder journaled but
+//! did not commit, deciding from Polar's state alone whether it happened.
+
+use tracing::info;
+
+use super::{Failure, Syncer};
+use crate::deadline::Deadline;
+use crate::domain::{DiscountId, Journal};
+use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, OrderLedger};
+
+impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
+    pub(super) async fn recover(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        journal: Journal,
+        deadline: Deadline,
+    ) -> Result<(), Failure> {
+        info!(discount_id = %discount, orders = ?journal.orders, intent = ?journal.intent,
+            "resolving a write journaled by an invocation that did not finish");
+        let current = self
+            .polar
+            .get(discount, deadline)
+            .await
+            .map_err(Failure::write_pending)?;
+        match self.resolution(discount, &journal, &current) {
+            Some(action) => {
+                self.commit(
+                    discount,
+                    lease,
+                    &journal.orders,
+                    action,
+                    LeaseAfter::Kept,
+                    deadline,
+                )
+                .await
+            }
+            None => self
+                .apply(
+                    discount,
+                    lease,
+                    journal.orders,
+                    current,
+                    deadline,
+                    LeaseAfter::Kept,
+                )
+                .await
+                .map(drop),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! One write on Polar, made safe by the intent journal: plan from the value just read,
+//! journal the write, make it, and commit (mark the orders, clear the journal). A write
+//! whose outcome is unknown is resolved by reading the discount back, never by writing
+//! blindly again; while it stays unknown, the journal outlives the invocation.
+
+use std::time::SystemTime;
+
+use tracing::warn;
+
+use super::{Failure, Step, Syncer};
+use crate::deadline::Deadline;
+use crate::domain::{DiscountId, Intent, Journal, OrderId, Plan, Resolution, SyncAction};
+use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, Lookup, OrderLedger, WriteOutcome};
+
+/// What a read-back says about a write whose answer was lost.
+enum ReadBack {
+    Applied(SyncAction),
+    NotApplied,
+    /// No time or no answer to tell: the journal will.
+    Unresolved,
+}
+
+impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
+    /// Plans from the discount as just read, journals the write, makes it, and commits.
+    pub(super) async fn apply(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: Vec<OrderId>,
+        current: Lookup,
+        deadline: Deadline,
+        lease_after: LeaseAfter,
+    ) -> Result<SyncAction, Failure> {
+        let Lookup::Found(current) = current else {
+            let action = SyncAction::AlreadyDeleted;
+            self.commit(discount, lease, &orders, action, lease_after, deadline)
+                .await?;
+            return Ok(action);
+        };
+        let redemptions = u32::try_from(orders.len()).unwrap_or(u32::MAX);
+        let plan = Plan::for_discount(current.max_redemptions, redemptions);
+        let (Some(read), Some(intent)) = (current.max_redemptions, plan.intent()) else {
+            let action = SyncAction::SkippedUnlimited;
+            self.commit(discount, lease, &orders, action, lease_after, deadline)
+                .await?;
+            return Ok(action);
+        };
+        if let Plan::Delete { oversold_by } = plan {
+            if oversold_by > 0 {
+                warn!(event = "oversold", discount_id = %discount, oversold_by, orders = ?orders,
+                    "discount was used more often than its limit before these redemptions were synced");
+            }
+        }
+
+        let journal = Journal {
+            orders,
+            read,
+            intent,
+        };
+        self.with_store_retry(deadline, || {
+            self.store.record_intent(discount, lease, &journal)
+        })
+        .await
+        .map_err(Failure::nothing_pending)?;
+        self.reached(Step::JournalWritten);
+
+        let action = self.write(discount, &journal, deadline).await?;
+        self.reached(Step::PolarWritten);
+        self.commit(
+            discount,
+            lease,
+            &journal.orders,
+            action,
+            lease_after,
+            deadline,
+        )
+        .await?;
+        Ok(action)
+    }
+
+    /// Makes the journaled write. Once any attempt went unanswered, a later refusal does
+    /// not prove anything: that attempt may still land, so the journal must stay.
+    async fn write(
+        &self,
+        discount: DiscountId,
+        journal: &Journal,
+        deadline: Deadline,
+    ) -> Result<SyncAction, Failure> {
+        let mut unanswered = false;
+        let mut attempt = 1;
+        loop {
+            let failure = match self.polar.write(discount, journal.intent, deadline).await {
+                WriteOutcome::Applied => return Ok(journal.intent.action()),
+                // Gone already: our earlier, unanswered DELETE landed, or someone else's.
+                WriteOutcome::Gone if journal.intent == Intent::Delete && unanswered => {
+                    return Ok(SyncAction::Deleted)
+                }
+                WriteOutcome::Gone => return Ok(SyncAction::AlreadyDeleted),
+                WriteOutcome::NotApplied(failure) if unanswered => {
+                    return Err(Failure::write_pending(failure))
+                }
+                WriteOutcome::NotApplied(failure) => return Err(Failure::nothing_pending(failure)),
+                WriteOutcome::Unknown(failure) => failure,
+            };
+            unanswered = true;
+            warn!(error = %crate::error_chain(&failure), discount_id = %discount,
+                "write outcome unknown; reading the discount back");
+            match self.read_back(discount, journal, deadline).await {
+                ReadBack::Applied(action) => return Ok(action),
+                ReadBack::NotApplied
+                    if attempt < self.retry.max_attempts
+                        && deadline.remaining() >= self.retry.reserve =>
+                {
+                    attempt += 1;
+                }
+                ReadBack::NotApplied | ReadBack::Unresolved => {
+                    return Err(Failure::write_pending(failure))
+                }
+            }
+        }
+    }
+
+    /// Tells from Polar's state whether an unanswered write happened. A request our client
+    /// gave up on may still be applied a moment later, so the read waits that moment first:
+    /// reading too early would see the old value, and the late write could then undo the
+    /// next holder's. Without time for the wait and a read, the journal is left to resolve.
+    async fn read_back(
+        &self,
+        discount: DiscountId,
+        journal: &Journal,
+        deadline: Deadline,
+    ) -> ReadBack {
+        let settle = self.retry.reserve;
+        if deadline.remaining() < settle + self.retry.reserve {
+            return ReadBack::Unresolved;
+        }
+        tokio::time::sleep(settle).await;
+        match self.polar.get(discount, deadline).await {
+            Ok(current) => match self.resolution(discount, journal, &current) {
+                Some(action) => ReadBack::Applied(action),
+                None => ReadBack::NotApplied,
+            },
+            Err(_) => ReadBack::Unresolved,
+        }
+    }
+
+    /// What Polar's current state says about a journaled write; `None` when it did not
+    /// happen.
+    pub(super) fn resolution(
+        &self,
+        discount: DiscountId,
+        journal: &Journal,
+        current: &Lookup,
+    ) -> Option<SyncAction> {
+        let current_max = match current {
+            Lookup::Found(view) => Some(view.max_redemptions),
+            Lookup::Deleted => None,
+        };
+        match journal.resolve(current_max) {
+            Resolution::Applied(action) => Some(action),
+            Resolution::NotApplied => None,
+            Resolution::ChangedElsewhere(action) => {
+                warn!(event = "external_change", discount_id = %discount, read = journal.read,
+                    intent = ?journal.intent, current = ?current_max, orders = ?journal.orders,
+                    "discount was changed outside this function during a sync; keeping its value");
+                Some(action)
+            }
+        }
+    }
+
+    /// Marks the orders synced and clears the journal. If that fails, the write stands on
+    /// Polar, so the journal is left for the next holder to commit.
+    pub(super) async fn commit(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
+        action: SyncAction,
+        lease_after: LeaseAfter,
+        deadline: Deadline,
+    ) -> Result<(), Failure> {
+        self.with_store_retry(deadline, || {
+            self.store.commit(
+                discount,
+                lease,
+                orders,
+                action,
+                SystemTime::now(),
+                lease_after,
+            )
+        })
+        .await
+        .map_err(Failure::write_pending)?;
+        self.reached(Step::OrdersMarked);
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! SQS batches: partial failures, redelivery, dead letters, FIFO order, deadlines, rate.
+
+use super::*;
+
+fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = bodies
+        .iter()
+        .map(|(id, body)| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(id.to_string());
+            message.body = Some(body.to_string());
+            message
+                .attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            message
+        })
+        .collect();
+    event
+}
+
+fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
+    let mut event = sqs_event(
+        &messages
+            .iter()
+            .map(|(id, _, body)| (*id, *body))
+            .collect::<Vec<_>>(),
+    );
+    for (record, (_, group, _)) in event.records.iter_mut().zip(messages) {
+        record
+            .attributes
+            .insert("MessageGroupId".into(), group.to_string());
+    }
+    event
+}
+
+fn settings() -> BatchSettings {
+    BatchSettings {
+        max_concurrent_discounts: 4,
+        redelivery: crate::redelivery::RedeliveryPolicy::default(),
+    }
+}
+
+fn failures(response: &SqsBatchResponse) -> Vec<String> {
+    let mut ids: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_batch_reports_exactly_the_messages_that_must_come_back() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X")
+            .with_order("o3", OTHER_DISCOUNT, "Y"),
+        InMemoryDiscounts::default()
+            .with(id(DISCOUNT), "X", Some(10))
+            .with(id(OTHER_DISCOUNT), "Y", Some(10)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let b1 = body("o1", DISCOUNT, "X");
+    let b2 = body("o2", DISCOUNT, "X");
+    let b3 = body("o3", OTHER_DISCOUNT, "Y");
+    let missing = body("ghost", DISCOUNT, "X");
+    let event = sqs_event(&[
+        ("m1", &b1),
+        ("bad", "{not json"),
+        ("m2", &b2),
+        ("m1-dup", &b1),
+        ("m3", &b3),
+        ("m4", &missing),
+    ]);
+    let response = process_batch(&s, &queue, &settings(), event, deadline())
+        .await
+        .unwrap();
+    assert_eq!(
+        failures(&response),
+        ["m4"],
+        "the malformed one went to the DLQ"
+    );
+    assert_eq!(queue.dead_lettered(), ["bad"]);
+    let (kind, class) = {
+        let letters = queue.dead_letters.lock().unwrap();
+        (letters[0].1.kind, letters[0].1.class)
+    };
+    assert_eq!((kind, class), ("invalid_message", FailureClass::Permanent));
+    let delayed = queue.delayed.lock().unwrap().clone();
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(delayed[0].0, "m4", "the missing order is retried later");
+    assert!(delayed[0].1 >= Duration::from_millis(2500));
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(8)));
+    assert_eq!(
+        s.discounts().max_redemptions(id(OTHER_DISCOUNT)),
+        Some(Some(9))
+    );
+}
+
+#[tokio::test]
+async fn without_a_dead_letter_queue_a_permanent_failure_is_reported_not_dropped() {
+    let s = syncer(InMemoryStore::default(), InMemoryDiscounts::default());
+    let queue = InMemoryQueue::default();
+    let response = process_batch(
+        &s,
+        &queue,
+        &settings(),
+        sqs_event(&[("bad", "[]")]),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(failures(&response), ["bad"]);
+}
+
+#[tokio::test]
+async fn on_its_last_receive_a_retryable_failure_is_dead_lettered_with_its_reason() {
+    let s = syncer(InMemoryStore::default(), InMemoryDiscounts::default());
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(3));
+    let missing = body("ghost", DISCOUNT, "X");
+    let mut event = sqs_event(&[("m1", &missing)]);
+    event.records[0]
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "3".into());
+    let response = process_batch(&s, &queue, &settings(), event, deadline())
+        .await
+        .unwrap();
+    assert!(failures(&response).is_empty());
+    let letters = queue.dead_letters.lock().unwrap();
+    assert_eq!(letters[0].1.kind, "order_not_found");
+    assert!(
+        letters[0].1.reason.contains("ghost"),
+        "{}",
+        letters[0].1.reason
+    );
+}
+
+#[tokio::test]
+async fn on_a_fifo_queue_a_failure_holds_back_the_rest_of_its_group_unprocessed() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o3", DISCOUNT, "X")
+            .with_order("o4", OTHER_DISCOUNT, "Y"),
+        InMemoryDiscounts::default()
+            .with(id(DISCOUNT), "X", Some(10))
+            .with(id(OTHER_DISCOUNT), "Y", Some(10)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let (b1, b2, b3, b4) = (
+        body("o1", DISCOUNT, "X"),
+        body("o2-not-written-yet", DISCOUNT, "X"),
+        body("o3", DISCOUNT, "X"),
+        body("o4", OTHER_DISCOUNT, "Y"),
+    );
+    let event = fifo_event(&[
+        ("m1", DISCOUNT, &b1),
+        ("m2", DISCOUNT, &b2),
+        ("m3", DISCOUNT, &b3),
+        ("m4", OTHER_DISCOUNT, &b4),
+    ]);
+    let response = process_batch(&s, &queue, &settings(), event, deadline())
+        .await
+        .unwrap();
+    assert_eq!(failures(&response), ["m2", "m3"]);
+    assert_eq!(s.store().action("o1"), Some(SyncAction::Decremented));
+    assert_eq!(
+        s.store().action("o3"),
+        None,
+        "not processed after m2 failed"
+    );
+    assert_eq!(
+        s.store().action("o4"),
+        Some(SyncAction::Decremented),
+        "other groups go on"
+    );
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(9)));
+}
+
+#[tokio::test]
+async fn on_a_fifo_queue_a_dead_lettered_message_does_not_hold_back_its_group() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let b2 = body("o2", DISCOUNT, "X");
+    let event = fifo_event(&[("m1", DISCOUNT, "{broken"), ("m2", DISCOUNT, &b2)]);
+    let response = process_batch(&s, &queue, &settings(), event, deadline())
+        .await
+        .unwrap();
+    assert!(failures(&response).is_empty());
+    assert_eq!(queue.dead_lettered(), ["m1"]);
+    assert_eq!(s.store().action("o2"), Some(SyncAction::Decremented));
+}
+
+#[tokio::test]
+async fn messages_are_not_started_when_the_deadline_is_too_close() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let b1 = body("o1", DISCOUNT, "X");
+    let response = process_batch(
+        &s,
+        &queue,
+        &settings(),
+        sqs_event(&[("m1", &b1)]),
+        Deadline::after(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(failures(&response), ["m1"]);
+    assert!(s.discounts().calls().is_empty());
+    assert!(
+        queue.delayed.lock().unwrap().is_empty(),
+        "comes back as it is"
+    );
+}
+
+#[tokio::test]
+async fn a_record_without_a_message_id_fails_the_whole_batch() {
+    let s = syncer(InMemoryStore::default(), InMemoryDiscounts::default());
+    let mut event = sqs_event(&[("m1", "{}")]);
+    event.records[0].message_id = None;
+    assert!(process_batch(
+        &s,
+        &InMemoryQueue::default(),
+        &settings(),
+        event,
+        deadline()
+    )
+    .await
+    .is_err());
+}
+
+#[tokio::test]
+async fn polar_requests_wait_for_the_rate_budget() {
+    let s = syncer(
+        InMemoryStore::default(),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    )
+    .with_rate_limiter(RateLimiter::per_minute(1, 1));
+    let requests = orders_of(&s, 1, DISCOUNT, "X");
+    let outcome = s
+        .sync_discount(
+            id(DISCOUNT),
+            &requests,
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await;
+    let err = outcome[0].as_ref().unwrap_err();
+    assert!(
+        matches!(
+            **err,
+            SyncError::Polar(PolarFailure {
+                kind: PolarFailureKind::OverBudget,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        s.discounts().calls(),
+        [Call::Get],
+        "the PATCH had no slot within the deadline"
+    );
+    assert_eq!(
+        s.store().journal(id(DISCOUNT)),
+        None,
+        "nothing pending: the write was never sent"
+    );
+}
