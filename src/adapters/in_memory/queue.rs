@@ -1,0 +1,63 @@
+//! The SQS side in memory.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::ports::{DeadLetterReason, Delivery, Queue, QueueFailure};
+
+/// The SQS side in memory: records delays and dead letters.
+#[derive(Default)]
+pub struct InMemoryQueue {
+    pub has_dead_letter_queue: bool,
+    pub max_receive_count: Option<u32>,
+    pub delayed: Mutex<Vec<(String, Duration)>>,
+    pub dead_letters: Mutex<Vec<(String, DeadLetterReason)>>,
+}
+
+impl InMemoryQueue {
+    pub fn with_dead_letter_queue(max_receive_count: Option<u32>) -> Self {
+        Self {
+            has_dead_letter_queue: true,
+            max_receive_count,
+            ..Self::default()
+        }
+    }
+
+    pub fn dead_lettered(&self) -> Vec<String> {
+        self.dead_letters
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+impl Queue for InMemoryQueue {
+    async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
+        self.delayed
+            .lock()
+            .unwrap()
+            .push((delivery.message_id.clone(), after));
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueFailure> {
+        if !self.has_dead_letter_queue {
+            return Err(QueueFailure::NoDeadLetterQueue);
+        }
+        self.dead_letters
+            .lock()
+            .unwrap()
+            .push((delivery.message_id.clone(), reason.clone()));
+        Ok(())
+    }
+
+    async fn max_receive_count(&self, _delivery: &Delivery) -> Result<Option<u32>, QueueFailure> {
+        Ok(self.max_receive_count)
+    }
+}

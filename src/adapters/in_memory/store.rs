@@ -1,0 +1,162 @@
+//! The orders table and `SYNC_TABLE` in memory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
+use crate::ports::{
+    Acquisition, ClaimOutcome, Coordination, Lease, LeaseAfter, OrderLedger, OrderRecord,
+    StoreFailure,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct StoredOrder {
+    pub record: Option<OrderRecord>,
+    pub synced: Option<SyncAction>,
+    /// How many times the order was marked: must never exceed one.
+    pub marks: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StoredDiscount {
+    pub lease: Option<Lease>,
+    pub journal: Option<Journal>,
+}
+
+/// Orders and per-discount leases/journals in memory.
+#[derive(Default)]
+pub struct InMemoryStore {
+    pub orders: Mutex<HashMap<String, StoredOrder>>,
+    pub discounts: Mutex<HashMap<DiscountId, StoredDiscount>>,
+}
+
+impl InMemoryStore {
+    pub fn with_order(self, id: &str, discount_id: &str, code: &str) -> Self {
+        self.orders.lock().unwrap().insert(
+            id.to_owned(),
+            StoredOrder {
+                record: Some(OrderRecord {
+                    discount_id: Some(discount_id.to_owned()),
+                    discount_code: Some(code.to_owned()),
+                }),
+                ..StoredOrder::default()
+            },
+        );
+        self
+    }
+
+    pub fn action(&self, id: &str) -> Option<SyncAction> {
+        self.orders.lock().unwrap().get(id)?.synced
+    }
+
+    pub fn journal(&self, discount: DiscountId) -> Option<Journal> {
+        self.discounts
+            .lock()
+            .unwrap()
+            .get(&discount)?
+            .journal
+            .clone()
+    }
+
+    pub fn lease(&self, discount: DiscountId) -> Option<Lease> {
+        self.discounts.lock().unwrap().get(&discount)?.lease.clone()
+    }
+
+    fn holding<T>(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        f: impl FnOnce(&mut StoredDiscount) -> T,
+    ) -> Result<T, StoreFailure> {
+        let mut discounts = self.discounts.lock().unwrap();
+        match discounts.get_mut(&discount) {
+            Some(stored) if stored.lease.as_ref() == Some(lease) => Ok(f(stored)),
+            _ => Err(StoreFailure::LeaseLost(discount)),
+        }
+    }
+}
+
+impl OrderLedger for InMemoryStore {
+    async fn claim(&self, order: &OrderId, _lease: &Lease) -> Result<ClaimOutcome, StoreFailure> {
+        let orders = self.orders.lock().unwrap();
+        let Some(stored) = orders.get(order.as_str()) else {
+            return Ok(ClaimOutcome::NotFound);
+        };
+        let record = stored.record.clone().unwrap_or(OrderRecord {
+            discount_id: None,
+            discount_code: None,
+        });
+        Ok(match stored.synced {
+            Some(_) => ClaimOutcome::AlreadySynced(record),
+            None => ClaimOutcome::Claimed(record),
+        })
+    }
+}
+
+impl Coordination for InMemoryStore {
+    async fn acquire(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+    ) -> Result<Acquisition, StoreFailure> {
+        let mut discounts = self.discounts.lock().unwrap();
+        let stored = discounts.entry(discount).or_default();
+        if let Some(held) = &stored.lease {
+            if held.expires_at_ms >= now_ms {
+                return Ok(Acquisition::Held {
+                    expires_at_ms: held.expires_at_ms,
+                });
+            }
+        }
+        stored.lease = Some(lease.clone());
+        Ok(Acquisition::Acquired {
+            pending: stored.journal.clone(),
+        })
+    }
+
+    async fn record_intent(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        journal: &Journal,
+    ) -> Result<(), StoreFailure> {
+        self.holding(discount, lease, |stored| {
+            stored.journal = Some(journal.clone())
+        })
+    }
+
+    async fn commit(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        orders: &[OrderId],
+        action: SyncAction,
+        _at: SystemTime,
+        lease_after: LeaseAfter,
+    ) -> Result<(), StoreFailure> {
+        self.holding(discount, lease, |stored| {
+            let mut all = self.orders.lock().unwrap();
+            for order in orders {
+                let stored_order = all.get_mut(order.as_str()).expect("counted orders exist");
+                if stored_order.synced.is_none() {
+                    stored_order.synced = Some(action);
+                    stored_order.marks += 1;
+                }
+            }
+            stored.journal = None;
+            if lease_after == LeaseAfter::Released {
+                stored.lease = None;
+            }
+        })
+    }
+
+    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreFailure> {
+        let _ = self.holding(discount, lease, |stored| {
+            stored.lease = None;
+            stored.journal = None;
+        });
+        Ok(())
+    }
+}
