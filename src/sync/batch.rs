@@ -1,5 +1,5 @@
 //! One SQS batch: parse every record on its own, sync each discount's messages together
-//! (different discounts concurrently), then settle every failure: back to the queue after
+//! (different discounts concurrently), then dispose of every failure: back to the queue after
 //! a growing delay, or into the dead-letter queue with its reason.
 
 use std::collections::HashMap;

@@ -130,11 +130,11 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         journal: &Journal,
         deadline: Deadline,
     ) -> ReadBack {
-        let settle = self.retry.reserve;
-        if deadline.remaining() < settle + self.retry.reserve {
+        let landing_time = self.retry.reserve;
+        if deadline.remaining() < landing_time + self.retry.reserve {
             return ReadBack::Unresolved;
         }
-        tokio::time::sleep(settle).await;
+        tokio::time::sleep(landing_time).await;
         match self.polar.get(discount, deadline).await {
             Ok(current) => match self.resolution(discount, journal, &current) {
                 Some(action) => ReadBack::Applied(action),
