@@ -74,7 +74,7 @@ impl fmt::Display for DiscountId {
 }
 
 /// The code the customer typed. Codes are compared case-insensitively.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DiscountCode(String);
 
 impl DiscountCode {
@@ -100,8 +100,25 @@ impl fmt::Display for DiscountCode {
     }
 }
 
+/// An attribute of the order item that a message must agree with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderField {
+    DiscountId,
+    DiscountCode,
+}
+
+impl OrderField {
+    /// The attribute's name on the order item.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DiscountId => "discountId",
+            Self::DiscountCode => "discountCode",
+        }
+    }
+}
+
 /// One redemption to reflect on Polar, as announced by the checkout service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SyncRequest {
     pub order_id: OrderId,
     pub discount_id: DiscountId,
@@ -117,6 +134,25 @@ struct RawMessage {
 }
 
 impl SyncRequest {
+    /// The field of an order that names another discount than this message, if any: the
+    /// id compared as a UUID, the code case-insensitively.
+    pub fn field_differing_from(
+        &self,
+        order_discount_id: Option<&str>,
+        order_discount_code: Option<&str>,
+    ) -> Option<OrderField> {
+        let id_matches =
+            order_discount_id.and_then(|raw| DiscountId::parse(raw).ok()) == Some(self.discount_id);
+        let code_matches = order_discount_code.is_some_and(|code| self.discount_code.matches(code));
+        if !id_matches {
+            Some(OrderField::DiscountId)
+        } else if !code_matches {
+            Some(OrderField::DiscountCode)
+        } else {
+            None
+        }
+    }
+
     pub fn parse(body: &str) -> Result<Self, MessageError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(MessageError::TooLarge { bytes: body.len() });

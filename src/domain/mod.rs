@@ -6,6 +6,7 @@ mod plan;
 
 pub use journal::{Intent, Journal, Resolution};
 pub use message::{
-    DiscountCode, DiscountId, MessageError, OrderId, SyncRequest, MAX_BODY_BYTES, MAX_ORDER_ID_LEN,
+    DiscountCode, DiscountId, MessageError, OrderField, OrderId, SyncRequest, MAX_BODY_BYTES,
+    MAX_ORDER_ID_LEN,
 };
 pub use plan::{Plan, SyncAction};

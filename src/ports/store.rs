@@ -7,7 +7,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use super::BoxError;
-use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::failure::{FailureClass, RetryHint};
 
 /// The order as the checkout service wrote it: the source of truth for which
@@ -20,19 +20,22 @@ pub struct OrderRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// Not synced yet: it may be counted under the caller's lease.
-    Claimed(OrderRecord),
+    /// Not synced yet, and names the message's discount: tagged for the caller's lease.
+    Claimed,
     AlreadySynced(OrderRecord),
+    /// Not synced, but names another discount or code than the message: left untouched.
+    Mismatched(OrderRecord),
     NotFound,
 }
 
 /// The orders table, seen as a ledger of which orders are reflected on Polar.
 pub trait OrderLedger: Send + Sync {
-    /// Reads the order and, unless it is missing or already synced, tags it with the
-    /// lease that is about to count it, in one conditional write.
+    /// Tags the order with the lease that is about to count it, in one conditional write
+    /// that succeeds only if the order exists, is not synced, and names the request's
+    /// discount and code.
     fn claim(
         &self,
-        order: &OrderId,
+        request: &SyncRequest,
         lease: &Lease,
     ) -> impl Future<Output = Result<ClaimOutcome, StoreFailure>> + Send;
 }

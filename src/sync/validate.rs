@@ -2,37 +2,41 @@
 //! truth for the discount and code, and Polar's code must be the one the order used.
 
 use super::SyncError;
-use crate::domain::{DiscountId, SyncRequest};
+use crate::domain::{OrderField, SyncRequest};
 use crate::ports::{Lookup, OrderRecord};
 
 /// The message must name its order's discount and code.
 pub fn ensure_message_matches(request: &SyncRequest, order: &OrderRecord) -> Result<(), SyncError> {
-    let id_matches = order
-        .discount_id
-        .as_deref()
-        .and_then(|raw| DiscountId::parse(raw).ok())
-        == Some(request.discount_id);
-    if !id_matches {
-        return Err(SyncError::OrderMismatch {
-            order: request.order_id.clone(),
-            field: "discountId",
-            on_order: order.discount_id.clone(),
-            in_message: request.discount_id.to_string(),
-        });
+    match differing_field(request, order) {
+        None => Ok(()),
+        Some(field) => Err(order_mismatch(request, order, field)),
     }
-    let code_matches = order
-        .discount_code
-        .as_deref()
-        .is_some_and(|code| request.discount_code.matches(code));
-    if !code_matches {
-        return Err(SyncError::OrderMismatch {
-            order: request.order_id.clone(),
-            field: "discountCode",
-            on_order: order.discount_code.clone(),
-            in_message: request.discount_code.to_string(),
-        });
+}
+
+/// The refusal of a message whose order the store found naming another discount or code.
+pub fn mismatched_order(request: &SyncRequest, order: &OrderRecord) -> SyncError {
+    let field = differing_field(request, order).unwrap_or(OrderField::DiscountId);
+    order_mismatch(request, order, field)
+}
+
+fn differing_field(request: &SyncRequest, order: &OrderRecord) -> Option<OrderField> {
+    request.field_differing_from(order.discount_id.as_deref(), order.discount_code.as_deref())
+}
+
+fn order_mismatch(request: &SyncRequest, order: &OrderRecord, field: OrderField) -> SyncError {
+    let (on_order, in_message) = match field {
+        OrderField::DiscountId => (order.discount_id.clone(), request.discount_id.to_string()),
+        OrderField::DiscountCode => (
+            order.discount_code.clone(),
+            request.discount_code.to_string(),
+        ),
+    };
+    SyncError::OrderMismatch {
+        order: request.order_id.clone(),
+        field: field.as_str(),
+        on_order,
+        in_message,
     }
-    Ok(())
 }
 
 /// The code on Polar must be the one the order used; a discount already gone has none to check.

@@ -104,7 +104,10 @@ impl Coordination for DynamoStore {
         let result = self
             .update_discount(discount)
             .update_expression("SET #owner = :token, #until = :until REMOVE #ttl")
-            .condition_expression("attribute_not_exists(#owner) OR #until < :now")
+            // Our own token: the SDK retried an acquire whose answer was lost.
+            .condition_expression(
+                "attribute_not_exists(#owner) OR #until < :now OR #owner = :token",
+            )
             .expression_attribute_names("#owner", LEASE_TOKEN)
             .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
             .expression_attribute_names("#ttl", TTL)

@@ -4,14 +4,12 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Update};
 
 use super::{
     string, DynamoStore, ACTION, CLAIM, DISCOUNT_CODE, DISCOUNT_ID, NOT_SYNCED, SYNCED, SYNCED_AT,
 };
-use crate::domain::{OrderId, SyncAction};
+use crate::domain::{OrderId, SyncAction, SyncRequest};
 use crate::ports::{ClaimOutcome, Lease, OrderLedger, OrderRecord, StoreFailure};
 
 impl DynamoStore {
@@ -35,21 +33,74 @@ impl DynamoStore {
 }
 
 impl OrderLedger for DynamoStore {
-    async fn claim(&self, order: &OrderId, lease: &Lease) -> Result<ClaimOutcome, StoreFailure> {
+    async fn claim(
+        &self,
+        request: &SyncRequest,
+        lease: &Lease,
+    ) -> Result<ClaimOutcome, StoreFailure> {
+        let mut expected = (
+            request.discount_id.to_string(),
+            request.discount_code.as_str().to_owned(),
+        );
+        loop {
+            let order = match self.claim_if_names(request, &expected, lease).await? {
+                ConditionalClaim::Written => return Ok(ClaimOutcome::Claimed),
+                ConditionalClaim::Refused(None) => return Ok(ClaimOutcome::NotFound),
+                ConditionalClaim::Refused(Some(order)) => order,
+            };
+            let record = order_record(Some(&order));
+            if order.get(SYNCED).and_then(|v| v.as_bool().ok()) == Some(&true) {
+                return Ok(ClaimOutcome::AlreadySynced(record));
+            }
+            let (Some(id), Some(code)) = (&record.discount_id, &record.discount_code) else {
+                return Ok(ClaimOutcome::Mismatched(record));
+            };
+            // The condition compares exactly; the message may write the same discount
+            // differently (a code's case, a UUID's). Claim again with the order's spelling.
+            let same_discount = request.field_differing_from(Some(id), Some(code)).is_none();
+            let respelled = (id.clone(), code.clone());
+            if !same_discount || respelled == expected {
+                return Ok(ClaimOutcome::Mismatched(record));
+            }
+            expected = respelled;
+        }
+    }
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+enum ConditionalClaim {
+    Written,
+    /// The condition failed; the order as it was, `None` if it is missing.
+    Refused(Option<Item>),
+}
+
+impl DynamoStore {
+    async fn claim_if_names(
+        &self,
+        request: &SyncRequest,
+        (discount_id, discount_code): &(String, String),
+        lease: &Lease,
+    ) -> Result<ConditionalClaim, StoreFailure> {
         let result = self
-            .update_order(order)
+            .update_order(&request.order_id)
             .update_expression("SET #claim = :token")
-            .condition_expression(format!("attribute_exists(id) AND {NOT_SYNCED}"))
+            .condition_expression(format!(
+                "attribute_exists(id) AND {NOT_SYNCED} AND #discountId = :discountId AND #discountCode = :discountCode"
+            ))
             .expression_attribute_names("#claim", CLAIM)
             .expression_attribute_names("#synced", SYNCED)
+            .expression_attribute_names("#discountId", DISCOUNT_ID)
+            .expression_attribute_names("#discountCode", DISCOUNT_CODE)
             .expression_attribute_values(":token", string(&lease.token.to_string()))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .return_values(ReturnValue::AllNew)
+            .expression_attribute_values(":discountId", string(discount_id))
+            .expression_attribute_values(":discountCode", string(discount_code))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(output) => Ok(ClaimOutcome::Claimed(order_record(output.attributes()))),
+            Ok(_) => Ok(ConditionalClaim::Written),
             Err(SdkError::ServiceError(service))
                 if service.err().is_conditional_check_failed_exception() =>
             {
@@ -57,18 +108,16 @@ impl OrderLedger for DynamoStore {
                 else {
                     unreachable!("checked just above")
                 };
-                // The condition only fails for a missing or an already synced order.
-                Ok(match failure.item().filter(|item| !item.is_empty()) {
-                    Some(item) => ClaimOutcome::AlreadySynced(order_record(Some(item))),
-                    None => ClaimOutcome::NotFound,
-                })
+                Ok(ConditionalClaim::Refused(
+                    failure.item.filter(|item| !item.is_empty()),
+                ))
             }
             Err(err) => Err(self.order_failure("UpdateItem(claim)", err)),
         }
     }
 }
 
-fn order_record(item: Option<&HashMap<String, AttributeValue>>) -> OrderRecord {
+fn order_record(item: Option<&Item>) -> OrderRecord {
     let get = |name: &str| item?.get(name)?.as_s().ok().cloned();
     OrderRecord {
         discount_id: get(DISCOUNT_ID),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
     Acquisition, ClaimOutcome, Coordination, Lease, LeaseAfter, OrderLedger, OrderRecord,
     StoreFailure,
@@ -78,18 +78,29 @@ impl InMemoryStore {
 }
 
 impl OrderLedger for InMemoryStore {
-    async fn claim(&self, order: &OrderId, _lease: &Lease) -> Result<ClaimOutcome, StoreFailure> {
+    async fn claim(
+        &self,
+        request: &SyncRequest,
+        _lease: &Lease,
+    ) -> Result<ClaimOutcome, StoreFailure> {
         let orders = self.orders.lock().unwrap();
-        let Some(stored) = orders.get(order.as_str()) else {
+        let Some(stored) = orders.get(request.order_id.as_str()) else {
             return Ok(ClaimOutcome::NotFound);
         };
         let record = stored.record.clone().unwrap_or(OrderRecord {
             discount_id: None,
             discount_code: None,
         });
+        let names_request = request
+            .field_differing_from(
+                record.discount_id.as_deref(),
+                record.discount_code.as_deref(),
+            )
+            .is_none();
         Ok(match stored.synced {
             Some(_) => ClaimOutcome::AlreadySynced(record),
-            None => ClaimOutcome::Claimed(record),
+            None if names_request => ClaimOutcome::Claimed,
+            None => ClaimOutcome::Mismatched(record),
         })
     }
 }
@@ -104,7 +115,7 @@ impl Coordination for InMemoryStore {
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
         if let Some(held) = &stored.lease {
-            if held.expires_at_ms >= now_ms {
+            if held.token != lease.token && held.expires_at_ms >= now_ms {
                 return Ok(Acquisition::Held {
                     expires_at_ms: held.expires_at_ms,
                 });

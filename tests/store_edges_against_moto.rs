@@ -1,0 +1,206 @@
+//! The DynamoDB adapter at its edges, against moto: a claim that names another discount
+//! writes nothing, a code typed in another case still claims, and an acquire whose answer
+//! was lost finds its own lease when the SDK retries it.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use polar_discount_sync::adapters::DynamoStore;
+use polar_discount_sync::domain::{DiscountId, SyncRequest};
+use polar_discount_sync::ports::{Acquisition, ClaimOutcome, Coordination, Lease, OrderLedger};
+use support::{body, World};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+fn lease() -> Lease {
+    Lease {
+        token: Uuid::new_v4(),
+        expires_at_ms: now_ms() + 60_000,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn request(order: &str, discount: Uuid, code: &str) -> SyncRequest {
+    SyncRequest::parse(&body(order, discount, code)).unwrap()
+}
+
+fn store(world: &World, dynamo: aws_sdk_dynamodb::Client) -> DynamoStore {
+    DynamoStore::new(dynamo, &world.orders_table, &world.sync_table)
+}
+
+#[tokio::test]
+async fn a_message_naming_another_discount_leaves_the_order_untouched() {
+    let world = World::start().await;
+    let (ours, theirs) = (Uuid::new_v4(), Uuid::new_v4());
+    world.put_order("ord_1", ours, "SPRING").await;
+    let store = store(&world, world.dynamo.clone());
+
+    for wrong in [
+        request("ord_1", theirs, "SPRING"),
+        request("ord_1", ours, "AUTUMN"),
+    ] {
+        let outcome = store.claim(&wrong, &lease()).await.unwrap();
+        assert!(
+            matches!(outcome, ClaimOutcome::Mismatched(_)),
+            "{outcome:?}"
+        );
+    }
+    let order = world.order("ord_1").await;
+    assert!(
+        !order.contains_key("polarDiscountSyncClaim"),
+        "no lease token on an order the message does not match: {order:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_code_typed_in_another_case_still_claims_the_order() {
+    let world = World::start().await;
+    let discount = Uuid::new_v4();
+    world.put_order("ord_1", discount, "Spring25").await;
+    let store = store(&world, world.dynamo.clone());
+
+    let outcome = store
+        .claim(&request("ord_1", discount, "SPRING25"), &lease())
+        .await
+        .unwrap();
+
+    assert_eq!(outcome, ClaimOutcome::Claimed);
+    assert!(world
+        .order("ord_1")
+        .await
+        .contains_key("polarDiscountSyncClaim"));
+}
+
+#[tokio::test]
+async fn an_acquire_whose_answer_was_lost_finds_its_own_lease_on_the_sdks_retry() {
+    let world = World::start().await;
+    let proxy = AnswerDroppingProxy::start(&support::moto_endpoint(), "UpdateItem").await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&world.aws)
+        .endpoint_url(proxy.url())
+        .build();
+    let store = store(&world, aws_sdk_dynamodb::Client::from_conf(config));
+    let discount = DiscountId::parse(&Uuid::new_v4().to_string()).unwrap();
+
+    let acquisition = store.acquire(discount, &lease(), now_ms()).await.unwrap();
+
+    assert_eq!(proxy.dropped(), 1, "the first answer was lost");
+    assert_eq!(acquisition, Acquisition::Acquired { pending: None });
+}
+
+/// Forwards HTTP requests to moto, one connection per request, and drops the answer to
+/// the first request whose `X-Amz-Target` ends with `operation` after moto applied it.
+struct AnswerDroppingProxy {
+    addr: std::net::SocketAddr,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl AnswerDroppingProxy {
+    async fn start(upstream: &str, operation: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let target = format!(
+            "x-amz-target: dynamodb_20120810.{}",
+            operation.to_lowercase()
+        );
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = dropped.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (upstream, target, counter) =
+                    (upstream.clone(), target.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let _ = relay(client, &upstream, &target, &counter).await;
+                });
+            }
+        });
+        Self { addr, dropped }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: &str,
+    target: &str,
+    dropped: &AtomicUsize,
+) -> std::io::Result<()> {
+    loop {
+        let Some(request) = read_request(&mut client).await? else {
+            return Ok(());
+        };
+        let head = String::from_utf8_lossy(&request).to_lowercase();
+        // One upstream connection per request, told to close, so its answer ends at EOF.
+        let request = String::from_utf8_lossy(&request)
+            .replacen("\r\n", "\r\nConnection: close\r\n", 1)
+            .into_bytes();
+        let mut moto = TcpStream::connect(upstream).await?;
+        moto.write_all(&request).await?;
+        let mut answer = Vec::new();
+        moto.read_to_end(&mut answer).await?;
+        let drop_it = head.contains(target)
+            && dropped
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        if drop_it {
+            return Ok(());
+        }
+        client.write_all(&answer).await?;
+        if String::from_utf8_lossy(&answer)
+            .to_lowercase()
+            .contains("connection: close")
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// One HTTP request with a `Content-Length` body, or `None` at a clean end of stream.
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < header_end + length {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    Ok(Some(buffer))
+}
