@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
@@ -89,12 +90,29 @@ pub async fn handler_from_config(
     handler_with(config, aws, Wiring::default()).await
 }
 
+/// One DynamoDB, SQS or SSM attempt, and one call with the SDK's own retries: well under
+/// any useful function timeout, so a hung call fails (and is retried or reported) instead
+/// of eating the invocation.
+const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
+const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn with_aws_timeouts(aws: &SdkConfig) -> SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(AWS_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
+        .operation_timeout(AWS_OPERATION_TIMEOUT)
+        .build();
+    aws.to_builder().timeout_config(timeouts).build()
+}
+
 /// The production wiring, with the test hooks of `wiring`.
 pub async fn handler_with(
     config: &Config,
     aws: &SdkConfig,
     wiring: Wiring,
 ) -> Result<ProductionHandler, InitError> {
+    let aws = &with_aws_timeouts(aws);
     let timeouts = HttpTimeouts {
         connect: config.polar_connect_timeout,
         request: config.polar_request_timeout,
@@ -156,5 +174,22 @@ pub async fn report_init_error(err: &InitError) {
         .await;
     if let Err(err) = sent {
         error!(error = %err, "could not report the init error to the Runtime API");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_calls_time_out_well_before_a_thirty_second_function_does() {
+        let aws = with_aws_timeouts(&SdkConfig::builder().build());
+        let timeouts = aws.timeout_config().expect("set");
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(AWS_ATTEMPT_TIMEOUT)
+        );
+        assert_eq!(timeouts.operation_timeout(), Some(AWS_OPERATION_TIMEOUT));
+        assert_eq!(timeouts.connect_timeout(), Some(AWS_CONNECT_TIMEOUT));
     }
 }
