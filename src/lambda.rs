@@ -1,5 +1,5 @@
-//! The Lambda edge: building the handler from the environment, the SQS handler itself,
-//! and reporting init failures to the Runtime API.
+//! The Lambda edge: building the handler from the environment, telling an SQS batch from
+//! the scheduled reconciliation event, and reporting init failures to the Runtime API.
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
+use serde_json::Value;
 use thiserror::Error;
 use tracing::error;
 
@@ -14,7 +15,7 @@ use crate::adapters::polar::{HttpTimeouts, PolarClient};
 use crate::adapters::{fetch_token, DynamoStore, SqsQueue, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
-use crate::ports::{Coordination, Discounts, OrderLedger, Queue};
+use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, Queue};
 use crate::redelivery::RedeliveryPolicy;
 use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
 
@@ -27,7 +28,32 @@ pub struct Handler<S, D, Q> {
     settings: BatchSettings,
 }
 
-impl<S: OrderLedger + Coordination, D: Discounts, Q: Queue> Handler<S, D, Q> {
+/// What an invocation carries: the two events the function is subscribed to.
+#[derive(Debug)]
+pub enum Invocation {
+    Batch(SqsEvent),
+    /// EventBridge's scheduled event: settle the journals whose owner is gone.
+    Reconcile,
+}
+
+#[derive(Debug, Error)]
+#[error("the event is neither an SQS batch nor EventBridge's scheduled event")]
+pub struct UnknownEvent(#[source] serde_json::Error);
+
+impl Invocation {
+    pub fn parse(event: Value) -> Result<Self, UnknownEvent> {
+        let scheduled = event.get("source").and_then(Value::as_str) == Some("aws.events")
+            && event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
+        if scheduled {
+            return Ok(Self::Reconcile);
+        }
+        serde_json::from_value(event)
+            .map(Self::Batch)
+            .map_err(UnknownEvent)
+    }
+}
+
+impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts, Q: Queue> Handler<S, D, Q> {
     pub fn new(syncer: Syncer<S, D>, queue: Q, settings: BatchSettings) -> Self {
         Self {
             syncer,
@@ -50,6 +76,25 @@ impl<S: OrderLedger + Coordination, D: Discounts, Q: Queue> Handler<S, D, Q> {
         )
         .await?;
         Ok(response)
+    }
+
+    /// Any event the function receives: an SQS batch answers with its batch item
+    /// failures, the scheduled event with the reconciliation's counts.
+    pub async fn handle_event(
+        &self,
+        event: LambdaEvent<Value>,
+    ) -> Result<Value, lambda_runtime::Error> {
+        let LambdaEvent { payload, context } = event;
+        let answer = match Invocation::parse(payload)? {
+            Invocation::Batch(batch) => {
+                serde_json::to_value(self.handle(LambdaEvent::new(batch, context)).await?)?
+            }
+            Invocation::Reconcile => {
+                let deadline = Deadline::from_epoch_ms(context.deadline);
+                serde_json::to_value(self.syncer.reconcile(deadline).await?)?
+            }
+        };
+        Ok(answer)
     }
 }
 
@@ -180,6 +225,23 @@ pub async fn report_init_error(err: &InitError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheduled_event_asks_for_a_reconciliation_and_anything_else_must_be_a_batch() {
+        let scheduled = serde_json::json!({
+            "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-11-28T12:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/reconcile"], "detail": {}
+        });
+        assert!(matches!(
+            Invocation::parse(scheduled),
+            Ok(Invocation::Reconcile)
+        ));
+        let batch = serde_json::json!({"Records": []});
+        assert!(matches!(Invocation::parse(batch), Ok(Invocation::Batch(_))));
+        assert!(Invocation::parse(serde_json::json!({"source": "aws.s3"})).is_err());
+    }
 
     #[test]
     fn aws_calls_time_out_well_before_a_thirty_second_function_does() {

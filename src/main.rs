@@ -13,5 +13,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             return Err(err.into());
         }
     };
-    lambda_runtime::run(service_fn(|event| handler.handle(event))).await
+    lambda_runtime::run(service_fn(|event| handler.handle_event(event))).await
 }

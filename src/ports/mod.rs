@@ -11,6 +11,6 @@ pub use polar::{
 };
 pub use queue::{DeadLetterReason, Delivery, Queue, QueueFailure};
 pub use store::{
-    Acquisition, ClaimOutcome, Coordination, Lease, LeaseAfter, OrderLedger, OrderRecord,
-    StoreFailure,
+    Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
+    OrderRecord, StoreFailure,
 };

@@ -6,7 +6,8 @@
 //! (tag each order for this lease), `validate` (message against order, order against
 //! Polar), `count` (one read and one coalesced write per step), `write` (journal, the
 //! write and its ambiguous outcomes, commit), `recover` (finish what a previous holder
-//! journaled). `guarded_polar` puts the rate budget and retries around the Polar port;
+//! journaled), and `reconcile` (the scheduled run that settles journals whose owner is
+//! gone). `guarded_polar` puts the rate budget and retries around the Polar port;
 //! `batch` turns an SQS batch into discount groups and failures into redeliveries.
 
 mod batch;
@@ -16,6 +17,7 @@ mod error;
 mod guarded_polar;
 mod lease;
 mod rate;
+mod reconcile;
 mod recover;
 mod retry;
 mod validate;
@@ -29,6 +31,7 @@ use uuid::Uuid;
 pub use batch::{process_batch, BatchSettings, START_MARGIN};
 pub use error::SyncError;
 pub use rate::RateLimiter;
+pub use reconcile::Reconciliation;
 pub use retry::RetryPolicy;
 
 use crate::deadline::Deadline;

@@ -5,6 +5,7 @@ mod batch;
 mod counting;
 mod journal;
 mod polar_failures;
+mod reconcile;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};

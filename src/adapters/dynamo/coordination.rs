@@ -4,7 +4,6 @@
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_dynamodb::types::{
@@ -152,6 +151,8 @@ impl Coordination for DynamoStore {
         lease: &Lease,
         journal: &Journal,
     ) -> Result<(), StoreFailure> {
+        // Listed first: a journal is never without its index entry.
+        self.list_in_journal_index(discount).await?;
         let result = self
             .update_discount(discount)
             .update_expression("SET #journal = :journal")
@@ -196,17 +197,7 @@ impl Coordination for DynamoStore {
         let Err(err) = result else {
             return Ok(());
         };
-        let reasons: Vec<Option<String>> = match &err {
-            SdkError::ServiceError(service) => match service.err() {
-                TransactWriteItemsError::TransactionCanceledException(canceled) => canceled
-                    .cancellation_reasons()
-                    .iter()
-                    .map(|reason| reason.code().map(str::to_owned))
-                    .collect(),
-                _ => Vec::new(),
-            },
-            _ => Vec::new(),
-        };
+        let reasons = error::cancellation_reasons(&err);
         let failed_condition =
             |reason: &Option<String>| reason.as_deref() == Some("ConditionalCheckFailed");
         match reasons.split_last() {

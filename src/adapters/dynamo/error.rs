@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use thiserror::Error;
 
 use crate::ports::{BoxError, StoreFailure};
@@ -30,6 +31,22 @@ pub struct DynamoError {
     table: String,
     #[source]
     source: BoxError,
+}
+
+/// A cancelled transaction's reasons, one per item in order (`None` where the item was
+/// fine); empty for any other failure.
+pub fn cancellation_reasons<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<Option<String>> {
+    match err {
+        SdkError::ServiceError(service) => match service.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
+                .cancellation_reasons()
+                .iter()
+                .map(|reason| reason.code().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 mod coordination;
 mod error;
 mod journal_codec;
+mod journal_index;
 mod orders;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,13 +1,13 @@
 //! The orders table and `SYNC_TABLE` in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
-    Acquisition, ClaimOutcome, Coordination, Lease, LeaseAfter, OrderLedger, OrderRecord,
-    StoreFailure,
+    Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
+    OrderRecord, StoreFailure,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -29,6 +29,7 @@ pub struct StoredDiscount {
 pub struct InMemoryStore {
     pub orders: Mutex<HashMap<String, StoredOrder>>,
     pub discounts: Mutex<HashMap<DiscountId, StoredDiscount>>,
+    pub journal_index: Mutex<BTreeSet<DiscountId>>,
 }
 
 impl InMemoryStore {
@@ -133,6 +134,7 @@ impl Coordination for InMemoryStore {
         lease: &Lease,
         journal: &Journal,
     ) -> Result<(), StoreFailure> {
+        self.journal_index.lock().unwrap().insert(discount);
         self.holding(discount, lease, |stored| {
             stored.journal = Some(journal.clone())
         })
@@ -169,5 +171,30 @@ impl Coordination for InMemoryStore {
             stored.journal = None;
         });
         Ok(())
+    }
+}
+
+impl JournalIndex for InMemoryStore {
+    async fn journaled_discounts(&self) -> Result<Vec<DiscountId>, StoreFailure> {
+        Ok(self.journal_index.lock().unwrap().iter().copied().collect())
+    }
+
+    async fn forget_if_settled(
+        &self,
+        discount: DiscountId,
+        now_ms: u64,
+    ) -> Result<bool, StoreFailure> {
+        let discounts = self.discounts.lock().unwrap();
+        let settled = discounts.get(&discount).is_none_or(|stored| {
+            stored.journal.is_none()
+                && stored
+                    .lease
+                    .as_ref()
+                    .is_none_or(|lease| lease.expires_at_ms < now_ms)
+        });
+        if settled {
+            self.journal_index.lock().unwrap().remove(&discount);
+        }
+        Ok(settled)
     }
 }

@@ -1,0 +1,142 @@
+//! Scheduled reconciliation: settles every journal whose owner is gone, exactly as the
+//! next message for that discount would (read back from Polar, then mark the orders), so
+//! a counted use is never left unmarked when its message was dead-lettered and no other
+//! message for the discount comes. It walks the journal index, never the whole table, and
+//! makes no Polar request for a discount whose journal is already settled.
+
+use std::time::SystemTime;
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::lease::LEASE_GRACE;
+use super::{SyncError, Syncer, START_MARGIN};
+use crate::deadline::{epoch_ms, Deadline};
+use crate::domain::DiscountId;
+use crate::ports::{Acquisition, Coordination, Discounts, JournalIndex, Lease, OrderLedger};
+
+/// Discounts settled at the same time; each costs at most a GET and a write on Polar.
+const CONCURRENT_DISCOUNTS: usize = 4;
+
+/// What one run did, as the scheduled invocation answers it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Reconciliation {
+    /// Discounts listed in the journal index.
+    pub found: usize,
+    /// Journals resolved and their orders marked.
+    pub settled: usize,
+    /// Entries whose journal had already been settled by message processing.
+    pub cleared: usize,
+    /// Journals whose lease a live invocation still holds: left for the next run.
+    pub busy: usize,
+    /// Journals that could not be settled now (Polar or DynamoDB failed, no time left).
+    pub failed: usize,
+}
+
+enum Settlement {
+    Settled,
+    Cleared,
+    Busy,
+    Failed,
+}
+
+impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
+    pub async fn reconcile(&self, deadline: Deadline) -> Result<Reconciliation, SyncError> {
+        let discounts = self
+            .with_store_retry(deadline, || self.store.journaled_discounts())
+            .await?;
+        let mut counts = Reconciliation {
+            found: discounts.len(),
+            ..Reconciliation::default()
+        };
+        let settlements: Vec<Settlement> = stream::iter(discounts)
+            .map(|discount| self.settle_journal(discount, deadline))
+            .buffer_unordered(CONCURRENT_DISCOUNTS)
+            .collect()
+            .await;
+        for settlement in settlements {
+            match settlement {
+                Settlement::Settled => counts.settled += 1,
+                Settlement::Cleared => counts.cleared += 1,
+                Settlement::Busy => counts.busy += 1,
+                Settlement::Failed => counts.failed += 1,
+            }
+        }
+        info!(
+            event = "reconciliation",
+            found = counts.found,
+            settled = counts.settled,
+            cleared = counts.cleared,
+            busy = counts.busy,
+            failed = counts.failed,
+            "scheduled reconciliation finished"
+        );
+        Ok(counts)
+    }
+
+    async fn settle_journal(&self, discount: DiscountId, deadline: Deadline) -> Settlement {
+        if deadline.remaining() < START_MARGIN {
+            return Settlement::Failed;
+        }
+        match self.forget_if_settled(discount).await {
+            Ok(true) => return Settlement::Cleared,
+            Ok(false) => {}
+            Err(err) => return failed(discount, &err),
+        }
+        let lease = Lease {
+            token: Uuid::new_v4(),
+            expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
+        };
+        let now_ms = epoch_ms(SystemTime::now());
+        let acquired = self
+            .with_store_retry(deadline, || self.store.acquire(discount, &lease, now_ms))
+            .await;
+        let journal = match acquired {
+            Ok(Acquisition::Held { .. }) => return Settlement::Busy,
+            Ok(Acquisition::Acquired { pending: None }) => {
+                // Settled by a message between our two looks.
+                self.release(discount, &lease).await;
+                return match self.forget_if_settled(discount).await {
+                    Ok(_) => Settlement::Cleared,
+                    Err(err) => failed(discount, &err),
+                };
+            }
+            Ok(Acquisition::Acquired {
+                pending: Some(journal),
+            }) => journal,
+            Err(err) => return failed(discount, &err.into()),
+        };
+        let orders = journal.orders.len();
+        match self.recover(discount, &lease, journal, deadline).await {
+            Ok(()) => {
+                self.release(discount, &lease).await;
+                info!(event = "journal_reconciled", discount_id = %discount, orders,
+                    "a journal left by an invocation that did not finish is settled");
+                if let Err(err) = self.forget_if_settled(discount).await {
+                    warn!(error = %crate::error_chain(&err), discount_id = %discount,
+                        "settled, but its index entry stays until the next run");
+                }
+                Settlement::Settled
+            }
+            Err(failure) => {
+                if !failure.write_pending {
+                    self.release(discount, &lease).await;
+                }
+                failed(discount, &failure.error)
+            }
+        }
+    }
+
+    async fn forget_if_settled(&self, discount: DiscountId) -> Result<bool, SyncError> {
+        let now_ms = epoch_ms(SystemTime::now());
+        Ok(self.store.forget_if_settled(discount, now_ms).await?)
+    }
+}
+
+fn failed(discount: DiscountId, err: &SyncError) -> Settlement {
+    warn!(event = "reconciliation_failed", discount_id = %discount, error = %crate::error_chain(err),
+        "journal not settled; the next run tries again");
+    Settlement::Failed
+}
