@@ -52,8 +52,12 @@ pub struct Lease {
 pub enum Acquisition {
     /// The lease is ours; `pending` is a journal left by a holder that did not finish.
     Acquired { pending: Option<Journal> },
-    /// Another invocation holds the lease until `expires_at_ms`.
-    Held { expires_at_ms: u64 },
+    /// Another invocation holds the lease until `expires_at_ms`; `journaled` are the
+    /// orders of its pending journal, if it has one.
+    Held {
+        expires_at_ms: u64,
+        journaled: Vec<OrderId>,
+    },
 }
 
 /// Whether `commit` also gives the lease up.

@@ -258,14 +258,6 @@ async fn dispose<Q: Queue>(
     let kind = error.kind();
     let class = error.class();
     let reason = crate::error_chain(&*error);
-    if matches!(*error, SyncError::DeadlineTooClose) {
-        warn!(message_id, kind, error = %reason, "not started; the message comes back as it is");
-        return false;
-    }
-    if class == FailureClass::Configuration {
-        error!(message_id, kind, class = %class, error = %reason,
-            "CONFIGURATION ERROR: fix the deployment; the message will be retried");
-    }
     let max_receive_count = match queue.max_receive_count(delivery).await {
         Ok(max) => max,
         Err(err) => {
@@ -273,6 +265,16 @@ async fn dispose<Q: Queue>(
             None
         }
     };
+    let last_receive = max_receive_count.is_some_and(|max| delivery.receive_count >= max);
+    // On its last receive it is dead-lettered below, with its reason, not by SQS without one.
+    if matches!(*error, SyncError::DeadlineTooClose) && !last_receive {
+        warn!(message_id, kind, error = %reason, "not started; the message comes back as it is");
+        return false;
+    }
+    if class == FailureClass::Configuration {
+        error!(message_id, kind, class = %class, error = %reason,
+            "CONFIGURATION ERROR: fix the deployment; the message will be retried");
+    }
     match policy.decide(&error, delivery.receive_count, max_receive_count) {
         Disposition::DeadLetter { class } => {
             let dead_letter = DeadLetterReason {

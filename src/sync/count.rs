@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::validate::code_mismatch;
-use super::{Failure, Outcome, SyncError, Synced, Syncer, MAX_ORDERS_PER_WRITE, START_MARGIN};
+use super::{
+    may_have_landed, Failure, Outcome, SyncError, Synced, Syncer, MAX_ORDERS_PER_WRITE,
+    START_MARGIN,
+};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, OrderId, SyncRequest};
 use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, OrderLedger};
@@ -43,7 +46,13 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     Ok(after) => lease_now = after,
                     Err(failure) => {
                         write_pending = failure.write_pending;
-                        stopped = Some(Arc::new(failure.error));
+                        let error = Arc::new(failure.error);
+                        for request in step.iter() {
+                            outcomes
+                                .entry(request.order_id.clone())
+                                .or_insert_with(|| Err(may_have_landed(&error, write_pending)));
+                        }
+                        stopped = Some(error);
                     }
                 }
             }

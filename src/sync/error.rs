@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
@@ -37,6 +38,10 @@ pub enum SyncError {
     },
     #[error("not started: too little time left in the invocation")]
     DeadlineTooClose,
+    /// The order is in a journal whose write may have landed on Polar: whoever takes the
+    /// lease next, or the scheduled reconciliation, will tell and mark it.
+    #[error("the write counting this order on Polar may have landed; the next sync of its discount or the scheduled reconciliation will mark the order")]
+    WriteMayHaveLanded(#[source] Arc<SyncError>),
     #[error("Polar call failed")]
     Polar(#[from] PolarFailure),
     #[error("DynamoDB call failed")]
@@ -55,6 +60,7 @@ impl SyncError {
             }
             Self::Polar(err) => err.class(),
             Self::Store(err) => err.class(),
+            Self::WriteMayHaveLanded(err) => err.class(),
         }
     }
 
@@ -71,6 +77,7 @@ impl SyncError {
                 let now_ms = epoch_ms(SystemTime::now());
                 Some(Duration::from_millis(expires_at_ms.saturating_sub(now_ms)))
             }
+            Self::WriteMayHaveLanded(err) => err.retry_after(),
             _ => None,
         }
     }
@@ -84,6 +91,7 @@ impl SyncError {
             Self::DiscountCodeMismatch { .. } => "discount_code_mismatch",
             Self::LeaseHeld { .. } => "lease_held",
             Self::DeadlineTooClose => "deadline_too_close",
+            Self::WriteMayHaveLanded(_) => "write_may_have_landed",
             Self::Polar(_) => "polar",
             Self::Store(_) => "dynamodb",
         }

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::{SyncError, Syncer, START_MARGIN};
 use crate::deadline::{epoch_ms, Deadline};
-use crate::domain::{DiscountId, Journal};
+use crate::domain::{DiscountId, Journal, OrderId};
 use crate::failure::RetryHint;
 use crate::ports::{Acquisition, Coordination, Discounts, Lease, OrderLedger};
 
@@ -18,6 +18,12 @@ pub const LEASE_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for a lease held elsewhere before sending the messages back.
 const LEASE_WAIT: Duration = Duration::from_secs(3);
 
+/// The lease could not be had, and which orders the holder's pending journal covers.
+pub(super) struct LeaseRefused {
+    pub error: SyncError,
+    pub journaled: Vec<OrderId>,
+}
+
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     /// Takes the discount's lease, waiting briefly if a live invocation holds it. Returns
     /// the journal a previous holder left unfinished, if any.
@@ -26,7 +32,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         discount: DiscountId,
         lease: &Lease,
         deadline: Deadline,
-    ) -> Result<Option<Journal>, SyncError> {
+    ) -> Result<Option<Journal>, LeaseRefused> {
         let mut waited = Duration::ZERO;
         let mut attempt = 1;
         loop {
@@ -35,18 +41,28 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     self.store
                         .acquire(discount, lease, epoch_ms(SystemTime::now()))
                 })
-                .await?;
+                .await
+                .map_err(|err| LeaseRefused {
+                    error: err.into(),
+                    journaled: Vec::new(),
+                })?;
             match acquisition {
                 Acquisition::Acquired { pending } => return Ok(pending),
-                Acquisition::Held { expires_at_ms } => {
+                Acquisition::Held {
+                    expires_at_ms,
+                    journaled,
+                } => {
                     let delay = self
                         .retry
                         .delay(attempt, RetryHint { not_before: None })
                         .max(Duration::from_millis(20));
                     if waited + delay > LEASE_WAIT || deadline.remaining() < delay + START_MARGIN {
-                        return Err(SyncError::LeaseHeld {
-                            discount,
-                            expires_at_ms,
+                        return Err(LeaseRefused {
+                            error: SyncError::LeaseHeld {
+                                discount,
+                                expires_at_ms,
+                            },
+                            journaled,
                         });
                     }
                     tokio::time::sleep(delay).await;

@@ -35,7 +35,7 @@ pub use reconcile::Reconciliation;
 pub use retry::RetryPolicy;
 
 use crate::deadline::Deadline;
-use crate::domain::{DiscountId, SyncAction, SyncRequest};
+use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{Coordination, Discounts, Lease, OrderLedger, StoreFailure};
 use guarded_polar::GuardedPolar;
 use lease::LEASE_GRACE;
@@ -65,6 +65,29 @@ pub enum Step {
 }
 
 pub type Checkpoint = Arc<dyn Fn(Step) + Send + Sync>;
+
+/// Every request fails with `error`; those whose order is in `journaled`, a journal whose
+/// write may have landed, say so.
+fn failed_all(requests: &[SyncRequest], error: SyncError, journaled: &[OrderId]) -> Vec<Outcome> {
+    let error = Arc::new(error);
+    requests
+        .iter()
+        .map(|request| {
+            Err(may_have_landed(
+                &error,
+                journaled.contains(&request.order_id),
+            ))
+        })
+        .collect()
+}
+
+fn may_have_landed(error: &Arc<SyncError>, in_pending_journal: bool) -> Arc<SyncError> {
+    if in_pending_journal {
+        Arc::new(SyncError::WriteMayHaveLanded(error.clone()))
+    } else {
+        error.clone()
+    }
+}
 
 /// A failure under the lease. While a journaled write may have happened, the lease and
 /// the journal are left to expire so that the next holder resolves them by reading back.
@@ -149,16 +172,18 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         };
         let pending = match self.acquire(discount, &lease, deadline).await {
             Ok(pending) => pending,
-            Err(err) => return vec![Err(Arc::new(err)); requests.len()],
+            Err(refused) => return failed_all(requests, refused.error, &refused.journaled),
         };
         self.reached(Step::LeaseTaken);
 
         if let Some(journal) = pending {
+            let journaled = journal.orders.clone();
             if let Err(failure) = self.recover(discount, &lease, journal, deadline).await {
-                if !failure.write_pending {
-                    self.release(discount, &lease).await;
+                if failure.write_pending {
+                    return failed_all(requests, failure.error, &journaled);
                 }
-                return vec![Err(Arc::new(failure.error)); requests.len()];
+                self.release(discount, &lease).await;
+                return failed_all(requests, failure.error, &[]);
             }
         }
         let (decided, to_count) = self.claim_all(&lease, requests, deadline).await;

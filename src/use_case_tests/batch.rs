@@ -275,3 +275,74 @@ async fn polar_requests_wait_for_the_rate_budget() {
         "nothing pending: the write was never sent"
     );
 }
+
+#[tokio::test]
+async fn a_message_not_started_on_its_last_receive_is_dead_lettered_with_its_reason() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(1));
+    let b1 = body("o1", DISCOUNT, "X");
+    let response = process_batch(
+        &s,
+        &queue,
+        &settings(),
+        sqs_event(&[("m1", &b1)]),
+        Deadline::after(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        failures(&response).is_empty(),
+        "acknowledged once dead-lettered"
+    );
+    let letters = queue.dead_letters.lock().unwrap();
+    assert_eq!(letters[0].1.kind, "deadline_too_close");
+}
+
+#[tokio::test]
+async fn a_message_whose_write_may_have_landed_says_so_when_dead_lettered() {
+    // A read-back needs twice the reserve; this invocation is too short for it.
+    let s = Syncer::new(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+        RetryPolicy {
+            reserve: Duration::from_secs(2),
+            ..quick_retries()
+        },
+    );
+    s.discounts()
+        .script(On::Update, Scripted::AppliedUnanswered);
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(1));
+    let b1 = body("o1", DISCOUNT, "X");
+    let response = process_batch(
+        &s,
+        &queue,
+        &settings(),
+        sqs_event(&[("m1", &b1)]),
+        Deadline::after(Duration::from_millis(3500)),
+    )
+    .await
+    .unwrap();
+
+    assert!(failures(&response).is_empty());
+    let letters = queue.dead_letters.lock().unwrap();
+    assert_eq!(
+        letters[0].1.kind, "write_may_have_landed",
+        "{:?}",
+        letters[0]
+    );
+    assert!(
+        letters[0]
+            .1
+            .reason
+            .contains("reconciliation will mark the order"),
+        "{}",
+        letters[0].1.reason
+    );
+    assert!(
+        s.store().journal(id(DISCOUNT)).is_some(),
+        "kept for reconciliation"
+    );
+}

@@ -133,13 +133,21 @@ impl Coordination for DynamoStore {
                 else {
                     unreachable!("checked just above")
                 };
-                let expires_at_ms = failure
-                    .item()
+                let item = failure.item();
+                let expires_at_ms = item
                     .and_then(|item| item.get(LEASE_EXPIRES_AT_MS))
                     .and_then(|v| v.as_n().ok())
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
-                Ok(Acquisition::Held { expires_at_ms })
+                let journaled = item
+                    .and_then(|item| item.get(JOURNAL))
+                    .and_then(|journal| decode_journal(discount, journal).ok())
+                    .map(|journal| journal.orders)
+                    .unwrap_or_default();
+                Ok(Acquisition::Held {
+                    expires_at_ms,
+                    journaled,
+                })
             }
             Err(err) => Err(self.sync_failure("UpdateItem(acquire)", err)),
         }

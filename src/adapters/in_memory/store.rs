@@ -119,6 +119,11 @@ impl Coordination for InMemoryStore {
             if held.token != lease.token && held.expires_at_ms >= now_ms {
                 return Ok(Acquisition::Held {
                     expires_at_ms: held.expires_at_ms,
+                    journaled: stored
+                        .journal
+                        .as_ref()
+                        .map(|journal| journal.orders.clone())
+                        .unwrap_or_default(),
                 });
             }
         }
