@@ -9,12 +9,17 @@ use std::time::Duration;
 
 use polar_discount_sync::adapters::polar::{HttpTimeouts, PolarClient};
 use polar_discount_sync::config::{AccessToken, PolarApiUrl};
+use polar_discount_sync::deadline::Deadline;
 use polar_discount_sync::domain::DiscountId;
 use polar_discount_sync::ports::{Discounts, WriteOutcome};
 use polar_double::{Fault, FaultAction};
 use support::{body, World, TOKEN};
 
 const REDELIVERIES: usize = 3;
+
+fn later() -> Deadline {
+    Deadline::after(Duration::from_secs(30))
+}
 
 /// The answers Polar, or something in front of it, may give to a write it applied.
 fn unreadable_successes() -> Vec<(&'static str, FaultAction)> {
@@ -119,7 +124,7 @@ async fn the_client_reports_any_2xx_to_a_write_as_applied() {
             .polar
             .inject(Fault::new(fault.clone()).method("PATCH"));
         let outcome = client
-            .set_max_redemptions(DiscountId::parse(&patched.to_string()).unwrap(), 4)
+            .set_max_redemptions(DiscountId::parse(&patched.to_string()).unwrap(), 4, later())
             .await;
         assert!(
             matches!(outcome, WriteOutcome::Applied),
@@ -129,7 +134,7 @@ async fn the_client_reports_any_2xx_to_a_write_as_applied() {
         let deleted = world.discount("D", Some(1));
         world.polar.inject(Fault::new(fault).method("DELETE"));
         let outcome = client
-            .delete(DiscountId::parse(&deleted.to_string()).unwrap())
+            .delete(DiscountId::parse(&deleted.to_string()).unwrap(), later())
             .await;
         assert!(
             matches!(outcome, WriteOutcome::Applied),
@@ -160,7 +165,7 @@ async fn a_refusal_with_polars_own_error_body_is_not_applied_and_a_proxy_page_is
         ))
         .method("PATCH"),
     );
-    let refused = client.set_max_redemptions(id, 4).await;
+    let refused = client.set_max_redemptions(id, 4, later()).await;
     assert!(
         matches!(refused, WriteOutcome::NotApplied(_)),
         "{refused:?}"
@@ -174,7 +179,7 @@ async fn a_refusal_with_polars_own_error_body_is_not_applied_and_a_proxy_page_is
         })
         .method("PATCH"),
     );
-    let unknown = client.set_max_redemptions(id, 4).await;
+    let unknown = client.set_max_redemptions(id, 4, later()).await;
     assert!(matches!(unknown, WriteOutcome::Unknown(_)), "{unknown:?}");
     assert_eq!(
         world.max_redemptions(discount),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::deadline::Deadline;
 use crate::domain::DiscountId;
 use crate::failure::{FailureClass, RetryHint};
 
@@ -62,7 +63,8 @@ impl PolarFailure {
         match self.kind {
             PolarFailureKind::RateLimited { .. }
             | PolarFailureKind::Unavailable
-            | PolarFailureKind::OverBudget => FailureClass::Transient,
+            | PolarFailureKind::OverBudget
+            | PolarFailureKind::TooLate => FailureClass::Transient,
             PolarFailureKind::Unauthorized | PolarFailureKind::Misconfigured => {
                 FailureClass::Configuration
             }
@@ -79,6 +81,7 @@ impl PolarFailure {
             PolarFailureKind::Unavailable => Some(RetryHint { not_before: None }),
             // The limiter already waited as long as the deadline allows.
             PolarFailureKind::OverBudget
+            | PolarFailureKind::TooLate
             | PolarFailureKind::Unauthorized
             | PolarFailureKind::Misconfigured
             | PolarFailureKind::Rejected => None,
@@ -100,6 +103,8 @@ pub enum PolarFailureKind {
     Rejected,
     /// Not sent: this container's share of the rate limit has no slot before the deadline.
     OverBudget,
+    /// Not sent: a request no longer fits before the deadline.
+    TooLate,
 }
 
 impl fmt::Display for PolarFailureKind {
@@ -117,18 +122,32 @@ impl fmt::Display for PolarFailureKind {
             }
             Self::Rejected => f.write_str("Polar rejected the request"),
             Self::OverBudget => f.write_str("Polar request not sent: the rate budget is spent"),
+            Self::TooLate => {
+                f.write_str("Polar request not sent: it would not finish before the deadline")
+            }
         }
     }
 }
 
+/// Each call is sent only if a whole request, and the moment it may still take to land
+/// after the client gave up on it, fit before `deadline`; otherwise it fails `TooLate`.
 pub trait Discounts: Send + Sync {
-    fn get(&self, id: DiscountId) -> impl Future<Output = Result<Lookup, PolarFailure>> + Send;
+    fn get(
+        &self,
+        id: DiscountId,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<Lookup, PolarFailure>> + Send;
 
     fn set_max_redemptions(
         &self,
         id: DiscountId,
         max_redemptions: i64,
+        deadline: Deadline,
     ) -> impl Future<Output = WriteOutcome> + Send;
 
-    fn delete(&self, id: DiscountId) -> impl Future<Output = WriteOutcome> + Send;
+    fn delete(
+        &self,
+        id: DiscountId,
+        deadline: Deadline,
+    ) -> impl Future<Output = WriteOutcome> + Send;
 }

@@ -34,7 +34,7 @@ impl<D: Discounts> GuardedPolar<D> {
         self.retry
             .run(deadline, PolarFailure::retry_hint, || async {
                 self.admit(deadline).await?;
-                self.discounts.get(id).await
+                self.discounts.get(id, deadline).await
             })
             .await
     }
@@ -46,9 +46,11 @@ impl<D: Discounts> GuardedPolar<D> {
                 self.admit(deadline).await?;
                 let outcome = match intent {
                     Intent::SetMaxRedemptions(target) => {
-                        self.discounts.set_max_redemptions(id, target).await
+                        self.discounts
+                            .set_max_redemptions(id, target, deadline)
+                            .await
                     }
-                    Intent::Delete => self.discounts.delete(id).await,
+                    Intent::Delete => self.discounts.delete(id, deadline).await,
                 };
                 match outcome {
                     WriteOutcome::NotApplied(failure) => Err(failure),

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use crate::deadline::Deadline;
 use crate::domain::DiscountId;
 use crate::ports::{DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome};
 
@@ -125,7 +126,7 @@ fn failure(kind: PolarFailureKind, answer: Scripted) -> PolarFailure {
 }
 
 impl Discounts for InMemoryDiscounts {
-    async fn get(&self, id: DiscountId) -> Result<Lookup, PolarFailure> {
+    async fn get(&self, id: DiscountId, _deadline: Deadline) -> Result<Lookup, PolarFailure> {
         match self.scripted(Call::Get) {
             None => Ok(self
                 .discounts
@@ -139,7 +140,12 @@ impl Discounts for InMemoryDiscounts {
         }
     }
 
-    async fn set_max_redemptions(&self, id: DiscountId, max: i64) -> WriteOutcome {
+    async fn set_max_redemptions(
+        &self,
+        id: DiscountId,
+        max: i64,
+        _deadline: Deadline,
+    ) -> WriteOutcome {
         self.write(Call::Update(max), id, |all| {
             if let Some(discount) = all.get_mut(&id) {
                 discount.max_redemptions = Some(max);
@@ -147,7 +153,7 @@ impl Discounts for InMemoryDiscounts {
         })
     }
 
-    async fn delete(&self, id: DiscountId) -> WriteOutcome {
+    async fn delete(&self, id: DiscountId, _deadline: Deadline) -> WriteOutcome {
         self.write(Call::Delete, id, |all| {
             all.remove(&id);
         })

@@ -8,11 +8,16 @@ use super::error::{Operation, PolarError};
 use super::model::{Discount, ErrorBody, MaxRedemptionsUpdate};
 use crate::adapters::fetch_token;
 use crate::config::{AccessToken, PolarApiUrl};
+use crate::deadline::Deadline;
 use crate::domain::DiscountId;
 use crate::ports::{Discounts, Lookup, PolarFailure, WriteOutcome};
 
 /// Pins the response shapes the models were written against.
 const POLAR_API_VERSION: &str = "2026-04";
+/// Kept free between a request's timeout and the deadline.
+const LANDING_MARGIN: Duration = Duration::from_secs(1);
+/// Shorter than this, a request would time out more often than it answers.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest piece of an error body kept for logs.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -32,6 +37,7 @@ pub struct PolarClient {
     http: reqwest::Client,
     base_url: String,
     token: RwLock<AccessToken>,
+    request_timeout: Duration,
     rotation: Option<TokenRotation>,
 }
 
@@ -58,6 +64,7 @@ impl PolarClient {
             http,
             base_url: base_url.as_str().trim_end_matches('/').to_owned(),
             token: RwLock::new(token),
+            request_timeout: timeouts.request,
             rotation: None,
         })
     }
@@ -126,6 +133,25 @@ impl PolarClient {
         format!("{}/discounts/{id}", self.base_url)
     }
 
+    /// The request, with a timeout that leaves `LANDING_MARGIN` before the deadline.
+    fn within(
+        &self,
+        deadline: Deadline,
+        operation: Operation,
+        discount: DiscountId,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, PolarError> {
+        let remaining = deadline.remaining();
+        match timeout_within(self.request_timeout, remaining) {
+            Some(timeout) => Ok(request.timeout(timeout)),
+            None => Err(PolarError::TooLate {
+                operation,
+                discount,
+                remaining,
+            }),
+        }
+    }
+
     /// Sends with the current token; after a 401, once more with a rotated one.
     async fn send_authorized(&self, request: RequestBuilder) -> Result<Response, reqwest::Error> {
         let token = self.current_token();
@@ -180,6 +206,15 @@ impl PolarClient {
             WriteOutcome::Unknown(refusal)
         }
     }
+}
+
+/// The timeout for a request starting with `remaining` before the deadline: the configured
+/// one, shortened so that it ends `LANDING_MARGIN` before the deadline. A request our client
+/// gives up on may still be applied shortly after; the margin keeps that inside the
+/// invocation (and its lease). `None` when too little would be left to be worth sending.
+fn timeout_within(configured: Duration, remaining: Duration) -> Option<Duration> {
+    let timeout = remaining.checked_sub(LANDING_MARGIN)?.min(configured);
+    (timeout >= MIN_REQUEST_TIMEOUT).then_some(timeout)
 }
 
 /// The write rule: only an answer that shows the request was turned away means it was
@@ -237,17 +272,20 @@ fn error_for(
 }
 
 impl Discounts for PolarClient {
-    async fn get(&self, id: DiscountId) -> Result<Lookup, PolarFailure> {
+    async fn get(&self, id: DiscountId, deadline: Deadline) -> Result<Lookup, PolarFailure> {
         let operation = Operation::Get;
+        let request = self.within(
+            deadline,
+            operation,
+            id,
+            self.http.get(self.discount_url(id)),
+        )?;
         let transport = |source| PolarError::Transport {
             operation,
             discount: id,
             source,
         };
-        let response = self
-            .send_authorized(self.http.get(self.discount_url(id)))
-            .await
-            .map_err(transport)?;
+        let response = self.send_authorized(request).await.map_err(transport)?;
         let status = response.status();
         if status.is_success() {
             let bytes = response.bytes().await.map_err(transport)?;
@@ -267,17 +305,28 @@ impl Discounts for PolarClient {
         Err(error_for(operation, id, status, retry_after, &body).into())
     }
 
-    async fn set_max_redemptions(&self, id: DiscountId, max_redemptions: i64) -> WriteOutcome {
+    async fn set_max_redemptions(
+        &self,
+        id: DiscountId,
+        max_redemptions: i64,
+        deadline: Deadline,
+    ) -> WriteOutcome {
         let request = self
             .http
             .patch(self.discount_url(id))
             .json(&MaxRedemptionsUpdate { max_redemptions });
-        self.write(Operation::Update, id, request).await
+        match self.within(deadline, Operation::Update, id, request) {
+            Ok(request) => self.write(Operation::Update, id, request).await,
+            Err(too_late) => WriteOutcome::NotApplied(too_late.into()),
+        }
     }
 
-    async fn delete(&self, id: DiscountId) -> WriteOutcome {
+    async fn delete(&self, id: DiscountId, deadline: Deadline) -> WriteOutcome {
         let request = self.http.delete(self.discount_url(id));
-        self.write(Operation::Delete, id, request).await
+        match self.within(deadline, Operation::Delete, id, request) {
+            Ok(request) => self.write(Operation::Delete, id, request).await,
+            Err(too_late) => WriteOutcome::NotApplied(too_late.into()),
+        }
     }
 }
 
@@ -331,6 +380,17 @@ mod tests {
         ] {
             assert!(!proves_refusal(status, body), "{status} {body}");
         }
+    }
+
+    #[test]
+    fn a_request_ends_a_second_before_the_deadline_or_is_not_sent() {
+        let configured = Duration::from_secs(5);
+        let within = |remaining_ms| timeout_within(configured, Duration::from_millis(remaining_ms));
+        assert_eq!(within(30_000), Some(configured));
+        assert_eq!(within(2_900), Some(Duration::from_millis(1_900)));
+        assert_eq!(within(1_500), Some(Duration::from_millis(500)));
+        assert_eq!(within(1_499), None);
+        assert_eq!(within(0), None);
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub enum PolarError {
         status: StatusCode,
         body: String,
     },
+    #[error("Polar {operation} discount {discount}: not sent, only {remaining:?} left before the deadline")]
+    TooLate {
+        operation: Operation,
+        discount: DiscountId,
+        remaining: Duration,
+    },
     #[error("Polar {operation} discount {discount}: unreadable response")]
     Decode {
         operation: Operation,
@@ -94,6 +100,7 @@ impl PolarError {
             Self::Unauthorized { .. } => PolarFailureKind::Unauthorized,
             Self::UnknownRoute { .. } | Self::Decode { .. } => PolarFailureKind::Misconfigured,
             Self::Rejected { .. } => PolarFailureKind::Rejected,
+            Self::TooLate { .. } => PolarFailureKind::TooLate,
         }
     }
 }
