@@ -128,3 +128,34 @@ async fn the_binary_reports_a_missing_variable_as_an_init_error_naming_it() {
     let status = function.wait().await.expect("the process exits");
     assert!(!status.success());
 }
+
+#[tokio::test]
+async fn the_binary_answers_the_scheduled_event_with_the_reconciliation_counts() {
+    let (world, discount) = world_with_sample_discount().await;
+    world.put_order("ord_123", discount, "SUMMER25").await;
+    let api = RuntimeApi::start().await.unwrap();
+    let _function = FunctionProcess::spawn(Path::new(BINARY), &world.env(), &api).unwrap();
+    api.invoke(event_file("sqs-single.json"), Duration::from_secs(30))
+        .await;
+    let polar_requests = world.polar.requests().len();
+
+    let outcome = api
+        .invoke(
+            event_file("scheduled-reconcile.json"),
+            Duration::from_secs(30),
+        )
+        .await;
+
+    let Outcome::Response(counts) = outcome else {
+        panic!("expected the counts, got {outcome:?}");
+    };
+    assert_eq!(
+        counts,
+        serde_json::json!({"found": 1, "settled": 0, "cleared": 1, "busy": 0, "failed": 0})
+    );
+    assert_eq!(
+        world.polar.requests().len(),
+        polar_requests,
+        "nothing to settle on Polar"
+    );
+}
