@@ -17,9 +17,10 @@ DLQ_NAME = "polar-discount-sync-dlq"
 
 
 def orders_in(event_path):
-    """The orderIds named by an event file's records, in order, without repeats."""
+    """The orderIds named by an event file's records, in order, without repeats (none for
+    the scheduled reconciliation event)."""
     with open(event_path) as f:
-        records = json.load(f)["Records"]
+        records = json.load(f).get("Records", [])
     seen = []
     for record in records:
         try:
