@@ -59,6 +59,19 @@ async fn redeliver(world: &World, discount: uuid::Uuid, code: &str) {
     }
 }
 
+/// The production client, pointed at the double.
+fn client(world: &World) -> PolarClient {
+    PolarClient::new(
+        &PolarApiUrl::parse(&world.polar.base_url()).unwrap(),
+        AccessToken::new(TOKEN.to_owned()),
+        HttpTimeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(2),
+        },
+    )
+    .unwrap()
+}
+
 fn requests(world: &World, method: &str) -> usize {
     world
         .polar
@@ -109,15 +122,7 @@ async fn a_last_use_delete_answered_with_any_2xx_deletes_once_and_marks_the_orde
 #[tokio::test]
 async fn the_client_reports_any_2xx_to_a_write_as_applied() {
     let world = World::start().await;
-    let client = PolarClient::new(
-        &PolarApiUrl::parse(&world.polar.base_url()).unwrap(),
-        AccessToken::new(TOKEN.to_owned()),
-        HttpTimeouts {
-            connect: Duration::from_secs(1),
-            request: Duration::from_secs(2),
-        },
-    )
-    .unwrap();
+    let client = client(&world);
     for (answer, fault) in unreadable_successes() {
         let patched = world.discount("P", Some(5));
         world
@@ -146,15 +151,7 @@ async fn the_client_reports_any_2xx_to_a_write_as_applied() {
 #[tokio::test]
 async fn a_refusal_with_polars_own_error_body_is_not_applied_and_a_proxy_page_is_unknown() {
     let world = World::start().await;
-    let client = PolarClient::new(
-        &PolarApiUrl::parse(&world.polar.base_url()).unwrap(),
-        AccessToken::new(TOKEN.to_owned()),
-        HttpTimeouts {
-            connect: Duration::from_secs(1),
-            request: Duration::from_secs(2),
-        },
-    )
-    .unwrap();
+    let client = client(&world);
     let discount = world.discount("R", Some(5));
     let id = DiscountId::parse(&discount.to_string()).unwrap();
 

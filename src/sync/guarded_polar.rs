@@ -3,12 +3,10 @@
 //! the deadline allows. A write whose outcome is unknown is never retried here.
 
 use super::rate::RateLimiter;
-use super::RetryPolicy;
+use super::{RetryPolicy, START_MARGIN};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, Intent};
 use crate::ports::{Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome};
-
-use super::START_MARGIN;
 
 pub struct GuardedPolar<D> {
     discounts: D,
