@@ -265,12 +265,6 @@ async fn dispose<Q: Queue>(
             None
         }
     };
-    let last_receive = max_receive_count.is_some_and(|max| delivery.receive_count >= max);
-    // On its last receive it is dead-lettered below, with its reason, not by SQS without one.
-    if matches!(*error, SyncError::DeadlineTooClose) && !last_receive {
-        warn!(message_id, kind, error = %reason, "not started; the message comes back as it is");
-        return false;
-    }
     if class == FailureClass::Configuration {
         error!(message_id, kind, class = %class, error = %reason,
             "CONFIGURATION ERROR: fix the deployment; the message will be retried");
