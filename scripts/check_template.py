@@ -3,8 +3,11 @@
 - every IAM statement names its resources (no "*"), and no managed policy is attached
   (AWS managed policies grant on "*");
 - queues and the sync table are encrypted at rest, the DLQ keeps messages 14 days;
+- the source queue sets its retention explicitly, above the 6-hour outage budget and below
+  the DLQ's (a message moved by the redrive policy keeps its age);
 - the queue's visibility timeout is at least six times the function timeout, and its
-  redrive policy allows at least 5 receives.
+  redrive policy allows at least 5 receives (a parameter is taken at its default; the
+  default itself is derived and checked in src/redelivery.rs).
 
 Exits non-zero listing every problem. Usage: python scripts/check_template.py [template.yaml]
 """
@@ -54,6 +57,16 @@ def iam_problems(name, properties):
     return problems
 
 
+OUTAGE_BUDGET_SECONDS = 6 * 3600
+
+
+def resolved(value, parameters):
+    """A {"Ref": parameter} as the parameter's default; anything else as it is."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+        return parameters[value["Ref"]].get("Default")
+    return value
+
+
 def check(path):
     template, matches = decode_str(open(path).read())
     if matches:
@@ -66,6 +79,7 @@ def check(path):
     resources = deployed["Resources"]
     problems = []
     timeouts = template["Mappings"]["VisibilityTimeouts"]
+    parameters = template.get("Parameters", {})
     for name, resource in resources.items():
         kind, properties = resource["Type"], resource.get("Properties", {})
         if kind in ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
@@ -74,7 +88,7 @@ def check(path):
             if not (properties.get("SqsManagedSseEnabled") or properties.get("KmsMasterKeyId")):
                 problems.append(f"{name}: not encrypted at rest")
             redrive = properties.get("RedrivePolicy")
-            if redrive and int(redrive.get("maxReceiveCount", 0)) < 5:
+            if redrive and int(resolved(redrive.get("maxReceiveCount", 0), parameters)) < 5:
                 problems.append(f"{name}: maxReceiveCount below 5")
         elif kind == "AWS::DynamoDB::Table":
             if not properties.get("SSESpecification", {}).get("SSEEnabled"):
@@ -85,6 +99,11 @@ def check(path):
     dead_letters = resources["RedemptionDeadLetterQueue"]["Properties"]
     if int(dead_letters.get("MessageRetentionPeriod", 0)) != 14 * 24 * 3600:
         problems.append("RedemptionDeadLetterQueue: must keep messages 14 days")
+    source_retention = resources["RedemptionQueue"]["Properties"].get("MessageRetentionPeriod")
+    if source_retention is None:
+        problems.append("RedemptionQueue: MessageRetentionPeriod must be set explicitly")
+    elif not OUTAGE_BUDGET_SECONDS < int(source_retention) < int(dead_letters.get("MessageRetentionPeriod", 0)):
+        problems.append(f"RedemptionQueue: MessageRetentionPeriod {source_retention} must be above the 6 h outage budget and below the DLQ's")
     for timeout, visibility in timeouts.items():
         if visibility["Seconds"] < 6 * int(timeout):
             problems.append(f"VisibilityTimeouts: {visibility['Seconds']} s for a {timeout} s function is under 6x")

@@ -1,11 +1,39 @@
 //! What becomes of a message that was not synced: back to the queue after a delay that
 //! grows with each receive, or into the dead-letter queue with its reason.
+//!
+//! The outage budget: a Polar outage (5xx, timeouts, a revoked token) of up to
+//! [`OUTAGE_BUDGET`] dead-letters nothing. With equal jitter the delay after receive n is
+//! at least half its ceiling, so a message first received when the outage begins reaches
+//! receive m no sooner than `sum(ceiling(n) / 2 for n in 1..m)` later (the time each
+//! receive spends in the function only adds to that, and is left out). The queue's
+//! `maxReceiveCount` is the fewest receives m for which that sum exceeds the budget:
+//! [`MAX_RECEIVE_COUNT`], the template's default (a test keeps the two equal).
 
 use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::failure::FailureClass;
 use crate::sync::SyncError;
+
+/// The longest Polar outage that must dead-letter nothing.
+pub const OUTAGE_BUDGET: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// The redelivery delay's ceiling after the first failed receive; it doubles per receive.
+pub const REDELIVERY_BASE: Duration = Duration::from_secs(5);
+
+/// The redelivery delay's cap, reached at the 10th receive (5 s × 2⁹ = 42 min 40 s is over
+/// it). Every message of a backlog comes back within this long after Polar does, spread
+/// over its second half by the jitter. Longer would leave Polar's recovery unused for
+/// longer; shorter would need more receives for the same budget (56 for 15 min), each
+/// costing Lambda time and up to 4 requests to a Polar that is down.
+pub const REDELIVERY_CAP: Duration = Duration::from_secs(30 * 60);
+
+/// The source queue's `maxReceiveCount` (template.yaml's `MaxReceiveCount` default): the
+/// fewest receives whose shortest schedule outlasts [`OUTAGE_BUDGET`]. The first 9 delays
+/// are at least 2.5 + 5 + … + 640 = 1 277.5 s, each later one at least 900 s, so 32
+/// delays take at least 1 277.5 + 23 × 900 = 21 977.5 s (6 h 6 min 17.5 s) > 6 h, while 31
+/// would take 21 077.5 s (5 h 51 min 17.5 s).
+pub const MAX_RECEIVE_COUNT: u32 = 33;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RedeliveryPolicy {
@@ -21,8 +49,8 @@ impl Default for RedeliveryPolicy {
     fn default() -> Self {
         Self {
             backoff: Backoff {
-                base: Duration::from_secs(5),
-                max: Duration::from_secs(15 * 60),
+                base: REDELIVERY_BASE,
+                max: REDELIVERY_CAP,
             },
             order_not_found_receives: 3,
         }
@@ -39,6 +67,26 @@ pub enum Disposition {
 }
 
 impl RedeliveryPolicy {
+    /// The shortest time from a message's first receive to receive number `receive`: every
+    /// delay at its least, half its ceiling (equal jitter), and no time in the function.
+    pub fn shortest_time_to_receive(&self, receive: u32) -> Duration {
+        (1..receive).map(|n| self.backoff.ceiling(n) / 2).sum()
+    }
+
+    /// The longest delays before receive number `receive`: every one at its ceiling. A
+    /// `retry-after` or a held lease can lengthen one, and each receive also spends up to
+    /// the queue's visibility timeout in the function.
+    pub fn longest_delays_to_receive(&self, receive: u32) -> Duration {
+        (1..receive).map(|n| self.backoff.ceiling(n)).sum()
+    }
+
+    /// The fewest receives a queue must allow so that a failure lasting `outage` from a
+    /// message's first receive is over before its last receive, whatever the jitter; `None`
+    /// if more than SQS's limit of 1 000 would be needed.
+    pub fn receives_to_outlast(&self, outage: Duration) -> Option<u32> {
+        (1..=1000).find(|&receives| self.shortest_time_to_receive(receives) > outage)
+    }
+
     /// `max_receive_count` is the source queue's redrive limit, if known: on the last
     /// receive a failure is dead-lettered here, with its reason, instead of silently by SQS.
     pub fn decide(
@@ -85,12 +133,148 @@ mod tests {
     }
 
     #[test]
-    fn the_delay_ceiling_doubles_per_receive_up_to_fifteen_minutes() {
+    fn the_delay_ceiling_doubles_per_receive_up_to_thirty_minutes() {
         let policy = RedeliveryPolicy::default();
-        let secs: Vec<_> = (1..=10)
+        let secs: Vec<_> = (1..=11)
             .map(|n| policy.backoff.ceiling(n).as_secs())
             .collect();
-        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 640, 900, 900]);
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 640, 1280, 1800, 1800]);
+    }
+
+    const TEMPLATE: &str = include_str!("../template.yaml");
+
+    /// The lines under `header` (one whole line of template.yaml) that are indented deeper.
+    fn template_block(header: &str) -> Vec<&'static str> {
+        let indent = header.len() - header.trim_start().len();
+        let mut lines = TEMPLATE
+            .lines()
+            .skip_while(|line| line.trim_end() != header);
+        assert!(
+            lines.next().is_some(),
+            "template.yaml has no line {header:?}"
+        );
+        lines
+            .take_while(|line| {
+                let text = line.trim_start();
+                text.is_empty() || text.starts_with('#') || line.len() - text.len() > indent
+            })
+            .collect()
+    }
+
+    /// The value of `key:` in `block`, without a trailing comment.
+    fn template_value(block: &[&'static str], key: &str) -> &'static str {
+        let prefix = format!("{key}:");
+        block
+            .iter()
+            .find_map(|line| line.trim_start().strip_prefix(prefix.as_str()))
+            .map(|rest| rest.split(" #").next().unwrap_or_default().trim())
+            .unwrap_or_else(|| panic!("no {key} in {block:#?}"))
+    }
+
+    fn template_seconds(block: &[&'static str], key: &str) -> Duration {
+        let value = template_value(block, key);
+        Duration::from_secs(value.parse().unwrap_or_else(|_| panic!("{key}: {value:?}")))
+    }
+
+    #[test]
+    fn the_template_allows_exactly_the_receives_that_outlast_the_outage_budget() {
+        let policy = RedeliveryPolicy::default();
+        assert_eq!(
+            policy.receives_to_outlast(OUTAGE_BUDGET),
+            Some(MAX_RECEIVE_COUNT),
+            "MAX_RECEIVE_COUNT is derived from the schedule and the budget"
+        );
+        let parameter = template_block("  MaxReceiveCount:");
+        assert_eq!(
+            template_value(&parameter, "Default")
+                .parse::<u32>()
+                .unwrap(),
+            MAX_RECEIVE_COUNT,
+            "template.yaml's MaxReceiveCount default and MAX_RECEIVE_COUNT must agree"
+        );
+        let queue = template_block("  RedemptionQueue:");
+        assert_eq!(
+            template_value(&queue, "maxReceiveCount"),
+            "!Ref MaxReceiveCount",
+            "the source queue's redrive policy uses the parameter"
+        );
+    }
+
+    #[test]
+    fn the_shortest_schedule_before_the_last_receive_exceeds_the_outage_budget() {
+        let policy = RedeliveryPolicy::default();
+        let shortest = policy.shortest_time_to_receive(MAX_RECEIVE_COUNT);
+        assert!(shortest > OUTAGE_BUDGET, "{shortest:?}");
+        assert_eq!(shortest, Duration::from_millis(21_977_500));
+        let one_fewer = policy.shortest_time_to_receive(MAX_RECEIVE_COUNT - 1);
+        assert!(
+            one_fewer <= OUTAGE_BUDGET,
+            "{one_fewer:?}: the count is the fewest"
+        );
+
+        // The same through `decide`, as the function runs it: a message failing on every
+        // receive for each kind of outage comes back until its last receive, and the delays
+        // it is given before that add up past the budget however the jitter falls.
+        let outages = [
+            PolarFailureKind::Unavailable,
+            PolarFailureKind::Unauthorized,
+            PolarFailureKind::OverBudget,
+            PolarFailureKind::TooLate,
+        ];
+        for kind in outages {
+            let failure = SyncError::Polar(PolarFailure::new(kind, "outage"));
+            for _ in 0..200 {
+                let mut waited = Duration::ZERO;
+                for receive in 1..MAX_RECEIVE_COUNT {
+                    match policy.decide(&failure, receive, Some(MAX_RECEIVE_COUNT)) {
+                        Disposition::RetryAfter(after) => waited += after,
+                        other => panic!("{kind:?} at receive {receive}: {other:?}"),
+                    }
+                }
+                assert!(waited >= shortest, "{kind:?}: {waited:?}");
+                assert!(matches!(
+                    policy.decide(&failure, MAX_RECEIVE_COUNT, Some(MAX_RECEIVE_COUNT)),
+                    Disposition::DeadLetter { .. }
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn the_source_queue_keeps_a_message_past_its_longest_schedule_and_the_dlq_longer() {
+        let policy = RedeliveryPolicy::default();
+        let longest_visibility = template_block("  VisibilityTimeouts:")
+            .iter()
+            .filter_map(|line| line.split("Seconds:").nth(1))
+            .map(|rest| {
+                rest.trim_end_matches(['}', ' '])
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .max()
+            .map(Duration::from_secs)
+            .expect("the template maps function timeouts to visibility timeouts");
+        // Every delay at its ceiling, and every receive held for the longest visibility.
+        let longest_stay = policy.longest_delays_to_receive(MAX_RECEIVE_COUNT)
+            + longest_visibility * MAX_RECEIVE_COUNT;
+        let retention = template_seconds(
+            &template_block("  RedemptionQueue:"),
+            "MessageRetentionPeriod",
+        );
+        let dead_letter_retention = template_seconds(
+            &template_block("  RedemptionDeadLetterQueue:"),
+            "MessageRetentionPeriod",
+        );
+        assert!(retention > OUTAGE_BUDGET);
+        assert!(
+            retention > longest_stay,
+            "{retention:?} for a schedule of up to {longest_stay:?}"
+        );
+        assert!(
+            dead_letter_retention > retention,
+            "a message moved by the redrive policy keeps its age: the DLQ must keep it longer"
+        );
     }
 
     #[test]
