@@ -28,6 +28,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use fastrand::Rng;
 use lambda_driver::{FunctionProcess, Outcome, RuntimeApi};
 use lambda_runtime::{Context, LambdaEvent};
+use polar_discount_sync::lambda::Wiring;
 use polar_discount_sync::sync::{Checkpoint, Step};
 use polar_double::{Fault, FaultAction};
 use serde_json::{json, Value};
@@ -156,7 +157,20 @@ async fn every_discount_ends_exactly_once_whatever_happens_on_the_way() {
             queue.clone(),
             stats.clone(),
         );
-        let handler = Arc::new(world.handler_with(checkpoint, IN_PROCESS_POLAR_TIMEOUT));
+        let mut config = world.config();
+        config.polar_request_timeout = IN_PROCESS_POLAR_TIMEOUT;
+        let handler = Arc::new(
+            world
+                .handler_on(
+                    &support::SqsBackend::Moto,
+                    &config,
+                    Wiring {
+                        checkpoint: Some(checkpoint),
+                        dynamo: None,
+                    },
+                )
+                .await,
+        );
         let handle: HandleFn = Arc::new(move |event| -> Invocation {
             let handler = handler.clone();
             Box::pin(async move { handler.handle(event).await })
