@@ -89,12 +89,6 @@ pub struct Stored {
     pub dead_letter_source_arn: Option<String>,
 }
 
-impl Stored {
-    pub fn string_attribute(&self, name: &str) -> Option<&str> {
-        self.message_attributes.get(name)?.string_value.as_deref()
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub visible: usize,
@@ -165,6 +159,8 @@ struct State {
     next_message: u64,
     next_receipt: u64,
     stale_deletes: usize,
+    /// Requests served over the SQS API, by operation.
+    requests: BTreeMap<String, usize>,
 }
 
 struct Queue {
@@ -527,6 +523,17 @@ impl SimulatedSqs {
         let state = self.state.lock().unwrap();
         let queue = &state.queues[state.index(url)?];
         Ok(queue.messages.iter().map(|m| m.stored(now)).collect())
+    }
+
+    /// Counts a request to the SQS API (`sqs_endpoint`).
+    pub(super) fn count_request(&self, operation: &str) {
+        let mut state = self.state.lock().unwrap();
+        *state.requests.entry(operation.to_owned()).or_default() += 1;
+    }
+
+    /// Requests served over the SQS API so far, by operation.
+    pub fn requests(&self) -> BTreeMap<String, usize> {
+        self.state.lock().unwrap().requests.clone()
     }
 
     /// Deletes that named an earlier receive's handle and so deleted nothing.

@@ -1,7 +1,6 @@
 //! What Lambda's SQS event source hands the function, and what it answers: message
 //! bodies, records, the event with its context, and the partial batch response.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
@@ -176,6 +175,3 @@ pub fn as_refs(messages: &[(String, String)]) -> Vec<(&str, String)> {
         .map(|(id, body)| (id.as_str(), body.clone()))
         .collect()
 }
-
-/// String attributes of a message, such as those of a dead letter.
-pub type Attributes = HashMap<String, String>;
