@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use polar_discount_sync::lambda::{ProductionHandler, Wiring};
 use polar_discount_sync::sync::Step;
 use polar_double::{Fault, FaultAction};
-use support::{as_refs, body, counting_dynamo, event, failed_ids, s, World};
+use support::{as_refs, body, event, failed_ids, s, World};
 use uuid::Uuid;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,13 +39,7 @@ async fn ten_redemptions_of_one_discount_cost_one_polar_read_and_one_write() {
     let world = World::start().await;
     let discount = world.discount("TEN", Some(50));
     let messages = seed_orders(&world, "o", discount, "TEN", 10).await;
-    let (dynamo, dynamo_requests) = counting_dynamo(&world.aws);
-    let handler = world
-        .handler_wired(Wiring {
-            dynamo: Some(dynamo),
-            ..Wiring::default()
-        })
-        .await;
+    let (handler, dynamo_requests) = world.counting_handler().await;
 
     let failed = world.deliver(&handler, &as_refs(&messages)).await;
 
@@ -74,13 +68,7 @@ async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each() {
         messages
             .extend(seed_orders(&world, &format!("d{i}-"), discount, &format!("CODE{i}"), 1).await);
     }
-    let (dynamo, dynamo_requests) = counting_dynamo(&world.aws);
-    let handler = world
-        .handler_wired(Wiring {
-            dynamo: Some(dynamo),
-            ..Wiring::default()
-        })
-        .await;
+    let (handler, dynamo_requests) = world.counting_handler().await;
 
     let failed = world.deliver(&handler, &as_refs(&messages)).await;
 

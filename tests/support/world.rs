@@ -147,6 +147,16 @@ impl World {
             .await
     }
 
+    /// The production handler; the counter counts its DynamoDB requests.
+    pub async fn counting_handler(&self) -> (ProductionHandler, Arc<AtomicUsize>) {
+        let (dynamo, requests) = counting_dynamo(&self.aws);
+        let wiring = Wiring {
+            dynamo: Some(dynamo),
+            ..Wiring::default()
+        };
+        (self.handler_wired(wiring).await, requests)
+    }
+
     /// The production wiring from `config`, its SQS requests going to `sqs`.
     pub async fn handler_on(
         &self,
