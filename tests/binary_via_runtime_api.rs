@@ -37,14 +37,7 @@ fn failed_ids(outcome: &Outcome) -> Vec<String> {
     let Outcome::Response(response) = outcome else {
         panic!("expected a response, got {outcome:?}");
     };
-    let mut ids: Vec<String> = response["batchItemFailures"]
-        .as_array()
-        .expect("a partial batch response")
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
+    support::sqs::failed_ids_json(response).expect("a partial batch response")
 }
 
 #[tokio::test]

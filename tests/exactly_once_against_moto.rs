@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::FutureExt;
+use polar_discount_sync::lambda::{ProductionHandler, Wiring};
 use polar_discount_sync::sync::Step;
 use polar_double::{Fault, FaultAction};
-use support::{body, counting_dynamo, event, failed_ids, no_checkpoint, s, TestHandler, World};
+use support::{as_refs, body, event, failed_ids, s, World};
 use uuid::Uuid;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,20 +34,12 @@ async fn seed_orders(
     messages
 }
 
-fn as_refs(messages: &[(String, String)]) -> Vec<(&str, String)> {
-    messages
-        .iter()
-        .map(|(id, b)| (id.as_str(), b.clone()))
-        .collect()
-}
-
 #[tokio::test]
 async fn ten_redemptions_of_one_discount_cost_one_polar_read_and_one_write() {
     let world = World::start().await;
     let discount = world.discount("TEN", Some(50));
     let messages = seed_orders(&world, "o", discount, "TEN", 10).await;
-    let (dynamo, dynamo_requests) = counting_dynamo(&world.aws);
-    let handler = world.handler_on(dynamo, no_checkpoint(), Duration::from_secs(5));
+    let (handler, dynamo_requests) = world.counting_handler().await;
 
     let failed = world.deliver(&handler, &as_refs(&messages)).await;
 
@@ -76,8 +69,7 @@ async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each() {
         messages
             .extend(seed_orders(&world, &format!("d{i}-"), discount, &format!("CODE{i}"), 1).await);
     }
-    let (dynamo, dynamo_requests) = counting_dynamo(&world.aws);
-    let handler = world.handler_on(dynamo, no_checkpoint(), Duration::from_secs(5));
+    let (handler, dynamo_requests) = world.counting_handler().await;
 
     let failed = world.deliver(&handler, &as_refs(&messages)).await;
 
@@ -109,9 +101,10 @@ async fn concurrent_invocations_on_one_discount_lose_no_redemption() {
     for invocation in 0..4 {
         batches.push(seed_orders(&world, &format!("i{invocation}-"), discount, "RACE", 5).await);
     }
-    let handlers: Vec<_> = (0..4)
-        .map(|_| world.handler_with(no_checkpoint(), Duration::from_secs(5)))
-        .collect();
+    let mut handlers = Vec::new();
+    for _ in 0..4 {
+        handlers.push(world.handler().await);
+    }
 
     // Like SQS, deliver again what an invocation reported failed (a lease wait can run
     // out under load), until every message is acknowledged.
@@ -149,17 +142,19 @@ async fn concurrent_invocations_on_one_discount_lose_no_redemption() {
 
 /// A handler that panics (so nothing after that point runs, as in a crash) the first time
 /// it reaches the step put in the returned slot.
-fn crashing(world: &World) -> (TestHandler, Arc<Mutex<Option<Step>>>) {
+async fn crashing(world: &World) -> (ProductionHandler, Arc<Mutex<Option<Step>>>) {
     let crash_at: Arc<Mutex<Option<Step>>> = Arc::default();
     let slot = crash_at.clone();
-    let handler = world.handler_with(
-        Arc::new(move |step| {
-            if slot.lock().unwrap().take_if(|at| *at == step).is_some() {
-                panic!("simulated crash at {step:?}");
-            }
-        }),
-        Duration::from_secs(5),
-    );
+    let handler = world
+        .handler_wired(Wiring {
+            checkpoint: Some(Arc::new(move |step| {
+                if slot.lock().unwrap().take_if(|at| *at == step).is_some() {
+                    panic!("simulated crash at {step:?}");
+                }
+            })),
+            ..Wiring::default()
+        })
+        .await;
     (handler, crash_at)
 }
 
@@ -196,7 +191,7 @@ async fn a_crash_at_any_step_is_repaired_by_redelivery_and_counts_each_order_onc
             let world = World::start().await;
             let discount = world.discount("CRASH", limit);
             let messages = seed_orders(&world, "o", discount, "CRASH", 2).await;
-            let (handler, crash_at) = crashing(&world);
+            let (handler, crash_at) = crashing(&world).await;
             *crash_at.lock().unwrap() = Some(step);
 
             let crashed = AssertUnwindSafe(handler.handle(event(&as_refs(&messages), TIMEOUT)))
@@ -242,7 +237,7 @@ async fn a_journal_left_behind_by_an_external_change_keeps_the_other_value() {
     let world = World::start().await;
     let discount = world.discount("EXT", Some(5));
     let messages = seed_orders(&world, "o", discount, "EXT", 1).await;
-    let (handler, crash_at) = crashing(&world);
+    let (handler, crash_at) = crashing(&world).await;
     *crash_at.lock().unwrap() = Some(Step::JournalWritten);
     let crashed = AssertUnwindSafe(handler.handle(event(&as_refs(&messages), TIMEOUT)))
         .catch_unwind()
@@ -316,7 +311,7 @@ async fn a_journaled_order_already_marked_elsewhere_does_not_block_the_others() 
     let world = World::start().await;
     let discount = world.discount("MARKED", Some(5));
     let messages = seed_orders(&world, "o", discount, "MARKED", 2).await;
-    let (handler, crash_at) = crashing(&world);
+    let (handler, crash_at) = crashing(&world).await;
     *crash_at.lock().unwrap() = Some(Step::PolarWritten);
     let crashed = AssertUnwindSafe(handler.handle(event(&as_refs(&messages), TIMEOUT)))
         .catch_unwind()

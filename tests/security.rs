@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use lambda_driver::RuntimeApi;
 use lambda_runtime::tracing::subscriber;
-use polar_discount_sync::config::Config;
 use polar_discount_sync::lambda::handler_from_config;
 use polar_double::{DoubleConfig, Fault, FaultAction};
-use support::{body, World, TOKEN};
+use support::{as_refs, body, Record, World, TOKEN};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_polar-discount-sync");
 
@@ -44,9 +43,7 @@ async fn a_token_rotated_in_ssm_is_read_again_after_a_401() {
         .filter(|(name, _)| name != "POLAR_ACCESS_TOKEN")
         .collect();
     env.push(("POLAR_ACCESS_TOKEN_PARAMETER".into(), parameter.clone()));
-    let config =
-        Config::from_lookup(|name| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
-            .unwrap();
+    let config = support::world::config_from(&env);
     let handler = handler_from_config(&config, &world.aws).await.unwrap();
     let discount = world.discount("ROT", Some(5));
     world.put_order("o1", discount, "ROT").await;
@@ -132,11 +129,7 @@ async fn the_token_appears_in_no_log_line_and_no_error_of_a_failing_run() {
         lambda_runtime::tracing::subscriber::util::SubscriberInitExt::set_default(collector);
 
     let handler = world.handler().await;
-    let refs: Vec<(&str, String)> = messages
-        .iter()
-        .map(|(id, b)| (id.as_str(), b.clone()))
-        .collect();
-    let failed = world.deliver(&handler, &refs).await;
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
 
     assert_eq!(
         failed.len(),
@@ -180,16 +173,10 @@ async fn the_binary_logs_no_token_even_at_trace_level() {
     };
     let stdout = drain(Box::new(function.stdout.take().unwrap()));
     let stderr = drain(Box::new(function.stderr.take().unwrap()));
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|(id, b)| serde_json::json!({"messageId": id, "body": b, "attributes": {"ApproximateReceiveCount": "1"}}))
-        .collect();
+    let records: Vec<Record> = messages.iter().map(|(id, b)| Record::new(id, b)).collect();
 
     let outcome = api
-        .invoke(
-            serde_json::json!({ "Records": records }),
-            Duration::from_secs(30),
-        )
+        .invoke(support::sqs::event_json(&records), Duration::from_secs(30))
         .await;
     function.kill().unwrap();
     function.wait().unwrap();
@@ -231,9 +218,8 @@ async fn crafted_ids_and_bodies_get_a_permanent_error_and_send_nothing_to_polar(
         ("types", r#"{"orderId":["o1"],"discountId":{"id":1},"discountCode":true}"#.to_owned()),
         ("control", r#"{"orderId":"o\u0000","discountId":"9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10","discountCode":"X"}"#.to_owned()),
     ];
-    let refs: Vec<(&str, String)> = messages.iter().map(|(id, b)| (*id, b.clone())).collect();
 
-    let failed = world.deliver(&handler, &refs).await;
+    let failed = world.deliver(&handler, &messages).await;
 
     assert_eq!(
         failed.len(),

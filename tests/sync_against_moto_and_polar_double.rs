@@ -4,8 +4,9 @@ mod support;
 
 use std::time::Duration;
 
+use polar_discount_sync::lambda::ProductionHandler;
 use polar_double::{Fault, FaultAction};
-use support::{body, TestHandler, World};
+use support::{body, World};
 use uuid::Uuid;
 
 /// A world with one order, `ord_1`, that used a new discount with `code` and `limit`.
@@ -19,7 +20,7 @@ async fn one_order(code: &str, limit: Option<i64>) -> (World, Uuid) {
 /// Delivers `ord_1`'s message once; the ids of the failed messages.
 async fn deliver_ord_1(
     world: &World,
-    handler: &TestHandler,
+    handler: &ProductionHandler,
     discount: Uuid,
     code: &str,
 ) -> Vec<String> {
