@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use lambda_runtime::{Context, LambdaEvent};
 use polar_discount_sync::lambda::{handler_with, ProductionHandler, Wiring};
 use polar_double::{Fault, FaultAction};
-use serde_json::{json, Value};
-use support::{body, event, World};
+use serde_json::Value;
+use support::{body, event, scheduled_event, World};
 use uuid::Uuid;
 
 /// The invocation that loses the answer: too short for the read-back, so the journal
@@ -27,24 +26,9 @@ async fn handler(world: &World) -> ProductionHandler {
         .expect("handler builds")
 }
 
-fn scheduled_event() -> LambdaEvent<Value> {
-    let mut context = Context::default();
-    context.request_id = Uuid::new_v4().to_string();
-    context.deadline = (SystemTime::now() + Duration::from_secs(60))
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let payload = json!({
-        "version": "0", "id": Uuid::new_v4(), "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "123456789012", "time": "2026-11-28T12:00:00Z",
-        "region": "us-east-1", "resources": [], "detail": {}
-    });
-    LambdaEvent::new(payload, context)
-}
-
 async fn reconcile(handler: &ProductionHandler) -> Value {
     handler
-        .handle_event(scheduled_event())
+        .handle_event(scheduled_event(Duration::from_secs(60)))
         .await
         .expect("the run answers")
 }

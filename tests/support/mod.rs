@@ -17,6 +17,6 @@ mod sqs_endpoint;
 pub mod world;
 
 #[allow(unused_imports)]
-pub use sqs::{as_refs, body, event, failed_ids, Record};
+pub use sqs::{as_refs, body, event, failed_ids, scheduled_event, Record};
 #[allow(unused_imports)]
 pub use world::{counting_dynamo, moto_endpoint, s, SqsBackend, World, TOKEN};

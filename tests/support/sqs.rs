@@ -175,3 +175,13 @@ pub fn as_refs(messages: &[(String, String)]) -> Vec<(&str, String)> {
         .map(|(id, body)| (id.as_str(), body.clone()))
         .collect()
 }
+
+/// EventBridge's scheduled event, which asks the function for a reconciliation.
+pub fn scheduled_event(timeout: Duration) -> LambdaEvent<Value> {
+    let payload = serde_json::json!({
+        "version": "0", "id": Uuid::new_v4(), "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-28T12:00:00Z",
+        "region": "us-east-1", "resources": [], "detail": {}
+    });
+    LambdaEvent::new(payload, context(timeout))
+}
