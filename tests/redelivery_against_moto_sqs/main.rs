@@ -64,12 +64,12 @@ async fn setup(
 }
 
 /// The least delay before a message that failed on its receive `receive_count` comes
-/// back, as the README promises: 5 s doubling per receive, capped at 15 min, with equal
+/// back, as the README promises: 5 s doubling per receive, capped at 30 min, with equal
 /// jitter (at least half of that).
 fn least_redelivery_delay(receive_count: u32) -> Duration {
     let ceiling = Duration::from_secs(5)
         .saturating_mul(2u32.saturating_pow(receive_count.saturating_sub(1).min(20)))
-        .min(Duration::from_secs(15 * 60));
+        .min(Duration::from_secs(30 * 60));
     ceiling / 2
 }
 
@@ -112,7 +112,7 @@ fn the_least_redelivery_delay_is_half_the_readmes_ceiling() {
         .collect();
     assert_eq!(
         secs,
-        [2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 450.0, 450.0]
+        [2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 900.0]
     );
 }
 
