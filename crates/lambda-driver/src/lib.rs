@@ -208,6 +208,13 @@ impl RuntimeApi {
     pub fn init_error(&self) -> Option<Value> {
         self.shared.status.borrow().init_error.clone()
     }
+
+    /// When the current function process (the last one spawned with [`FunctionProcess`])
+    /// first asked for an invocation (`GET next`): the end of its cold start. `None` until
+    /// it has asked.
+    pub fn first_next_at(&self) -> Option<std::time::Instant> {
+        *lock(&self.shared.first_next_at)
+    }
 }
 
 impl Drop for RuntimeApi {
@@ -222,6 +229,7 @@ impl Drop for RuntimeApi {
 /// A spawned function binary. It is killed when dropped.
 pub struct FunctionProcess {
     pid: Option<u32>,
+    spawned_at: std::time::Instant,
     exit: watch::Receiver<Option<ExitStatus>>,
     kill: Option<oneshot::Sender<()>>,
     _monitor: JoinHandle<()>,
@@ -305,6 +313,8 @@ impl FunctionProcess {
             status.process = ProcessState::Running { generation };
             status.init_error = None;
         });
+        *lock(&shared.first_next_at) = None;
+        let spawned_at = std::time::Instant::now();
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
@@ -339,6 +349,7 @@ impl FunctionProcess {
 
         Ok(FunctionProcess {
             pid,
+            spawned_at,
             exit: exit_rx,
             kill: Some(kill_tx),
             _monitor: monitor,
@@ -348,6 +359,11 @@ impl FunctionProcess {
     /// The OS process id (`None` once it has been reaped).
     pub fn id(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// Just before the process was spawned: with [`RuntimeApi::first_next_at`], its start time.
+    pub fn spawned_at(&self) -> std::time::Instant {
+        self.spawned_at
     }
 
     /// Kill the process (SIGKILL) and wait until it has exited. Does nothing more if it had
@@ -446,6 +462,8 @@ struct Shared {
     status: watch::Sender<Status>,
     function_arn: Mutex<String>,
     generation: AtomicU64,
+    /// The current process's first `GET next` (reset when a process is spawned).
+    first_next_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -460,6 +478,7 @@ impl Shared {
                 "arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:function"
             )),
             generation: AtomicU64::new(0),
+            first_next_at: Mutex::new(None),
         }
     }
 
@@ -560,6 +579,7 @@ fn trace_id(now: SystemTime) -> String {
 // Handlers
 
 async fn next_invocation(State(shared): State<Arc<Shared>>) -> Response {
+    lock(&shared.first_next_at).get_or_insert_with(std::time::Instant::now);
     let mut status = shared.status.subscribe();
     loop {
         let notified = shared.pending_ready.notified();

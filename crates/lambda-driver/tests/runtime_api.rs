@@ -424,6 +424,31 @@ async fn a_killed_process_reports_its_exit_and_a_respawned_one_serves_events() {
     );
 }
 
+#[tokio::test]
+async fn the_first_next_of_each_spawned_process_is_recorded_after_its_spawn() {
+    let api = RuntimeApi::start().await.unwrap();
+    assert_eq!(api.first_next_at(), None);
+    let mut function = spawn_function("echo", &api);
+    response(api.invoke(json!({}), GENEROUS).await);
+    let first = api
+        .first_next_at()
+        .expect("the process asked for an invocation");
+    assert!(first >= function.spawned_at());
+
+    response(api.invoke(json!({}), GENEROUS).await);
+    assert_eq!(
+        api.first_next_at(),
+        Some(first),
+        "later asks do not move it"
+    );
+
+    function.kill().await;
+    let fresh = spawn_function("echo", &api);
+    response(api.invoke(json!({}), GENEROUS).await);
+    let again = api.first_next_at().expect("the new process asked");
+    assert!(again >= fresh.spawned_at() && fresh.spawned_at() > first);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The wire protocol, spoken by hand
 
