@@ -306,8 +306,7 @@ impl SimulatedSqs {
         Ok(state.queues[state.index(url)?].spec.clone())
     }
 
-    /// Sends a message, visible after `delay` (`DelaySeconds`); its id (a FIFO duplicate
-    /// within the window: the first one's).
+    /// Sends a message; its id (a FIFO duplicate within the window: the first one's).
     pub fn send(
         &self,
         url: &str,
@@ -315,7 +314,6 @@ impl SimulatedSqs {
         group: Option<&str>,
         deduplication_id: Option<&str>,
         message_attributes: BTreeMap<String, MessageAttribute>,
-        delay: Duration,
     ) -> Result<String, SqsError> {
         if body.is_empty() {
             return Err(SqsError::MissingParameter("MessageBody is empty".into()));
@@ -361,7 +359,7 @@ impl SimulatedSqs {
             sent_at_ms: epoch_ms(),
             first_receive_ms: None,
             receive_count: 0,
-            visible_at: now + delay,
+            visible_at: now,
             receipt: None,
             dead_letter_source_arn: None,
         });
@@ -375,7 +373,7 @@ impl SimulatedSqs {
         body: &str,
         group: Option<&str>,
     ) -> Result<String, SqsError> {
-        self.send(url, body, group, None, BTreeMap::new(), Duration::ZERO)
+        self.send(url, body, group, None, BTreeMap::new())
     }
 
     /// Receives up to `max` visible messages, oldest first, each then invisible for
