@@ -2,7 +2,6 @@
 //! that the use case itself never names an adapter.
 
 mod batch;
-mod contention;
 mod counting;
 mod journal;
 mod polar_failures;
