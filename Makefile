@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive
+.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive bench
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -29,6 +29,27 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 	RUSTC_BOOTSTRAP=1 cargo fuzz run message -- -max_total_time=$(FUZZ_SECONDS)
+
+# Benchmarks (issue 10): the release binary through the Runtime API against moto and the
+# Polar double, with the original algorithm as the baseline (crates/bench). Prints the
+# report and writes it to bench-results/latest.md; a full run with the default settings also
+# copies it to BENCHMARKS.md, to commit. BENCH=tiny is a smoke run of a few seconds (CI runs it through
+# `cargo test`, crates/bench/tests/tiny_bench.rs). More flags in BENCH_ARGS, e.g.
+# BENCH_ARGS="--polar-latency-ms 20 --workloads 1,2,3 --no-original". The function's logs go
+# to bench-results/stderr.log. Two builds, not one: a joint build would unify the bench's
+# dependency features into the function binary, whose size the bench reports.
+BENCH ?= full
+BENCH_ARGS ?=
+bench: $(DEV_ENV)
+	cargo build --release --locked --bin polar-discount-sync
+	cargo build --release --locked -p polar-sync-bench
+	@mkdir -p bench-results
+	scripts/with-moto.sh target/release/polar-sync-bench --size $(BENCH) \
+		--command "make bench$(if $(filter-out full,$(BENCH)), BENCH=$(BENCH))$(if $(BENCH_ARGS), BENCH_ARGS=\"$(BENCH_ARGS)\")" \
+		--out bench-results/latest.md $(BENCH_ARGS) 2>bench-results/stderr.log \
+		|| { tail -n 40 bench-results/stderr.log; exit 1; }
+	@if [ "$(BENCH)" = full ] && [ -z "$(BENCH_ARGS)" ]; then cp bench-results/latest.md BENCHMARKS.md && \
+		echo "BENCHMARKS.md updated: commit it with the change it measures"; fi
 
 # Operators: what is in the dead-letter queue and why; move it back after a fix.
 dlq-list: $(DEV_ENV)

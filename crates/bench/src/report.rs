@@ -1,0 +1,569 @@
+//! The Markdown report: the setup, a summary, each workload's numbers side by side with the
+//! original algorithm's, start time and footprint, and issue 10's targets, each marked met
+//! or not from the measurements.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::event_source::QUEUE_DEPTH;
+use crate::machine::{BinaryFile, Machine};
+use crate::workloads::{
+    Bench, CriticalPath, Measurement, Size, WorkloadSpec, FUNCTION_TIMEOUT, MAX_RECEIVE_COUNT,
+    POLAR_REQUESTS_PER_MINUTE, VISIBILITY_TIMEOUT_SECS,
+};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub struct WorkloadResult {
+    pub spec: WorkloadSpec,
+    pub function: Measurement,
+    pub original: Option<Measurement>,
+}
+
+impl WorkloadResult {
+    /// How many times faster than the original the function drained the queue.
+    fn speedup(&self) -> Option<f64> {
+        let original = self.original.as_ref()?.wall_time()?;
+        let function = self.function.wall_time()?;
+        Some(original.as_secs_f64() / function.as_secs_f64())
+    }
+}
+
+pub struct Results {
+    pub command: String,
+    pub machine: Machine,
+    pub binary: String,
+    pub binary_file: BinaryFile,
+    pub polar_latency: Duration,
+    pub size: Size,
+    pub start_times: Vec<Duration>,
+    pub critical_path: CriticalPath,
+    pub workloads: Vec<WorkloadResult>,
+    pub bench_duration: Duration,
+    pub load_before: String,
+    pub load_after: String,
+}
+
+impl Results {
+    pub fn new(command: String, bench: &Bench) -> Results {
+        Results {
+            command,
+            machine: bench.machine.clone(),
+            binary: bench.binary.display().to_string(),
+            binary_file: bench.binary_file,
+            polar_latency: bench.polar_latency,
+            size: bench.size,
+            start_times: Vec::new(),
+            critical_path: CriticalPath::default(),
+            workloads: Vec::new(),
+            bench_duration: Duration::ZERO,
+            load_before: crate::machine::load_average(),
+            load_after: String::new(),
+        }
+    }
+
+    fn workload(&self, number: usize) -> Option<&WorkloadResult> {
+        self.workloads.iter().find(|w| w.spec.number == number)
+    }
+
+    fn median_start_time(&self) -> Option<Duration> {
+        let mut times = self.start_times.clone();
+        times.sort();
+        let middle = times.len() / 2;
+        match times.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(times[middle]),
+            _ => Some((times[middle - 1] + times[middle]) / 2),
+        }
+    }
+
+    /// The largest `VmHWM` of any function container in the run.
+    fn peak_rss_bytes(&self) -> Option<u64> {
+        self.workloads
+            .iter()
+            .map(|w| &w.function)
+            .chain(&self.critical_path.runs)
+            .filter_map(|m| m.peak_rss_bytes)
+            .max()
+    }
+
+    fn ratio_to_critical_path(&self, measurement: &Measurement) -> Option<f64> {
+        let path = self.critical_path.wall_time()?.as_secs_f64();
+        Some(measurement.wall_time()?.as_secs_f64() / path)
+    }
+}
+
+pub fn render(results: &Results) -> String {
+    let mut out = String::new();
+    header(&mut out, results);
+    summary(&mut out, results);
+    critical_path(&mut out, results);
+    for workload in &results.workloads {
+        workload_details(&mut out, results, workload);
+    }
+    footprint(&mut out, results);
+    targets(&mut out, results);
+    out
+}
+
+fn header(out: &mut String, r: &Results) {
+    let m = &r.machine;
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "The function's release binary through the Lambda Runtime API, against moto (DynamoDB, \
+         SQS) and the Polar double, fed by an SQS event source emulator from a real moto queue; \
+         the original TypeScript algorithm (ported in `crates/bench/src/original.rs`) runs in \
+         the same run as the baseline. Produced by `make bench`; timings are measured, never \
+         asserted.\n"
+    );
+    let size = match r.size {
+        Size::Full => "full",
+        Size::Tiny => "tiny (CI smoke run: small workloads, not comparable to the full run)",
+    };
+    let rows = [
+        ("date", m.date.clone()),
+        ("command", format!("`{}`", r.command)),
+        ("size", size.to_owned()),
+        ("machine", format!("`{}`", m.uname)),
+        ("cores (nproc)", m.cores.to_string()),
+        ("function source", m.source.clone()),
+        ("CPU", m.cpu_model.clone()),
+        (
+            "function binary",
+            format!(
+                "`{}`: {} bytes ({:.2} MiB), {}",
+                r.binary,
+                r.binary_file.bytes,
+                r.binary_file.bytes as f64 / MIB,
+                if r.binary_file.stripped {
+                    "stripped"
+                } else {
+                    "not stripped"
+                }
+            ),
+        ),
+        (
+            "Polar double",
+            format!(
+                "{} ms added to every request; {POLAR_REQUESTS_PER_MINUTE} requests/min per \
+                 organization enforced (429 + `retry-after`)",
+                r.polar_latency.as_millis()
+            ),
+        ),
+        (
+            "queue",
+            format!(
+                "standard, visibility timeout {VISIBILITY_TIMEOUT_SECS} s, redrive to a DLQ \
+                 after {MAX_RECEIVE_COUNT} receives; batches of up to 10 (short polls, 250 ms \
+                 apart when idle); one poller per container; at most {QUEUE_DEPTH} messages \
+                 in the queue at once, topped up as batches are deleted (moto's receive time \
+                 grows with the queue)"
+            ),
+        ),
+        (
+            "function",
+            format!(
+                "timeout {} s; `MAXIMUM_CONCURRENCY` = the containers of the workload (at least \
+                 the default 2); everything else default; AWS requests through a counting proxy",
+                FUNCTION_TIMEOUT.as_secs()
+            ),
+        ),
+        ("bench duration", duration_words(r.bench_duration)),
+        (
+            "load average (1, 5, 15 min)",
+            format!("{} before, {} after", r.load_before, r.load_after),
+        ),
+    ];
+    let _ = writeln!(out, "| | |\n|---|---|");
+    for (name, value) in rows {
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+    let _ = writeln!(
+        out,
+        "\nUnits and definitions: s = seconds, ms = milliseconds, MiB = 2^20 bytes. Each run \
+         uses fresh tables, queues, Polar double and containers; every container first handles \
+         one warm-up message of its own, outside the measurement. **Wall time** runs from the \
+         first invocation to the deletion of the last acknowledged batch, the queue then empty. \
+         **Per message** divides by the messages sent (duplicates included); **per redemption** \
+         by the distinct orders. **Redemptions/min** = orders marked synced ÷ wall time. \
+         **Exactly once** = every discount's final `max_redemptions` equals its initial value \
+         less its distinct orders, and every order is marked synced (all valid orders counted \
+         once). The contract's narrower check, that each limit went down by exactly its \
+         orders marked synced, is listed per workload too. Redemptions/min of a run that did \
+         not drain are over the time until it was given up on.\n"
+    );
+}
+
+fn summary(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(
+        out,
+        "| workload | algorithm | wall time | × critical path | speedup | Polar req/message | \
+         DynamoDB req/message | redemptions/min | 429s | dead-lettered | exactly once |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for w in &r.workloads {
+        for (m, speedup) in [
+            (Some(&w.function), w.speedup()),
+            (w.original.as_ref(), None),
+        ] {
+            let Some(m) = m else { continue };
+            let _ = writeln!(
+                out,
+                "| {}. {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                w.spec.number,
+                short_title(&w.spec),
+                algorithm_name(m),
+                wall(m),
+                times(r.ratio_to_critical_path(m)),
+                times(speedup),
+                per(m, m.polar_requests as u64),
+                per(m, m.aws_requests.dynamodb()),
+                rate(m.redemptions_per_minute()),
+                m.polar_429s,
+                m.dead_letters,
+                yes_no(m.exactly_once())
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
+fn critical_path(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## Critical path\n");
+    let runs: Vec<String> = r.critical_path.runs.iter().map(wall).collect();
+    match r.critical_path.best() {
+        Some(best) => {
+            let _ = writeln!(
+                out,
+                "One lone message for one discount, one container: **{}** (best of {}: {}). \
+                 It costs {} Polar requests and {} DynamoDB requests ({}).\n",
+                wall(best),
+                runs.len(),
+                runs.join(", "),
+                best.polar_requests,
+                best.aws_requests.dynamodb(),
+                best.aws_requests.dynamodb_operations()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "Not measured: {}\n", runs.join(", "));
+        }
+    }
+}
+
+fn workload_details(out: &mut String, r: &Results, w: &WorkloadResult) {
+    let _ = writeln!(out, "## {}. {}\n", w.spec.number, w.spec.title);
+    let columns: Vec<&Measurement> = std::iter::once(&w.function)
+        .chain(w.original.as_ref())
+        .collect();
+    let names: Vec<&str> = columns.iter().map(|m| algorithm_name(m)).collect();
+    let _ = writeln!(out, "| | {} |", names.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(columns.len()));
+    let mut row = |name: &str, value: &dyn Fn(&Measurement) -> String| {
+        let values: Vec<String> = columns.iter().map(|m| value(m)).collect();
+        let _ = writeln!(out, "| {name} | {} |", values.join(" | "));
+    };
+    if columns.iter().any(|m| m.failure.is_some()) {
+        row("not run because", &|m| {
+            m.failure.clone().unwrap_or_else(|| "–".into())
+        });
+    }
+    row("messages (distinct orders)", &|m| {
+        format!("{} ({})", m.messages, m.orders)
+    });
+    row("wall time", &wall);
+    row("× critical path", &|m| times(r.ratio_to_critical_path(m)));
+    if let Some(speedup) = w.speedup() {
+        row("speedup over the original", &|m| match m.algorithm {
+            crate::workloads::Algorithm::Function => format!("{speedup:.1}×"),
+            crate::workloads::Algorithm::Original => "1×".into(),
+        });
+    }
+    row("redemptions/min", &|m| rate(m.redemptions_per_minute()));
+    row("invocations (timed out, errored)", &|m| {
+        format!(
+            "{} ({}, {})",
+            m.progress.invocations, m.progress.timed_out, m.progress.errored
+        )
+    });
+    row("receives (most of one message)", &|m| {
+        format!(
+            "{} ({})",
+            m.progress.receives, m.progress.most_receives_of_one_message
+        )
+    });
+    row("Polar requests (per message, per redemption)", &|m| {
+        format!(
+            "{} ({}, {:.2})",
+            m.polar_requests,
+            per(m, m.polar_requests as u64),
+            m.polar_requests as f64 / m.orders.max(1) as f64
+        )
+    });
+    if let Some(code) = &w.spec.hot_code {
+        row(&format!("Polar requests per redemption on {code}"), &|m| {
+            m.hot.map_or("–".into(), |hot| {
+                format!(
+                    "{:.3} ({} requests, {} orders)",
+                    hot.requests as f64 / hot.orders.max(1) as f64,
+                    hot.requests,
+                    hot.orders
+                )
+            })
+        });
+    }
+    row("Polar 429s", &|m| m.polar_429s.to_string());
+    row("DynamoDB requests (per message)", &|m| {
+        format!(
+            "{} ({})",
+            m.aws_requests.dynamodb(),
+            per(m, m.aws_requests.dynamodb())
+        )
+    });
+    row("DynamoDB operations", &|m| {
+        m.aws_requests.dynamodb_operations()
+    });
+    row("SQS requests by the function", &|m| {
+        format!(
+            "{} ({})",
+            m.aws_requests.sqs(),
+            m.aws_requests.sqs_operations()
+        )
+    });
+    row("dead-lettered messages", &|m| m.dead_letters.to_string());
+    row("valid orders dead-lettered", &|m| {
+        m.dead_lettered_orders.to_string()
+    });
+    row(
+        "discounts with the exact limit (all orders counted)",
+        &|m| format!("{} of {}", m.discounts_exact, m.discounts),
+    );
+    row("discounts whose limit matches their synced orders", &|m| {
+        format!("{} of {}", m.discounts_matching_synced, m.discounts)
+    });
+    row("limit left too high (+) / too low (−), summed", &|m| {
+        format!("{:+}", m.limit_excess)
+    });
+    row("orders marked synced", &|m| {
+        format!("{} of {}", m.orders_synced, m.orders)
+    });
+    row("exactly once", &|m| yes_no(m.exactly_once()).into());
+    row("peak RSS (VmHWM, largest container)", &|m| {
+        m.peak_rss_bytes.map_or("–".into(), mib)
+    });
+    if let Some(error) = columns.iter().find_map(|m| m.progress.first_error.clone()) {
+        let _ = writeln!(out, "\nFirst whole-invocation error: `{error}`");
+    }
+    let _ = writeln!(out);
+}
+
+fn footprint(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## Start time and footprint\n");
+    let mut sorted = r.start_times.clone();
+    sorted.sort();
+    let listed: Vec<String> = sorted.iter().map(|d| millis(*d)).collect();
+    let _ = writeln!(
+        out,
+        "- Start time (spawn to the first `GET /runtime/invocation/next`), median of {} \
+         spawns: **{}** (sorted: {}).",
+        sorted.len(),
+        r.median_start_time().map_or("not measured".into(), millis),
+        listed.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "- Peak RSS (`VmHWM` after the workload), largest of all containers: **{}**.",
+        r.peak_rss_bytes().map_or("not measured".into(), mib)
+    );
+    let _ = writeln!(
+        out,
+        "- Binary size: **{} bytes ({:.2} MiB)**, {}.\n",
+        r.binary_file.bytes,
+        r.binary_file.bytes as f64 / MIB,
+        if r.binary_file.stripped {
+            "stripped"
+        } else {
+            "not stripped"
+        }
+    );
+}
+
+/// One row of the targets table: what issue 10 asks, what was measured, whether it is met.
+struct Target {
+    name: &'static str,
+    measured: String,
+    met: Option<bool>,
+}
+
+fn targets(out: &mut String, r: &Results) {
+    let flash = r.workload(4);
+    let ten_discounts = r.workload(1);
+    let same_discount = r.workload(2);
+    let lone = r.critical_path.best();
+    let mut rows = Vec::new();
+
+    let flash_rate = flash.and_then(|w| w.function.redemptions_per_minute());
+    rows.push(Target {
+        name: "flash sale: ≥ 1,500 redemptions/min",
+        measured: rate(flash_rate),
+        met: flash_rate.map(|x| x >= 1500.0),
+    });
+    let flash_over_original = flash.and_then(|w| {
+        Some(w.function.redemptions_per_minute()? / w.original.as_ref()?.redemptions_per_minute()?)
+    });
+    rows.push(Target {
+        name: "flash sale: ≥ 5× the original's redemptions/min",
+        measured: times(flash_over_original),
+        met: flash_over_original.map(|x| x >= 5.0),
+    });
+    rows.push(Target {
+        name: "flash sale: 0 × 429",
+        measured: flash.map_or("–".into(), |w| format!("{} × 429", w.function.polar_429s)),
+        met: flash.map(|w| w.function.polar_429s == 0),
+    });
+    rows.push(Target {
+        name: "flash sale: 0 valid orders dead-lettered",
+        measured: flash.map_or("–".into(), |w| {
+            format!("{} valid orders", w.function.dead_lettered_orders)
+        }),
+        met: flash.map(|w| w.function.dead_lettered_orders == 0),
+    });
+    rows.push(Target {
+        name: "flash sale: exactly once",
+        measured: flash.map_or("–".into(), |w| {
+            format!(
+                "limit off by {:+}, {} of {} orders synced",
+                w.function.limit_excess, w.function.orders_synced, w.function.orders
+            )
+        }),
+        met: flash.map(|w| w.function.exactly_once()),
+    });
+    let hot = flash.and_then(|w| w.function.hot);
+    let hot_per_redemption = hot.map(|h| h.requests as f64 / h.orders.max(1) as f64);
+    rows.push(Target {
+        name: "flash sale: ≤ 0.2 Polar requests per redemption on the hot code",
+        measured: hot_per_redemption.map_or("–".into(), |x| format!("{x:.3} requests")),
+        met: hot_per_redemption.map(|x| x <= 0.2),
+    });
+    let ten_ratio = ten_discounts.and_then(|w| r.ratio_to_critical_path(&w.function));
+    rows.push(Target {
+        name: "10-discount batch: ≤ 1.3× its critical path",
+        measured: ten_ratio.map_or("–".into(), |x| {
+            format!(
+                "{x:.2}× ({} vs {})",
+                ten_discounts.map_or("–".into(), |w| wall(&w.function)),
+                r.critical_path.best().map_or("–".into(), wall)
+            )
+        }),
+        met: ten_ratio.map(|x| x <= 1.3),
+    });
+    let ten_speedup = ten_discounts.and_then(WorkloadResult::speedup);
+    rows.push(Target {
+        name: "10-discount batch: ≥ 5× faster than the original",
+        measured: times(ten_speedup),
+        met: ten_speedup.map(|x| x >= 5.0),
+    });
+    let lone_dynamo = lone.map(|m| m.per_message(m.aws_requests.dynamodb()));
+    rows.push(Target {
+        name: "DynamoDB: ≤ 3 requests for a lone message",
+        measured: lone_dynamo.map_or("–".into(), |x| format!("{x:.2} requests")),
+        met: lone_dynamo.map(|x| x <= 3.0),
+    });
+    let batch_dynamo =
+        same_discount.map(|w| w.function.per_message(w.function.aws_requests.dynamodb()));
+    rows.push(Target {
+        name: "DynamoDB: ≤ 1.5 requests per message in a batch of 10 for one discount",
+        measured: batch_dynamo.map_or("–".into(), |x| format!("{x:.2} requests/message")),
+        met: batch_dynamo.map(|x| x <= 1.5),
+    });
+    let start = r.median_start_time();
+    rows.push(Target {
+        name: "start time: ≤ 15 ms median",
+        measured: start.map_or("–".into(), millis),
+        met: start.map(|d| d <= Duration::from_millis(15)),
+    });
+    let rss = r.peak_rss_bytes();
+    rows.push(Target {
+        name: "peak RSS: ≤ 20 MiB",
+        measured: rss.map_or("–".into(), mib),
+        met: rss.map(|b| b as f64 <= 20.0 * MIB),
+    });
+    rows.push(Target {
+        name: "binary: ≤ 8 MiB stripped",
+        measured: mib(r.binary_file.bytes),
+        met: Some(r.binary_file.stripped && r.binary_file.bytes as f64 <= 8.0 * MIB),
+    });
+
+    let _ = writeln!(out, "## Targets (issue 10)\n");
+    let _ = writeln!(out, "| target | measured | |");
+    let _ = writeln!(out, "|---|---|---|");
+    for target in rows {
+        let verdict = match target.met {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "not measured",
+        };
+        let _ = writeln!(out, "| {} | {} | {verdict} |", target.name, target.measured);
+    }
+}
+
+fn short_title(spec: &WorkloadSpec) -> &'static str {
+    match spec.number {
+        1 => "10 discounts",
+        2 => "1 discount × 10",
+        3 => "mixed batch",
+        4 => "flash sale",
+        5 => "sustained",
+        _ => "lone message",
+    }
+}
+
+fn algorithm_name(m: &Measurement) -> &'static str {
+    match m.algorithm {
+        crate::workloads::Algorithm::Function => "this function",
+        crate::workloads::Algorithm::Original => "original algorithm",
+    }
+}
+
+fn wall(m: &Measurement) -> String {
+    match (m.wall_time(), &m.failure) {
+        (Some(wall), _) => format!("{:.3} s", wall.as_secs_f64()),
+        (None, Some(_)) => "not run".into(),
+        (None, None) => "did not drain".into(),
+    }
+}
+
+fn per(m: &Measurement, count: u64) -> String {
+    format!("{:.2}", m.per_message(count))
+}
+
+fn times(ratio: Option<f64>) -> String {
+    ratio.map_or("–".into(), |x| format!("{x:.2}×"))
+}
+
+fn rate(per_minute: Option<f64>) -> String {
+    per_minute.map_or("–".into(), |x| format!("{x:.0}/min"))
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "**no**"
+    }
+}
+
+fn duration_words(d: Duration) -> String {
+    let secs = d.as_secs();
+    format!("{} min {} s", secs / 60, secs % 60)
+}

@@ -1,0 +1,706 @@
+//! The workloads, and one run of a workload: fresh tables, queues, Polar double and
+//! counting proxy; the containers started and warmed up; the messages sent; the queue
+//! drained by the event source; then every measurement and the exactly-once check.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use polar_double::{DiscountSeed, DoubleConfig, Fault, FaultAction, PolarDouble, RecordedRequest};
+use uuid::Uuid;
+
+use crate::container::Container;
+use crate::counting_proxy::{CountingProxy, RequestCounts};
+use crate::event_source::{EventSource, Invoker, Progress};
+use crate::fixtures::{aws_config, Order, Queues, Tables, REGION};
+use crate::machine::{self, BinaryFile, Machine};
+use crate::original::OriginalSync;
+
+/// The function's timeout: each invocation's deadline.
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(6);
+/// The source queue's visibility timeout: at least the function timeout, as AWS requires.
+pub const VISIBILITY_TIMEOUT_SECS: u32 = 6;
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// Polar's organization-wide limit, enforced by the double with 429 and `retry-after`.
+pub const POLAR_REQUESTS_PER_MINUTE: u32 = 500;
+/// Every discount starts with this many uses left, so no workload reaches a last use.
+const INITIAL_MAX_REDEMPTIONS: i64 = 1_000_000;
+const TOKEN: &str = "polar_oat_bench_token";
+/// Fixed, so that every run sends the same messages in the same order.
+const SHUFFLE_SEED: u64 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Full,
+    Tiny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// The function binary, through the Runtime API.
+    Function,
+    /// The original TypeScript algorithm's port, in process.
+    Original,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscountSpec {
+    pub code: String,
+    pub orders: usize,
+    /// Orders of this discount whose message is sent twice.
+    pub duplicate_messages: usize,
+}
+
+impl DiscountSpec {
+    fn new(code: impl Into<String>, orders: usize, duplicate_messages: usize) -> Self {
+        DiscountSpec {
+            code: code.into(),
+            orders,
+            duplicate_messages,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    pub number: usize,
+    pub title: String,
+    pub containers: usize,
+    pub discounts: Vec<DiscountSpec>,
+    /// Whether the original algorithm runs it too, as the baseline.
+    pub with_original: bool,
+    /// Given up on (reported as not drained) after this long.
+    pub bound: Duration,
+    /// The code whose Polar requests per redemption are reported on their own.
+    pub hot_code: Option<String>,
+}
+
+impl WorkloadSpec {
+    pub fn messages(&self) -> usize {
+        self.discounts
+            .iter()
+            .map(|d| d.orders + d.duplicate_messages)
+            .sum()
+    }
+
+    pub fn orders(&self) -> usize {
+        self.discounts.iter().map(|d| d.orders).sum()
+    }
+
+    fn lone_message() -> WorkloadSpec {
+        WorkloadSpec {
+            number: 0,
+            title: "one lone message for one discount".into(),
+            containers: 1,
+            discounts: vec![DiscountSpec::new("LONE", 1, 0)],
+            with_original: false,
+            bound: Duration::from_secs(60),
+            hot_code: None,
+        }
+    }
+}
+
+/// Polar requests on one code, against its distinct orders.
+#[derive(Debug, Clone, Copy)]
+pub struct HotCode {
+    pub requests: usize,
+    pub orders: usize,
+}
+
+/// Everything measured in one run of a workload.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub algorithm: Algorithm,
+    pub messages: usize,
+    pub orders: usize,
+    pub progress: Progress,
+    pub polar_requests: usize,
+    pub polar_429s: usize,
+    pub hot: Option<HotCode>,
+    pub aws_requests: RequestCounts,
+    pub dead_letters: usize,
+    /// Distinct orders (all valid: each exists and matches its message) with a message in
+    /// the dead-letter queue.
+    pub dead_lettered_orders: usize,
+    pub orders_synced: usize,
+    pub discounts: usize,
+    pub discounts_exact: usize,
+    /// Discounts whose limit went down by exactly their orders marked synced.
+    pub discounts_matching_synced: usize,
+    /// Σ (final − expected) `max_redemptions` over the discounts: above 0, uses that Polar
+    /// never counted; below 0, uses counted twice.
+    pub limit_excess: i64,
+    /// The largest `VmHWM` among the function's containers.
+    pub peak_rss_bytes: Option<u64>,
+    /// Why the run could not be done, if it could not.
+    pub failure: Option<String>,
+}
+
+impl Measurement {
+    fn failed(spec: &WorkloadSpec, algorithm: Algorithm, why: String) -> Measurement {
+        Measurement {
+            algorithm,
+            messages: spec.messages(),
+            orders: spec.orders(),
+            progress: Progress::default(),
+            polar_requests: 0,
+            polar_429s: 0,
+            hot: None,
+            aws_requests: RequestCounts::default(),
+            dead_letters: 0,
+            dead_lettered_orders: 0,
+            orders_synced: 0,
+            discounts: spec.discounts.len(),
+            discounts_exact: 0,
+            discounts_matching_synced: 0,
+            limit_excess: 0,
+            peak_rss_bytes: None,
+            failure: Some(why),
+        }
+    }
+
+    /// First invocation to the last one's deletions, if the queue drained.
+    pub fn wall_time(&self) -> Option<Duration> {
+        if self.failure.is_some() || !self.progress.drained {
+            return None;
+        }
+        self.progress.wall_time()
+    }
+
+    pub fn per_message(&self, count: u64) -> f64 {
+        count as f64 / self.messages.max(1) as f64
+    }
+
+    /// Over the wall time, or until the run was given up on if it did not drain.
+    pub fn redemptions_per_minute(&self) -> Option<f64> {
+        if self.failure.is_some() {
+            return None;
+        }
+        let wall = self.progress.wall_time()?.as_secs_f64();
+        Some(self.orders_synced as f64 * 60.0 / wall.max(f64::EPSILON))
+    }
+
+    /// Polar counted each distinct order exactly once, and every order is marked synced.
+    pub fn exactly_once(&self) -> bool {
+        self.failure.is_none()
+            && self.discounts_exact == self.discounts
+            && self.orders_synced == self.orders
+    }
+
+    pub fn one_line(&self) -> String {
+        if let Some(failure) = &self.failure {
+            return format!("not run: {failure}");
+        }
+        let wall = match self.wall_time() {
+            Some(wall) => format!("{:.3} s", wall.as_secs_f64()),
+            None => "did not drain".into(),
+        };
+        format!(
+            "{wall}, {} invocations, {} Polar requests ({} × 429), {} DynamoDB requests, \
+             {} dead-lettered, exactly once: {}",
+            self.progress.invocations,
+            self.polar_requests,
+            self.polar_429s,
+            self.aws_requests.dynamodb(),
+            self.dead_letters,
+            if self.exactly_once() { "yes" } else { "NO" },
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CriticalPath {
+    pub runs: Vec<Measurement>,
+}
+
+impl CriticalPath {
+    pub fn best(&self) -> Option<&Measurement> {
+        self.runs
+            .iter()
+            .filter(|m| m.wall_time().is_some())
+            .min_by_key(|m| m.wall_time())
+    }
+
+    pub fn wall_time(&self) -> Option<Duration> {
+        self.best()?.wall_time()
+    }
+}
+
+/// The messages, orders and discounts of one run.
+struct Plan {
+    /// `(code, id)` of each discount of the spec, in order.
+    discounts: Vec<(String, Uuid)>,
+    orders: Vec<Order>,
+    bodies: Vec<String>,
+}
+
+impl Plan {
+    fn new(spec: &WorkloadSpec) -> Plan {
+        let mut rng = fastrand::Rng::with_seed(SHUFFLE_SEED);
+        let mut discounts = Vec::new();
+        let mut orders = Vec::new();
+        let mut bodies = Vec::new();
+        for discount in &spec.discounts {
+            let id = Uuid::new_v4();
+            discounts.push((discount.code.clone(), id));
+            let own: Vec<Order> = (1..=discount.orders)
+                .map(|n| Order {
+                    id: format!("ord-{}-{n}", discount.code),
+                    discount: id,
+                    code: discount.code.clone(),
+                })
+                .collect();
+            bodies.extend(own.iter().map(Order::message_body));
+            for _ in 0..discount.duplicate_messages {
+                bodies.push(own[rng.usize(..own.len())].message_body());
+            }
+            orders.extend(own);
+        }
+        rng.shuffle(&mut bodies);
+        Plan {
+            discounts,
+            orders,
+            bodies,
+        }
+    }
+}
+
+/// What one run works on, all its own.
+struct Setup {
+    polar: PolarDouble,
+    proxy: CountingProxy,
+    tables: Tables,
+    queues: Queues,
+    plan: Plan,
+    /// One per container.
+    warm_ups: Vec<Order>,
+}
+
+pub struct Bench {
+    moto: String,
+    dynamo: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    pub binary: PathBuf,
+    pub binary_file: BinaryFile,
+    pub polar_latency: Duration,
+    pub size: Size,
+    pub machine: Machine,
+}
+
+impl Bench {
+    pub async fn new(moto: &str, binary: &Path, polar_latency: Duration, size: Size) -> Bench {
+        let aws = aws_config(moto).await;
+        Bench {
+            moto: moto.to_owned(),
+            dynamo: aws_sdk_dynamodb::Client::new(&aws),
+            sqs: aws_sdk_sqs::Client::new(&aws),
+            binary: binary.to_owned(),
+            binary_file: machine::binary_file(binary),
+            polar_latency,
+            size,
+            machine: Machine::describe(),
+        }
+    }
+
+    pub fn workload(&self, number: usize) -> WorkloadSpec {
+        let tiny = self.size == Size::Tiny;
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        match number {
+            1 => WorkloadSpec {
+                number,
+                title: "10 messages for 10 distinct discounts, one batch, one container".into(),
+                containers: 1,
+                discounts: (1..=10)
+                    .map(|n| DiscountSpec::new(format!("TEN{n}"), 1, 0))
+                    .collect(),
+                with_original: true,
+                bound: minutes(2),
+                hot_code: None,
+            },
+            2 => WorkloadSpec {
+                number,
+                title: "10 messages for one discount, one batch, one container".into(),
+                containers: 1,
+                discounts: vec![DiscountSpec::new("SAME", 10, 0)],
+                with_original: true,
+                bound: minutes(2),
+                hot_code: Some("SAME".into()),
+            },
+            3 => WorkloadSpec {
+                number,
+                title: "mixed batch: 4 messages for one discount (one a duplicate), 3 for \
+                        another, 3 singles; one batch, one container"
+                    .into(),
+                containers: 1,
+                discounts: vec![
+                    DiscountSpec::new("MIXA", 3, 1),
+                    DiscountSpec::new("MIXB", 3, 0),
+                    DiscountSpec::new("MIXC", 1, 0),
+                    DiscountSpec::new("MIXD", 1, 0),
+                    DiscountSpec::new("MIXE", 1, 0),
+                ],
+                with_original: true,
+                bound: minutes(2),
+                hot_code: None,
+            },
+            4 => {
+                let (hot, quiet, containers) = if tiny { (20, 1, 2) } else { (400, 5, 4) };
+                let mut discounts = vec![DiscountSpec::new("FLASH", hot, hot / 10)];
+                discounts.extend((1..=3).map(|n| DiscountSpec::new(format!("QUIET{n}"), quiet, 0)));
+                WorkloadSpec {
+                    number,
+                    title: format!(
+                        "flash sale: one code redeemed by {hot} orders at once (+{} duplicate \
+                         messages) next to 3 quiet codes ({quiet} orders each), {containers} \
+                         containers",
+                        hot / 10
+                    ),
+                    containers,
+                    discounts,
+                    with_original: true,
+                    bound: minutes(10),
+                    hot_code: Some("FLASH".into()),
+                }
+            }
+            5 => {
+                let (codes, per_code, containers) = if tiny { (5, 2, 2) } else { (50, 40, 4) };
+                WorkloadSpec {
+                    number,
+                    title: format!(
+                        "sustained: {} messages across {codes} discounts, {containers} containers",
+                        codes * per_code
+                    ),
+                    containers,
+                    discounts: (1..=codes)
+                        .map(|n| DiscountSpec::new(format!("SUST{n}"), per_code, 0))
+                        .collect(),
+                    with_original: false,
+                    bound: minutes(20),
+                    hot_code: None,
+                }
+            }
+            other => panic!("no workload {other}"),
+        }
+    }
+
+    /// The lone message's wall time, best of 3 (1 for the tiny size), each on fresh tables.
+    pub async fn critical_path(&self) -> CriticalPath {
+        let runs = if self.size == Size::Tiny { 1 } else { 3 };
+        let mut path = CriticalPath::default();
+        for _ in 0..runs {
+            let run = self
+                .run(&WorkloadSpec::lone_message(), Algorithm::Function)
+                .await;
+            println!("    {}", run.one_line());
+            path.runs.push(run);
+        }
+        path
+    }
+
+    /// From spawning the function to its first `GET next`, for ~10 fresh processes.
+    pub async fn start_times(&self) -> Vec<Duration> {
+        let spawns = if self.size == Size::Tiny { 3 } else { 10 };
+        let polar = PolarDouble::start().await;
+        let Ok(proxy) = CountingProxy::start(&self.moto).await else {
+            return Vec::new();
+        };
+        let tables = Tables::create(&self.dynamo).await;
+        let queues = Queues::create(&self.sqs, VISIBILITY_TIMEOUT_SECS, MAX_RECEIVE_COUNT).await;
+        let env = self.function_env(&tables, &queues, &polar, &proxy, 1);
+        let mut times = Vec::new();
+        for _ in 0..spawns {
+            match Container::start(&self.binary, &env).await {
+                Ok(container) => {
+                    times.push(container.start_time);
+                    container.stop().await;
+                }
+                Err(error) => {
+                    eprintln!("bench: the function did not start: {error}");
+                    break;
+                }
+            }
+        }
+        tables.delete(&self.dynamo).await;
+        queues.delete(&self.sqs).await;
+        times
+    }
+
+    /// The function's environment, as CONTRACT.md names it; its AWS requests go through the
+    /// counting proxy. Each container spends 1/N of the rate budget, N being the event
+    /// source's concurrency: the containers run here, or the default 2.
+    fn function_env(
+        &self,
+        tables: &Tables,
+        queues: &Queues,
+        polar: &PolarDouble,
+        proxy: &CountingProxy,
+        containers: usize,
+    ) -> Vec<(String, String)> {
+        [
+            ("ORDERS_TABLE", tables.orders.clone()),
+            ("SYNC_TABLE", tables.sync.clone()),
+            ("POLAR_API_URL", polar.base_url()),
+            ("POLAR_ACCESS_TOKEN", TOKEN.to_owned()),
+            ("DEAD_LETTER_QUEUE_URL", queues.dead_letter_url.clone()),
+            ("MAXIMUM_CONCURRENCY", containers.max(2).to_string()),
+            ("AWS_ENDPOINT_URL", proxy.url()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// One run of `spec` by `algorithm`, on fresh tables, queues and Polar double.
+    pub async fn run(&self, spec: &WorkloadSpec, algorithm: Algorithm) -> Measurement {
+        let setup = match self.set_up(spec).await {
+            Ok(setup) => setup,
+            Err(error) => return Measurement::failed(spec, algorithm, error),
+        };
+        let invokers = match self.start_invokers(spec, algorithm, &setup).await {
+            Ok(invokers) => invokers,
+            Err(error) => return Measurement::failed(spec, algorithm, error),
+        };
+        let source = EventSource::new(self.sqs.clone(), setup.queues.clone());
+        if let Err(error) = self.warm_up(&source, &invokers, &setup).await {
+            return Measurement::failed(spec, algorithm, error);
+        }
+
+        let polar_baseline = setup.polar.requests().len();
+        setup.polar.reset_rate_limit_window();
+        source
+            .drain(
+                &invokers,
+                setup.plan.bodies.clone(),
+                FUNCTION_TIMEOUT,
+                spec.bound,
+            )
+            .await;
+        let aws_requests = setup.proxy.counts();
+        let mut peak_rss_bytes = None;
+        for invoker in invokers {
+            if let Invoker::Function(container) = invoker {
+                peak_rss_bytes = peak_rss_bytes.max(container.peak_rss_bytes());
+                container.stop().await;
+            }
+        }
+
+        let mut measurement = self.check(spec, algorithm, &setup, polar_baseline).await;
+        measurement.progress = source.progress();
+        measurement.aws_requests = aws_requests;
+        measurement.peak_rss_bytes = peak_rss_bytes;
+        setup.tables.delete(&self.dynamo).await;
+        setup.queues.delete(&self.sqs).await;
+        measurement
+    }
+
+    /// The run's own Polar double (with the latency, Polar's rate limit, the discounts),
+    /// counting proxy, tables (with the orders) and queues.
+    async fn set_up(&self, spec: &WorkloadSpec) -> Result<Setup, String> {
+        let polar = PolarDouble::start_with(DoubleConfig {
+            token: Some(TOKEN.into()),
+            rate_limit_per_minute: Some(POLAR_REQUESTS_PER_MINUTE),
+            ..DoubleConfig::default()
+        })
+        .await
+        .map_err(|e| format!("Polar double: {e}"))?;
+        if !self.polar_latency.is_zero() {
+            polar.inject(
+                Fault::new(FaultAction::Delay {
+                    millis: self.polar_latency.as_millis() as u64,
+                })
+                .times(u32::MAX),
+            );
+        }
+        let proxy = CountingProxy::start(&self.moto)
+            .await
+            .map_err(|e| format!("counting proxy: {e}"))?;
+        let tables = Tables::create(&self.dynamo).await;
+        let queues = Queues::create(&self.sqs, VISIBILITY_TIMEOUT_SECS, MAX_RECEIVE_COUNT).await;
+
+        let plan = Plan::new(spec);
+        for (code, id) in &plan.discounts {
+            polar.insert_discount(discount_seed(code, *id));
+        }
+        let warm_ups: Vec<Order> = (1..=spec.containers)
+            .map(|n| {
+                let code = format!("WARMUP{n}");
+                Order {
+                    id: format!("ord-warm-up-{n}"),
+                    discount: polar.insert_discount(discount_seed(&code, Uuid::new_v4())),
+                    code,
+                }
+            })
+            .collect();
+        let all_orders = [plan.orders.clone(), warm_ups.clone()].concat();
+        tables.put_orders(&self.dynamo, &all_orders).await;
+        Ok(Setup {
+            polar,
+            proxy,
+            tables,
+            queues,
+            plan,
+            warm_ups,
+        })
+    }
+
+    /// One order per container, on its own discount, outside the measurement: connections
+    /// opened, the queue's redrive policy read. Then the counters start from zero.
+    async fn warm_up(
+        &self,
+        source: &EventSource,
+        invokers: &[Invoker],
+        setup: &Setup,
+    ) -> Result<(), String> {
+        for (invoker, order) in invokers.iter().zip(&setup.warm_ups) {
+            setup.queues.send(&self.sqs, &[order.message_body()]).await;
+            if !source.poll_once(invoker, 1, FUNCTION_TIMEOUT).await {
+                return Err("the warm-up message was not received".into());
+            }
+        }
+        source.reset();
+        setup.proxy.reset();
+        Ok(())
+    }
+
+    /// Polar's requests since `polar_baseline` and its final limits, the orders, the dead
+    /// letters.
+    async fn check(
+        &self,
+        spec: &WorkloadSpec,
+        algorithm: Algorithm,
+        setup: &Setup,
+        polar_baseline: usize,
+    ) -> Measurement {
+        let plan = &setup.plan;
+        let requests = setup.polar.requests().split_off(polar_baseline);
+        let ids: Vec<String> = plan.orders.iter().map(|o| o.id.clone()).collect();
+        let synced = setup.tables.synced_orders(&self.dynamo, &ids).await;
+        let limits = LimitCheck::of(&setup.polar, plan, &synced);
+        let dead_letters = setup.queues.dead_letter_bodies(&self.sqs).await;
+        Measurement {
+            algorithm,
+            messages: spec.messages(),
+            orders: spec.orders(),
+            progress: Progress::default(),
+            polar_requests: requests.len(),
+            polar_429s: requests.iter().filter(|r| r.status == Some(429)).count(),
+            hot: spec
+                .hot_code
+                .as_ref()
+                .and_then(|code| plan.hot_code(code, &requests)),
+            aws_requests: RequestCounts::default(),
+            dead_letters: dead_letters.len(),
+            dead_lettered_orders: plan.orders_named_in(&dead_letters),
+            orders_synced: synced.len(),
+            discounts: plan.discounts.len(),
+            discounts_exact: limits.exact,
+            discounts_matching_synced: limits.matching_synced,
+            limit_excess: limits.excess,
+            peak_rss_bytes: None,
+            failure: None,
+        }
+    }
+
+    async fn start_invokers(
+        &self,
+        spec: &WorkloadSpec,
+        algorithm: Algorithm,
+        setup: &Setup,
+    ) -> Result<Vec<Invoker>, String> {
+        let mut invokers = Vec::new();
+        for _ in 0..spec.containers {
+            invokers.push(match algorithm {
+                Algorithm::Function => {
+                    let env = self.function_env(
+                        &setup.tables,
+                        &setup.queues,
+                        &setup.polar,
+                        &setup.proxy,
+                        spec.containers,
+                    );
+                    Invoker::Function(Container::start(&self.binary, &env).await?)
+                }
+                Algorithm::Original => {
+                    let aws: SdkConfig = aws_config(&setup.proxy.url()).await;
+                    Invoker::Original(OriginalSync::new(
+                        &aws,
+                        &setup.tables.orders,
+                        &setup.polar.base_url(),
+                        TOKEN,
+                    ))
+                }
+            });
+        }
+        Ok(invokers)
+    }
+}
+
+/// Each discount's final `max_redemptions` against its initial value less its distinct
+/// orders (all of them should be counted), and less its orders marked synced (the contract:
+/// Polar counts exactly the orders synced, whatever was dead-lettered).
+struct LimitCheck {
+    exact: usize,
+    matching_synced: usize,
+    excess: i64,
+}
+
+impl LimitCheck {
+    fn of(polar: &PolarDouble, plan: &Plan, synced: &HashSet<String>) -> LimitCheck {
+        let mut check = LimitCheck {
+            exact: 0,
+            matching_synced: 0,
+            excess: 0,
+        };
+        for (_, id) in &plan.discounts {
+            let orders = plan.orders.iter().filter(|o| o.discount == *id);
+            let all = orders.clone().count() as i64;
+            let marked = orders.filter(|o| synced.contains(&o.id)).count() as i64;
+            // Deleted or made unlimited: nothing in these workloads may do either.
+            let left = polar.max_redemptions(*id).flatten().unwrap_or(0);
+            check.exact += usize::from(left == INITIAL_MAX_REDEMPTIONS - all);
+            check.matching_synced += usize::from(left == INITIAL_MAX_REDEMPTIONS - marked);
+            check.excess += left - (INITIAL_MAX_REDEMPTIONS - all);
+        }
+        check
+    }
+}
+
+impl Plan {
+    fn hot_code(&self, code: &str, requests: &[RecordedRequest]) -> Option<HotCode> {
+        let (_, id) = self.discounts.iter().find(|(c, _)| c == code)?;
+        let path = format!("/v1/discounts/{id}");
+        Some(HotCode {
+            requests: requests
+                .iter()
+                .filter(|r| r.path.trim_end_matches('/') == path)
+                .count(),
+            orders: self.orders.iter().filter(|o| o.discount == *id).count(),
+        })
+    }
+
+    /// Distinct orders of this plan (all valid) named by these message bodies.
+    fn orders_named_in(&self, bodies: &[String]) -> usize {
+        let ids: HashSet<&str> = self.orders.iter().map(|o| o.id.as_str()).collect();
+        let named: HashSet<String> = bodies
+            .iter()
+            .filter_map(|body| {
+                let body: serde_json::Value = serde_json::from_str(body).ok()?;
+                Some(body.get("orderId")?.as_str()?.to_owned())
+            })
+            .filter(|id| ids.contains(id.as_str()))
+            .collect();
+        named.len()
+    }
+}
+
+fn discount_seed(code: &str, id: Uuid) -> DiscountSeed {
+    DiscountSeed::new(format!("{code} discount"))
+        .id(id)
+        .code(code)
+        .max_redemptions(INITIAL_MAX_REDEMPTIONS)
+}
