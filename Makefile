@@ -32,9 +32,10 @@ fuzz:
 
 # Benchmarks (issue 10): the release binary through the Runtime API against moto and the
 # Polar double, with the original algorithm as the baseline (crates/bench). Prints the
-# report and writes it to bench-results/latest.md; a full run with the default settings also
-# copies it to BENCHMARKS.md, to commit. BENCH=tiny is a smoke run of a few seconds (CI runs it through
-# `cargo test`, crates/bench/tests/tiny_bench.rs). More flags in BENCH_ARGS, e.g.
+# report and writes it to bench-results/latest.md; a full run with the default settings
+# also copies it to BENCHMARKS.md, to commit. BENCH=tiny is a smoke run of a few seconds
+# (CI runs it through `cargo test`, crates/bench/tests/tiny_bench.rs). More flags in
+# BENCH_ARGS, e.g.
 # BENCH_ARGS="--polar-latency-ms 20 --workloads 1,2,3 --no-original". The function's logs go
 # to bench-results/stderr.log. Two builds, not one: a joint build would unify the bench's
 # dependency features into the function binary, whose size the bench reports.
