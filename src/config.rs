@@ -6,6 +6,8 @@ use std::time::Duration;
 use reqwest::Url;
 use thiserror::Error;
 
+use crate::sync::RateShare;
+
 pub const DEFAULT_POLAR_API_URL: &str = "https://api.polar.sh/v1";
 /// Below Polar's 500 requests/min per organization, leaving room for other tools.
 pub const DEFAULT_POLAR_RATE_LIMIT_PER_MINUTE: u32 = 400;
@@ -27,7 +29,9 @@ pub struct Config {
     /// `MAXIMUM_CONCURRENCY`: the most containers the queue runs at once (the event source's
     /// `ScalingConfig.MaximumConcurrency`); each spends 1/N of the rate limit.
     pub maximum_concurrency: u32,
-    /// Discounts synced at the same time within one invocation.
+    /// Discounts synced at the same time within one invocation: every discount of a
+    /// batch up to the template's batch size (100); a larger batch, possible only with
+    /// another event source configuration, is worked through 100 at a time.
     pub max_concurrent_discounts: usize,
     pub polar_connect_timeout: Duration,
     pub polar_request_timeout: Duration,
@@ -106,10 +110,10 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// This container's share of the rate limit: with N containers at R/N each, all of
-    /// them together stay within R.
-    pub fn polar_requests_per_minute_per_container(&self) -> u32 {
-        (self.polar_rate_limit_per_minute / self.maximum_concurrency).max(1)
+    /// This container's share of the rate limit: R/N a minute, plus a burst that keeps
+    /// all N containers together within Polar's 500 in any minute.
+    pub fn polar_rate_share(&self) -> RateShare {
+        RateShare::of(self.polar_rate_limit_per_minute, self.maximum_concurrency)
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -176,7 +180,7 @@ impl Config {
                 Some(DEFAULT_MAXIMUM_CONCURRENCY),
             )?
             .unwrap_or(DEFAULT_MAXIMUM_CONCURRENCY),
-            max_concurrent_discounts: 8,
+            max_concurrent_discounts: 100,
             polar_connect_timeout: Duration::from_secs(2),
             polar_request_timeout: Duration::from_secs(5),
         })
@@ -266,16 +270,13 @@ mod tests {
         let config = config(BASE).unwrap();
         assert_eq!(config.polar_rate_limit_per_minute, 400);
         assert_eq!(config.maximum_concurrency, 2);
-        assert_eq!(config.polar_requests_per_minute_per_container(), 200);
+        assert_eq!(config.polar_rate_share().per_minute, 200);
         let mut vars = BASE.to_vec();
         vars.extend([
             ("POLAR_RATE_LIMIT_PER_MINUTE", "90"),
             ("MAXIMUM_CONCURRENCY", "5"),
         ]);
-        assert_eq!(
-            config_of(&vars).polar_requests_per_minute_per_container(),
-            18
-        );
+        assert_eq!(config_of(&vars).polar_rate_share().per_minute, 18);
     }
 
     #[test]

@@ -19,9 +19,6 @@ use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, Queue};
 use crate::redelivery::RedeliveryPolicy;
 use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
 
-/// Requests a container may send back to back before the even spacing applies.
-const RATE_BURST: u32 = 5;
-
 pub struct Handler<S, D, Q> {
     syncer: Syncer<S, D>,
     queue: Q,
@@ -184,8 +181,7 @@ pub async fn handler_with(
         reserve: config.polar_request_timeout + Duration::from_secs(1),
         ..RetryPolicy::default()
     };
-    let per_minute = config.polar_requests_per_minute_per_container();
-    let rate = RateLimiter::per_minute(per_minute, RATE_BURST.min(per_minute));
+    let rate = RateLimiter::new(config.polar_rate_share());
     let queue = SqsQueue::new(
         aws_sdk_sqs::Client::new(aws),
         config.dead_letter_queue_url.clone(),

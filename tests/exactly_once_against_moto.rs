@@ -294,7 +294,10 @@ async fn a_lease_held_by_a_live_invocation_sends_the_message_back_without_polar_
         .unwrap();
     let handler = world.handler().await;
 
-    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+    // It waits for the release while 2 s of its deadline remain, then gives up.
+    let failed = world
+        .deliver_within(&handler, &as_refs(&messages), Duration::from_secs(3))
+        .await;
 
     assert_eq!(failed, ["m-o0"]);
     assert!(world.polar_requests().is_empty());

@@ -49,8 +49,6 @@ const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(180);
 const BATCH_SIZE: usize = 10;
 /// The template's `MaximumBatchingWindowInSeconds`.
 const BATCHING_WINDOW: Duration = Duration::from_secs(1);
-/// `RATE_BURST` in src/lambda.rs.
-const RATE_BURST: u32 = 5;
 const POLAR_LATENCY: Duration = Duration::from_millis(150);
 const STORE_LATENCY: Duration = Duration::from_millis(10);
 /// Polar's own limit, per organization.
@@ -469,11 +467,11 @@ async fn simulate(outage: Outage, seed: u64, messages: usize) -> (Report, Config
         request_timeout: config.polar_request_timeout,
         max_concurrent_discounts: config.max_concurrent_discounts,
     };
-    let per_container = config.polar_requests_per_minute_per_container();
+    let share = config.polar_rate_share();
     let containers: Vec<_> = (0..config.maximum_concurrency as usize)
         .map(|id| Container {
             id,
-            limiter: RateLimiter::per_minute(per_container, RATE_BURST.min(per_container)),
+            limiter: RateLimiter::new(share),
             // A revoked token is the only one the containers know until the outage ends.
             token: Cell::new(u32::from(outage != Outage::RevokedToken)),
             token_read_at: Cell::new(None),
@@ -540,13 +538,14 @@ async fn outage_of_the_whole_budget_dead_letters_nothing(outage: Outage, seed: u
     let (report, config) = simulate(outage, seed, messages).await;
     let budget = config.polar_rate_limit_per_minute as usize;
     let containers = config.maximum_concurrency as usize;
-    let per_container = config.polar_requests_per_minute_per_container() as usize;
+    let share = config.polar_rate_share();
+    let (per_container, burst) = (share.per_minute as usize, share.burst as usize);
     let drain_minutes = report.drain.as_secs_f64() / 60.0;
     println!(
         "outage {} h ({outage:?}): {} of {messages} dead-lettered ({} synced), backlog drained \
          in {drain_minutes:.1} min at {:.0} req/min (peak {} in any 60 s), {} × 429; \
          peak over the whole run {} req in any 60 s (one container: {}; limiter {budget}/min \
-         = {containers} × {per_container} + bursts of {RATE_BURST}; Polar allows \
+         = {containers} × {per_container} + bursts of {burst}; Polar allows \
          {POLAR_LIMIT_PER_MINUTE}); during the outage {:.0} req/min; most receives of one \
          message {} of {MAX_RECEIVE_COUNT}; {} invocations, {} requests refused by the \
          limiter, {} messages not started before the deadline",
@@ -573,12 +572,12 @@ async fn outage_of_the_whole_budget_dead_letters_nothing(outage: Outage, seed: u
     // Each container spends its share, R/N a minute, plus its burst, plus (after a token
     // rotation) the one resend the client makes past the limiter.
     assert!(
-        report.peak_per_container_minute <= per_container + RATE_BURST as usize + 1,
+        report.peak_per_container_minute <= per_container + burst + 1,
         "{} requests in a minute from one container",
         report.peak_per_container_minute
     );
     assert!(
-        report.peak_per_minute <= budget + containers * (RATE_BURST as usize + 1),
+        report.peak_per_minute <= budget + containers * (burst + 1),
         "{} requests in a minute",
         report.peak_per_minute
     );

@@ -1,5 +1,5 @@
-//! SQS behind the `Queue` port: visibility changes on the source queue, and the
-//! dead-letter queue with the reason as message attributes.
+//! SQS behind the `Queue` port: visibility changes and requeued copies on the source
+//! queue, and the dead-letter queue with the reason as message attributes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use crate::ports::{DeadLetterReason, Delivery, Queue, QueueFailure};
 
 /// SQS caps a visibility timeout at 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+/// SQS caps a message's delay at 15 minutes.
+const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Message attribute values are bounded; reasons are cut to stay readable.
 const MAX_REASON_CHARS: usize = 1000;
 
@@ -93,6 +95,10 @@ impl Queue for SqsQueue {
         Ok(self.change_visibility(delivery, after).await?)
     }
 
+    async fn requeue(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
+        Ok(self.send_again(delivery, after).await?)
+    }
+
     async fn dead_letter(
         &self,
         delivery: &Delivery,
@@ -136,6 +142,24 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| request_error("ChangeMessageVisibility")(e.into()))?;
+        Ok(())
+    }
+
+    async fn send_again(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueError> {
+        let body = delivery
+            .body
+            .as_deref()
+            .ok_or(QueueError::MissingField("body"))?;
+        let url = self.queue_url(delivery).await?;
+        let seconds = after.min(MAX_DELAY).as_secs_f64().ceil() as i32;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .delay_seconds(seconds)
+            .send()
+            .await
+            .map_err(|e| request_error("SendMessage(requeue)")(e.into()))?;
         Ok(())
     }
 

@@ -46,6 +46,14 @@ pub trait Queue: Send + Sync {
         after: Duration,
     ) -> impl Future<Output = Result<(), QueueFailure>> + Send;
 
+    /// Sends the message again as a new one, visible after `after`, so that its receive
+    /// count starts over; the caller then acknowledges the original. Standard queues only.
+    fn requeue(
+        &self,
+        delivery: &Delivery,
+        after: Duration,
+    ) -> impl Future<Output = Result<(), QueueFailure>> + Send;
+
     fn dead_letter(
         &self,
         delivery: &Delivery,

@@ -77,15 +77,7 @@ where
             messages
                 .iter()
                 .zip(outcomes)
-                .map(|(message, outcome)| async move {
-                    match outcome {
-                        Ok(synced) => {
-                            report_success(&message.delivery, &synced);
-                            true
-                        }
-                        Err(error) => dispose(queue, policy, &message.delivery, error).await,
-                    }
-                }),
+                .map(|(message, outcome)| settle(queue, policy, &message.delivery, outcome)),
         )
         .await
     };
@@ -174,9 +166,11 @@ async fn standard<S: OrderLedger + Coordination, D: Discounts>(
         .collect()
 }
 
-/// FIFO queues: each message group in order, one message at a time. Once a message of a
+/// FIFO queues: message groups concurrently, each group in order. Consecutive messages of
+/// one discount in a group are synced together (one coalesced write). Once a message of a
 /// group fails (and is not dead-lettered), it and every later message of the group are
-/// reported failed without being processed, as SQS requires to keep the order.
+/// reported failed, as SQS requires to keep the order; a later one that was counted
+/// anyway comes back as already synced.
 async fn fifo<S, D, Q>(
     syncer: &Syncer<S, D>,
     queue: &Q,
@@ -189,38 +183,78 @@ where
     D: Discounts,
     Q: Queue,
 {
-    let mut acknowledged = vec![false; messages.len()];
-    let mut blocked_groups: Vec<&str> = Vec::new();
+    let mut groups: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
     for (index, message) in messages.iter().enumerate() {
-        let group = message.delivery.group_id.as_deref().unwrap_or_default();
-        if blocked_groups.contains(&group) {
-            info!(message_id = %message.delivery.message_id, group, "not processed: an earlier message of its group failed");
-            continue;
-        }
-        let outcome = match &message.request {
-            Ok(request) => sync_discount(
-                syncer,
-                request.discount_id,
-                std::slice::from_ref(request),
-                deadline,
-            )
-            .instrument(info_span!("discount", discount_id = %request.discount_id))
-            .await
-            .remove(0),
-            Err(err) => Err(err.clone()),
-        };
-        acknowledged[index] = match outcome {
-            Ok(synced) => {
-                report_success(&message.delivery, &synced);
-                true
-            }
-            Err(error) => dispose(queue, policy, &message.delivery, error).await,
-        };
-        if !acknowledged[index] {
-            blocked_groups.push(group);
+        let group = message.delivery.group_id.as_deref();
+        match groups.iter_mut().find(|(id, _)| *id == group) {
+            Some((_, indexes)) => indexes.push(index),
+            None => groups.push((group, vec![index])),
         }
     }
+    let settled = join_all(
+        groups
+            .iter()
+            .map(|(_, indexes)| fifo_group(syncer, queue, policy, messages, indexes, deadline)),
+    )
+    .await;
+    let mut acknowledged = vec![false; messages.len()];
+    for (index, ok) in settled.into_iter().flatten() {
+        acknowledged[index] = ok;
+    }
     acknowledged
+}
+
+async fn fifo_group<S, D, Q>(
+    syncer: &Syncer<S, D>,
+    queue: &Q,
+    policy: &RedeliveryPolicy,
+    messages: &[Message],
+    indexes: &[usize],
+    deadline: Deadline,
+) -> Vec<(usize, bool)>
+where
+    S: OrderLedger + Coordination,
+    D: Discounts,
+    Q: Queue,
+{
+    let mut settled = Vec::with_capacity(indexes.len());
+    let mut rest = indexes;
+    while let Some(&first) = rest.first() {
+        let (run, outcomes) = match &messages[first].request {
+            Ok(request) => {
+                let run_len = rest
+                    .iter()
+                    .take_while(|&&i| {
+                        matches!(&messages[i].request, Ok(r) if r.discount_id == request.discount_id)
+                    })
+                    .count();
+                let run = &rest[..run_len];
+                let requests: Vec<SyncRequest> = run
+                    .iter()
+                    .filter_map(|&i| messages[i].request.as_ref().ok().cloned())
+                    .collect();
+                let outcomes = sync_discount(syncer, request.discount_id, &requests, deadline)
+                    .instrument(info_span!("discount", discount_id = %request.discount_id))
+                    .await;
+                (run, outcomes)
+            }
+            Err(err) => (&rest[..1], vec![Err(err.clone())]),
+        };
+        for (position, (&index, outcome)) in run.iter().zip(outcomes).enumerate() {
+            let acknowledged = settle(queue, policy, &messages[index].delivery, outcome).await;
+            settled.push((index, acknowledged));
+            if !acknowledged {
+                for &held_back in run[position + 1..].iter().chain(&rest[run.len()..]) {
+                    info!(message_id = %messages[held_back].delivery.message_id,
+                        "not acknowledged: an earlier message of its group failed");
+                    settled.push((held_back, false));
+                }
+                return settled;
+            }
+        }
+        rest = &rest[run.len()..];
+    }
+    settled
 }
 
 async fn sync_discount<S: OrderLedger + Coordination, D: Discounts>(
@@ -235,6 +269,22 @@ async fn sync_discount<S: OrderLedger + Coordination, D: Discounts>(
     syncer.sync_discount(discount, requests, deadline).await
 }
 
+/// Reports a success, or disposes of a failure; true when the message is acknowledged.
+async fn settle<Q: Queue>(
+    queue: &Q,
+    policy: &RedeliveryPolicy,
+    delivery: &Delivery,
+    outcome: Outcome,
+) -> bool {
+    match outcome {
+        Ok(synced) => {
+            report_success(delivery, &synced);
+            true
+        }
+        Err(error) => dispose(queue, policy, delivery, error).await,
+    }
+}
+
 fn report_success(delivery: &Delivery, synced: &Synced) {
     match synced {
         Synced::Applied(action) => {
@@ -247,7 +297,7 @@ fn report_success(delivery: &Delivery, synced: &Synced) {
 }
 
 /// Decides and carries out what becomes of a failed message; true when it is acknowledged
-/// (it went to the dead-letter queue).
+/// (it was sent again as a new message, or went to the dead-letter queue).
 async fn dispose<Q: Queue>(
     queue: &Q,
     policy: &RedeliveryPolicy,
@@ -258,6 +308,19 @@ async fn dispose<Q: Queue>(
     let kind = error.kind();
     let class = error.class();
     let reason = crate::error_chain(&*error);
+    if delivery.group_id.is_none() {
+        if let Some(after) = policy.requeue_after(&error) {
+            match queue.requeue(delivery, after).await {
+                Ok(()) => {
+                    info!(message_id, kind, visible_in = ?after, error = %reason,
+                        "discount busy: message sent again as a new message");
+                    return true;
+                }
+                Err(err) => warn!(message_id, error = %crate::error_chain(&err),
+                    "could not send the message again; it goes back to the queue"),
+            }
+        }
+    }
     let max_receive_count = match queue.max_receive_count(delivery).await {
         Ok(max) => max,
         Err(err) => {

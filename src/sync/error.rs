@@ -3,6 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
+use super::lease::LEASE_GRACE;
 use crate::deadline::epoch_ms;
 use crate::domain::{DiscountId, MessageError, OrderId};
 use crate::failure::FailureClass;
@@ -65,8 +66,9 @@ impl SyncError {
     }
 
     /// The earliest moment worth trying again, if the failure says so: Polar's
-    /// `retry-after`, or the expiry of a lease held elsewhere (by then its holder has
-    /// finished, or died and the lease can be taken over).
+    /// `retry-after`, or when a lease held elsewhere is free: by its holder's deadline
+    /// the holder has finished, and a lease still held after that (a dead holder, or a
+    /// write left pending) may be taken over at its expiry.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Polar(PolarFailure {
@@ -75,7 +77,14 @@ impl SyncError {
             }) => *retry_after,
             Self::LeaseHeld { expires_at_ms, .. } => {
                 let now_ms = epoch_ms(SystemTime::now());
-                Some(Duration::from_millis(expires_at_ms.saturating_sub(now_ms)))
+                let holder_deadline_ms =
+                    expires_at_ms.saturating_sub(LEASE_GRACE.as_millis() as u64);
+                let free_at_ms = if holder_deadline_ms > now_ms {
+                    holder_deadline_ms
+                } else {
+                    *expires_at_ms
+                };
+                Some(Duration::from_millis(free_at_ms.saturating_sub(now_ms)))
             }
             Self::WriteMayHaveLanded(err) => err.retry_after(),
             _ => None,

@@ -1,6 +1,7 @@
 //! The Polar port as the use case calls it: every request first waits for a slot in the
-//! container's rate budget, and reads and refused writes are retried with backoff while
-//! the deadline allows. A write whose outcome is unknown is never retried here.
+//! container's rate budget, a 429 pauses them all, and reads and refused writes are
+//! retried with backoff while the deadline allows. A write whose outcome is unknown is
+//! never retried here.
 
 use super::rate::RateLimiter;
 use super::{RetryPolicy, START_MARGIN};
@@ -32,7 +33,11 @@ impl<D: Discounts> GuardedPolar<D> {
         self.retry
             .run(deadline, PolarFailure::retry_hint, || async {
                 self.admit(deadline).await?;
-                self.discounts.get(id, deadline).await
+                let lookup = self.discounts.get(id, deadline).await;
+                if let Err(failure) = &lookup {
+                    self.heed(failure);
+                }
+                lookup
             })
             .await
     }
@@ -51,12 +56,29 @@ impl<D: Discounts> GuardedPolar<D> {
                     Intent::Delete => self.discounts.delete(id, deadline).await,
                 };
                 match outcome {
-                    WriteOutcome::NotApplied(failure) => Err(failure),
+                    WriteOutcome::NotApplied(failure) => {
+                        self.heed(&failure);
+                        Err(failure)
+                    }
                     other => Ok(other),
                 }
             })
             .await;
         answered.unwrap_or_else(WriteOutcome::NotApplied)
+    }
+
+    /// A 429 is about the organization's limit, not this request: every request of the
+    /// container waits out its `retry-after`.
+    fn heed(&self, failure: &PolarFailure) {
+        if let (
+            Some(rate),
+            PolarFailureKind::RateLimited {
+                retry_after: Some(retry_after),
+            },
+        ) = (&self.rate, failure.kind)
+        {
+            rate.pause_for(retry_after);
+        }
     }
 
     /// Waits for a slot in the rate budget, for as long as new work may still start.

@@ -1,22 +1,32 @@
-//! The discount's lease: taken before anything is counted, waited for briefly when a live
+//! The discount's lease: taken before anything is counted, waited for while another
 //! invocation holds it, given up when no write is pending.
+//!
+//! Contention on a hot code is not a failure. A holder keeps the lease for one read and
+//! one coalesced write (a fraction of a second), so a waiter polls for the release with
+//! short, growing, jittered pauses for as long as its own deadline leaves time to sync.
+//! Only a holder that outlasts that (slow Polar, or dead) sends the messages back, and
+//! then no later than the holder's own deadline (or the lease's expiry, if that passed).
 
 use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
 use super::{SyncError, Syncer, START_MARGIN};
+use crate::backoff::Backoff;
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, Journal, OrderId};
-use crate::failure::RetryHint;
 use crate::ports::{Acquisition, Coordination, Discounts, Lease, OrderLedger};
 
 /// How long a lease outlives its invocation's deadline. Longer than the Polar request
 /// timeout, so a write still in flight when an invocation dies has landed (or failed)
 /// before anyone else may read the discount.
 pub const LEASE_GRACE: Duration = Duration::from_secs(10);
-/// How long to wait for a lease held elsewhere before sending the messages back.
-const LEASE_WAIT: Duration = Duration::from_secs(3);
+/// The pauses between looks at a held lease: short at first, since most holders are
+/// about to finish, then growing so that many waiters do not hammer the table.
+const LEASE_POLL: Backoff = Backoff {
+    base: Duration::from_millis(20),
+    max: Duration::from_millis(320),
+};
 
 /// The lease could not be had, and which orders the holder's pending journal covers.
 pub(super) struct LeaseRefused {
@@ -25,16 +35,15 @@ pub(super) struct LeaseRefused {
 }
 
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
-    /// Takes the discount's lease, waiting briefly if a live invocation holds it. Returns
-    /// the journal a previous holder left unfinished, if any.
+    /// Takes the discount's lease, waiting while another invocation holds it and time
+    /// allows. Returns the journal a previous holder left unfinished, if any.
     pub(super) async fn acquire(
         &self,
         discount: DiscountId,
         lease: &Lease,
         deadline: Deadline,
     ) -> Result<Option<Journal>, LeaseRefused> {
-        let mut waited = Duration::ZERO;
-        let mut attempt = 1;
+        let mut looks = 1;
         loop {
             let acquisition = self
                 .with_store_retry(deadline, || {
@@ -52,11 +61,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     expires_at_ms,
                     journaled,
                 } => {
-                    let delay = self
-                        .retry
-                        .delay(attempt, RetryHint { not_before: None })
-                        .max(Duration::from_millis(20));
-                    if waited + delay > LEASE_WAIT || deadline.remaining() < delay + START_MARGIN {
+                    let pause = LEASE_POLL.equal_jitter(looks);
+                    if deadline.remaining() < pause + START_MARGIN {
                         return Err(LeaseRefused {
                             error: SyncError::LeaseHeld {
                                 discount,
@@ -65,9 +71,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                             journaled,
                         });
                     }
-                    tokio::time::sleep(delay).await;
-                    waited += delay;
-                    attempt += 1;
+                    tokio::time::sleep(pause).await;
+                    looks += 1;
                 }
             }
         }

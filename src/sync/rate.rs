@@ -1,10 +1,41 @@
 //! The container's share of Polar's rate limit (500 requests/min per organization, shared
-//! by every token and container): requests are spaced evenly, with a small burst allowed.
+//! by every token and container): requests are spaced evenly, with a burst allowed, and
+//! a 429 pauses them all until its `retry-after`.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// Polar's own limit: requests per minute per organization, whatever the token.
+pub const POLAR_LIMIT_PER_MINUTE: u32 = 500;
+
+/// One container's share of the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateShare {
+    /// Evenly spaced requests a minute.
+    pub per_minute: u32,
+    /// Requests that may go out back to back while the container has been quiet.
+    pub burst: u32,
+}
+
+impl RateShare {
+    /// The share of one of `containers` that together spend `budget` requests a minute:
+    /// R/N a minute, and a burst of (500 − R)/N, Polar's headroom over the budget split
+    /// between the containers. The limiter admits at most `per_minute + burst` requests
+    /// in any 60 s, so all N containers together stay within N·(R/N + (500 − R)/N) ≤ 500.
+    /// With the defaults (R = 400, N = 2): 200 a minute and bursts of 50.
+    pub fn of(budget_per_minute: u32, containers: u32) -> Self {
+        let containers = containers.max(1);
+        let burst = (POLAR_LIMIT_PER_MINUTE.saturating_sub(budget_per_minute) / containers).max(1);
+        // A budget of Polar's whole limit leaves no headroom: the burst of one comes out
+        // of the even share.
+        let per_minute = (budget_per_minute / containers)
+            .min((POLAR_LIMIT_PER_MINUTE / containers).saturating_sub(burst))
+            .max(1);
+        Self { per_minute, burst }
+    }
+}
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -22,6 +53,10 @@ pub struct OverBudget {
 }
 
 impl RateLimiter {
+    pub fn new(share: RateShare) -> Self {
+        Self::per_minute(share.per_minute, share.burst)
+    }
+
     /// `per_minute` requests a minute on average, up to `burst` of them back to back.
     pub fn per_minute(per_minute: u32, burst: u32) -> Self {
         let spacing = Duration::from_secs(60) / per_minute.max(1);
@@ -30,6 +65,17 @@ impl RateLimiter {
             burst_tolerance: spacing * burst.saturating_sub(1),
             next_due: Mutex::new(None),
         }
+    }
+
+    /// Polar answered 429. Its limit is the organization's, so no request of this container
+    /// goes out before `retry_after` has passed, and none in a burst right after.
+    pub fn pause_for(&self, retry_after: Duration) {
+        let mut next_due = self
+            .next_due
+            .lock()
+            .expect("the limiter never panics holding its lock");
+        let resume = Instant::now() + retry_after + self.burst_tolerance;
+        *next_due = Some(next_due.map_or(resume, |due| due.max(resume)));
     }
 
     /// Reserves a slot and waits for it, unless it would have to wait longer than `max_wait`.
@@ -58,6 +104,99 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The most requests in any window of `window` (closed at both ends).
+    fn most_in_any(window: Duration, times: &[Duration]) -> usize {
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t <= times[i] + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_burst_is_polars_headroom_over_the_budget_split_between_the_containers() {
+        assert_eq!(
+            RateShare::of(400, 2),
+            RateShare {
+                per_minute: 200,
+                burst: 50
+            }
+        );
+        assert_eq!(
+            RateShare::of(300, 4),
+            RateShare {
+                per_minute: 75,
+                burst: 50
+            }
+        );
+        assert_eq!(
+            RateShare::of(500, 2),
+            RateShare {
+                per_minute: 249,
+                burst: 1
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn containers_spending_flat_out_never_send_polar_more_than_500_in_any_minute() {
+        for (budget, containers) in [(400, 2), (400, 3), (300, 4), (500, 2), (450, 7), (1, 1)] {
+            let share = RateShare::of(budget, containers);
+            let start = Instant::now();
+            // Each container starts quiet, with its whole burst, and then spends its share.
+            let flat_out = (0..containers).map(|_| async move {
+                let limiter = RateLimiter::new(share);
+                let mut sent = Vec::new();
+                while start.elapsed() < Duration::from_secs(180) {
+                    limiter.admit(Duration::from_secs(3600)).await.unwrap();
+                    sent.push(start.elapsed());
+                }
+                sent
+            });
+            let mut all: Vec<Duration> = futures_util::future::join_all(flat_out)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            all.sort();
+            let most = most_in_any(Duration::from_secs(60), &all);
+            assert!(
+                most <= POLAR_LIMIT_PER_MINUTE as usize,
+                "R = {budget}, N = {containers}: {most} requests in 60 s"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_request_until_its_retry_after_and_spends_no_burst() {
+        let limiter = RateLimiter::per_minute(600, 10);
+        let start = Instant::now();
+        limiter.admit(Duration::from_secs(60)).await.unwrap();
+        limiter.pause_for(Duration::from_secs(3));
+        limiter.admit(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        limiter.admit(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(3100),
+            "spaced, no burst"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_shorter_than_the_queue_of_reserved_slots_changes_nothing() {
+        let limiter = RateLimiter::per_minute(60, 1);
+        let start = Instant::now();
+        limiter.admit(Duration::from_secs(60)).await.unwrap();
+        limiter.pause_for(Duration::from_millis(10));
+        limiter.admit(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_passes_at_once_and_the_rest_is_spaced_out() {

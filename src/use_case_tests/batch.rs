@@ -165,19 +165,41 @@ async fn on_a_fifo_queue_a_failure_holds_back_the_rest_of_its_group_unprocessed(
     let response = process_batch(&s, &queue, &settings(), event, deadline())
         .await
         .unwrap();
-    assert_eq!(failures(&response), ["m2", "m3"]);
+    assert_eq!(failures(&response), ["m2", "m3"], "m3 comes back after m2");
     assert_eq!(s.store().action("o1"), Some(SyncAction::Decremented));
-    assert_eq!(
-        s.store().action("o3"),
-        None,
-        "not processed after m2 failed"
-    );
+    // m1 to m3 were synced together: o3 was counted in the same write, so when m3 comes
+    // back it is already synced.
+    assert_eq!(s.store().action("o3"), Some(SyncAction::Decremented));
     assert_eq!(
         s.store().action("o4"),
         Some(SyncAction::Decremented),
         "other groups go on"
     );
-    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(9)));
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(8)));
+}
+
+#[tokio::test]
+async fn on_a_fifo_queue_consecutive_messages_of_one_discount_are_counted_in_one_write() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X")
+            .with_order("o3", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let bodies = ["o1", "o2", "o3"].map(|o| body(o, DISCOUNT, "X"));
+    let event = fifo_event(&[
+        ("m1", DISCOUNT, &bodies[0]),
+        ("m2", DISCOUNT, &bodies[1]),
+        ("m3", DISCOUNT, &bodies[2]),
+    ]);
+    let response = process_batch(&s, &queue, &settings(), event, deadline())
+        .await
+        .unwrap();
+    assert!(failures(&response).is_empty());
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(7)));
+    assert_eq!(s.discounts().calls(), [Call::Get, Call::Update(7)]);
 }
 
 #[tokio::test]
@@ -345,5 +367,41 @@ async fn a_message_whose_write_may_have_landed_says_so_when_dead_lettered() {
     assert!(
         s.store().journal(id(DISCOUNT)).is_some(),
         "kept for reconciliation"
+    );
+}
+
+#[tokio::test]
+async fn a_429_holds_back_the_containers_requests_for_other_discounts_until_its_retry_after() {
+    let no_retries = RetryPolicy {
+        max_attempts: 1,
+        ..quick_retries()
+    };
+    let s = Syncer::new(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", OTHER_DISCOUNT, "Y"),
+        InMemoryDiscounts::default()
+            .with(id(DISCOUNT), "X", Some(10))
+            .with(id(OTHER_DISCOUNT), "Y", Some(10)),
+        no_retries,
+    )
+    .with_rate_limiter(RateLimiter::per_minute(6000, 50));
+    s.discounts().script(
+        On::Get,
+        Scripted::Refuse(PolarFailureKind::RateLimited {
+            retry_after: Some(Duration::from_millis(1500)),
+        }),
+    );
+    let limited = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+    assert!(limited.is_err());
+
+    let started = std::time::Instant::now();
+    sync_one(&s, request("o2", OTHER_DISCOUNT, "Y"))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "the other discount's read went out {:?} after the 429",
+        started.elapsed()
     );
 }

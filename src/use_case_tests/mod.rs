@@ -2,6 +2,7 @@
 //! that the use case itself never names an adapter.
 
 mod batch;
+mod contention;
 mod counting;
 mod journal;
 mod polar_failures;

@@ -3,30 +3,6 @@
 use super::*;
 
 #[tokio::test]
-async fn a_lease_held_by_a_live_invocation_sends_the_messages_back_untouched() {
-    let s = syncer(
-        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
-        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
-    );
-    s.store()
-        .discounts
-        .lock()
-        .unwrap()
-        .entry(id(DISCOUNT))
-        .or_default()
-        .lease = Some(Lease {
-        token: Uuid::new_v4(),
-        expires_at_ms: epoch_ms(SystemTime::now()) + 600_000,
-    });
-    let err = sync_one(&s, request("o1", DISCOUNT, "X"))
-        .await
-        .unwrap_err();
-    assert!(matches!(*err, SyncError::LeaseHeld { .. }), "{err}");
-    assert_eq!(err.class(), FailureClass::Transient);
-    assert!(s.discounts().calls().is_empty());
-}
-
-#[tokio::test]
 async fn an_expired_lease_is_taken_over() {
     let s = syncer(
         InMemoryStore::default().with_order("o1", DISCOUNT, "X"),

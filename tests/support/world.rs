@@ -255,8 +255,19 @@ impl World {
         handler: &ProductionHandler,
         messages: &[(&str, String)],
     ) -> Vec<String> {
+        self.deliver_within(handler, messages, Duration::from_secs(30))
+            .await
+    }
+
+    /// Delivers one batch to an invocation that has `timeout` to run.
+    pub async fn deliver_within(
+        &self,
+        handler: &ProductionHandler,
+        messages: &[(&str, String)],
+        timeout: Duration,
+    ) -> Vec<String> {
         let response = handler
-            .handle(event(messages, Duration::from_secs(30)))
+            .handle(event(messages, timeout))
             .await
             .expect("the batch is handled");
         failed_ids(&response)

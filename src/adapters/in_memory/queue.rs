@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use crate::ports::{DeadLetterReason, Delivery, Queue, QueueFailure};
 
-/// The SQS side in memory: records delays and dead letters.
+/// The SQS side in memory: records delays, requeued messages and dead letters.
 #[derive(Default)]
 pub struct InMemoryQueue {
     pub has_dead_letter_queue: bool,
     pub max_receive_count: Option<u32>,
     pub delayed: Mutex<Vec<(String, Duration)>>,
+    pub requeued: Mutex<Vec<(String, Duration)>>,
     pub dead_letters: Mutex<Vec<(String, DeadLetterReason)>>,
 }
 
@@ -36,6 +37,14 @@ impl InMemoryQueue {
 impl Queue for InMemoryQueue {
     async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
         self.delayed
+            .lock()
+            .unwrap()
+            .push((delivery.message_id.clone(), after));
+        Ok(())
+    }
+
+    async fn requeue(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
+        self.requeued
             .lock()
             .unwrap()
             .push((delivery.message_id.clone(), after));

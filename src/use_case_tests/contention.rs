@@ -1,0 +1,140 @@
+//! A hot code: a lease held elsewhere is waited for, and a discount that stays busy for the
+//! whole invocation sends its messages back as new ones, never toward the dead-letter queue.
+
+use super::*;
+use crate::ports::Coordination;
+use crate::sync::START_MARGIN;
+
+/// Another invocation holds the discount's lease until `holder_deadline` + the lease's grace.
+fn hold_lease(s: &TestSyncer, discount: &str, holder_deadline: Duration) -> Lease {
+    let lease = Lease {
+        token: Uuid::new_v4(),
+        expires_at_ms: epoch_ms(SystemTime::now() + holder_deadline) + 10_000,
+    };
+    s.store()
+        .discounts
+        .lock()
+        .unwrap()
+        .entry(id(discount))
+        .or_default()
+        .lease = Some(lease.clone());
+    lease
+}
+
+#[tokio::test]
+async fn a_waiter_takes_the_lease_as_soon_as_its_holder_gives_it_up_however_long_that_takes() {
+    let s = Arc::new(syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    ));
+    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    let releaser = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            // Longer than any fixed wait would allow: the waiter's deadline is 60 s out.
+            tokio::time::sleep(Duration::from_millis(3500)).await;
+            s.store().release(id(DISCOUNT), &holder).await.unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+    releaser.await.unwrap();
+    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the waiter gave up or slept long after the release: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(2)));
+}
+
+#[tokio::test]
+async fn a_lease_held_for_the_whole_invocation_sends_the_messages_back_untouched() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    hold_lease(&s, DISCOUNT, Duration::from_secs(600));
+    let short = Deadline::after(START_MARGIN + Duration::from_millis(400));
+    let err = s
+        .sync_discount(id(DISCOUNT), &[request("o1", DISCOUNT, "X")], short)
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert!(matches!(*err, SyncError::LeaseHeld { .. }), "{err}");
+    assert_eq!(err.class(), FailureClass::Transient);
+    assert!(s.discounts().calls().is_empty());
+    assert_eq!(s.store().action("o1"), None);
+}
+
+fn one_message_event(id: &str, body: &str, group: Option<&str>) -> SqsEvent {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(id.to_owned());
+    message.body = Some(body.to_owned());
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "4".into());
+    if let Some(group) = group {
+        message
+            .attributes
+            .insert("MessageGroupId".into(), group.to_owned());
+    }
+    let mut event = SqsEvent::default();
+    event.records = vec![message];
+    event
+}
+
+fn batch_settings() -> BatchSettings {
+    BatchSettings {
+        max_concurrent_discounts: 4,
+        redelivery: crate::redelivery::RedeliveryPolicy::default(),
+    }
+}
+
+#[tokio::test]
+async fn on_its_last_receive_a_message_whose_discount_stays_busy_is_sent_again_not_dead_lettered() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    hold_lease(&s, DISCOUNT, Duration::from_secs(20));
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+    let event = one_message_event("m1", &body("o1", DISCOUNT, "X"), None);
+    let short = Deadline::after(START_MARGIN + Duration::from_millis(400));
+    let response = process_batch(&s, &queue, &batch_settings(), event, short)
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty(), "acknowledged");
+    assert!(queue.dead_lettered().is_empty());
+    assert!(queue.delayed.lock().unwrap().is_empty());
+    let requeued = queue.requeued.lock().unwrap().clone();
+    assert_eq!(requeued.len(), 1);
+    let (message, after) = &requeued[0];
+    assert_eq!(message, "m1");
+    // Back once the holder's invocation is over (20 s from the start), not at the lease's
+    // expiry 10 s later.
+    assert!(
+        *after >= Duration::from_secs(18) && *after <= Duration::from_secs(21),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn on_a_fifo_queue_a_busy_discount_keeps_its_message_in_the_queue_to_keep_the_order() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    hold_lease(&s, DISCOUNT, Duration::from_secs(20));
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let event = one_message_event("m1", &body("o1", DISCOUNT, "X"), Some(DISCOUNT));
+    let short = Deadline::after(START_MARGIN + Duration::from_millis(400));
+    let response = process_batch(&s, &queue, &batch_settings(), event, short)
+        .await
+        .unwrap();
+
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(queue.requeued.lock().unwrap().is_empty());
+    assert_eq!(queue.delayed.lock().unwrap().len(), 1);
+}
