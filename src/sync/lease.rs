@@ -62,7 +62,16 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     journaled,
                 } => {
                     let pause = LEASE_POLL.equal_jitter(looks);
-                    if deadline.remaining() < pause + START_MARGIN {
+                    // A holder past its own deadline is dead or left a write pending: its
+                    // lease frees only at expiry, so waiting is pointless if that is too late.
+                    let now_ms = epoch_ms(SystemTime::now());
+                    let holder_gone =
+                        expires_at_ms.saturating_sub(LEASE_GRACE.as_millis() as u64) <= now_ms;
+                    let frees_too_late =
+                        expires_at_ms + START_MARGIN.as_millis() as u64 > deadline.epoch_ms();
+                    if (holder_gone && frees_too_late)
+                        || deadline.remaining() < pause + START_MARGIN
+                    {
                         return Err(LeaseRefused {
                             error: SyncError::LeaseHeld {
                                 discount,

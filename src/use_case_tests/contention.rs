@@ -138,3 +138,39 @@ async fn on_a_fifo_queue_a_busy_discount_keeps_its_message_in_the_queue_to_keep_
     assert!(queue.requeued.lock().unwrap().is_empty());
     assert_eq!(queue.delayed.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_lease_whose_holder_is_gone_and_that_frees_too_late_is_not_waited_for() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    // The holder's deadline passed a second ago; its lease expires in 9 s.
+    let holder = Lease {
+        token: Uuid::new_v4(),
+        expires_at_ms: epoch_ms(SystemTime::now()) + 9_000,
+    };
+    s.store()
+        .discounts
+        .lock()
+        .unwrap()
+        .entry(id(DISCOUNT))
+        .or_default()
+        .lease = Some(holder);
+    let started = std::time::Instant::now();
+    let err = s
+        .sync_discount(
+            id(DISCOUNT),
+            &[request("o1", DISCOUNT, "X")],
+            Deadline::after(Duration::from_secs(5)),
+        )
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert!(matches!(*err, SyncError::LeaseHeld { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
