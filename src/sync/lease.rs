@@ -3,9 +3,9 @@
 //!
 //! Contention on a hot code is not a failure. A holder keeps the lease for one read and
 //! one coalesced write (a fraction of a second), so a waiter polls for the release with
-//! short, growing, jittered pauses for as long as its own deadline leaves time to sync.
-//! Only a holder that outlasts that (slow Polar, or dead) sends the messages back, and
-//! then no later than the holder's own deadline (or the lease's expiry, if that passed).
+//! short, growing, jittered pauses, for up to 3 s while its deadline leaves time to sync.
+//! A holder that outlasts that (slow Polar, or dead) has the messages sent back, to
+//! return no later than the holder's own deadline (or the lease's expiry, if that passed).
 
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +21,9 @@ use crate::ports::{Acquisition, Coordination, Discounts, Lease, OrderLedger};
 /// timeout, so a write still in flight when an invocation dies has landed (or failed)
 /// before anyone else may read the discount.
 pub const LEASE_GRACE: Duration = Duration::from_secs(10);
+/// How long a waiter looks for the release before sending its messages back. Bounded:
+/// every look is a DynamoDB request, and a waiter's other discounts wait with it.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
 /// The pauses between looks at a held lease: short at first, since most holders are
 /// about to finish, then growing so that many waiters do not hammer the table.
 const LEASE_POLL: Backoff = Backoff {
@@ -44,6 +47,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         deadline: Deadline,
     ) -> Result<Option<Journal>, LeaseRefused> {
         let mut looks = 1;
+        let mut waited = Duration::ZERO;
         loop {
             let acquisition = self
                 .with_store_retry(deadline, || {
@@ -70,6 +74,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     let frees_too_late =
                         expires_at_ms + START_MARGIN.as_millis() as u64 > deadline.epoch_ms();
                     if (holder_gone && frees_too_late)
+                        || waited + pause > LEASE_WAIT
                         || deadline.remaining() < pause + START_MARGIN
                     {
                         return Err(LeaseRefused {
@@ -81,6 +86,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                         });
                     }
                     tokio::time::sleep(pause).await;
+                    waited += pause;
                     looks += 1;
                 }
             }

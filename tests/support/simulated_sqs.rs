@@ -306,7 +306,8 @@ impl SimulatedSqs {
         Ok(state.queues[state.index(url)?].spec.clone())
     }
 
-    /// Sends a message; its id (a FIFO duplicate within the window: the first one's).
+    /// Sends a message, visible after `delay` (`DelaySeconds`); its id (a FIFO duplicate
+    /// within the window: the first one's).
     pub fn send(
         &self,
         url: &str,
@@ -314,6 +315,7 @@ impl SimulatedSqs {
         group: Option<&str>,
         deduplication_id: Option<&str>,
         message_attributes: BTreeMap<String, MessageAttribute>,
+        delay: Duration,
     ) -> Result<String, SqsError> {
         if body.is_empty() {
             return Err(SqsError::MissingParameter("MessageBody is empty".into()));
@@ -359,7 +361,7 @@ impl SimulatedSqs {
             sent_at_ms: epoch_ms(),
             first_receive_ms: None,
             receive_count: 0,
-            visible_at: now,
+            visible_at: now + delay,
             receipt: None,
             dead_letter_source_arn: None,
         });
@@ -373,7 +375,7 @@ impl SimulatedSqs {
         body: &str,
         group: Option<&str>,
     ) -> Result<String, SqsError> {
-        self.send(url, body, group, None, BTreeMap::new())
+        self.send(url, body, group, None, BTreeMap::new(), Duration::ZERO)
     }
 
     /// Receives up to `max` visible messages, oldest first, each then invisible for

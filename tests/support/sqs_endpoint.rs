@@ -172,6 +172,7 @@ fn handle(sqs: &Arc<SimulatedSqs>, operation: &str, input: &Value) -> Result<Val
                 optional("MessageGroupId"),
                 optional("MessageDeduplicationId"),
                 attributes,
+                Duration::from_secs(input["DelaySeconds"].as_u64().unwrap_or(0)),
             )?;
             Ok(json!({ "MessageId": id }))
         }
