@@ -79,6 +79,8 @@ impl RedeliveryPolicy {
             SyncError::LeaseHeld { .. } => error
                 .retry_after()
                 .map(|free| free + REQUEUE_SPREAD.mul_f64(fastrand::f64())),
+            // Its order is in the busy holder's journal: that holder settles it.
+            SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner),
             _ => None,
         }
     }
@@ -136,6 +138,7 @@ mod tests {
     use super::*;
     use crate::domain::{DiscountId, MessageError, OrderId};
     use crate::ports::{PolarFailure, PolarFailureKind};
+    use std::sync::Arc;
 
     fn order() -> OrderId {
         OrderId::parse("ord_1".into()).unwrap()
@@ -390,6 +393,15 @@ mod tests {
             None
         );
         assert_eq!(policy.requeue_after(&SyncError::DeadlineTooClose), None);
+    }
+
+    #[test]
+    fn a_busy_discount_whose_journal_holds_the_order_sends_the_message_again_too() {
+        let policy = RedeliveryPolicy::default();
+        let journaled = SyncError::WriteMayHaveLanded(Arc::new(held_until(Duration::from_secs(6))));
+        assert!(policy.requeue_after(&journaled).is_some());
+        let failed_write = SyncError::WriteMayHaveLanded(Arc::new(SyncError::DeadlineTooClose));
+        assert_eq!(policy.requeue_after(&failed_write), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use aws_sdk_sqs::Client;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::ports::{DeadLetterReason, Delivery, Queue, QueueFailure};
+use crate::ports::{DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID};
 
 /// SQS caps a visibility timeout at 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
@@ -157,6 +157,14 @@ impl SqsQueue {
             .queue_url(url)
             .message_body(body)
             .delay_seconds(seconds)
+            .message_attributes(
+                ORIGINAL_MESSAGE_ID,
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(delivery.original_id())
+                    .build()
+                    .expect("data type is set"),
+            )
             .send()
             .await
             .map_err(|e| request_error("SendMessage(requeue)")(e.into()))?;
@@ -194,7 +202,7 @@ impl SqsQueue {
                 "Reason",
                 text(&crate::truncate_chars(&reason.reason, MAX_REASON_CHARS)),
             )
-            .message_attributes("OriginalMessageId", text(&delivery.message_id))
+            .message_attributes(ORIGINAL_MESSAGE_ID, text(delivery.original_id()))
             .message_attributes(
                 "ReceiveCount",
                 MessageAttributeValue::builder()

@@ -9,7 +9,7 @@ mod store;
 pub use polar::{
     BoxError, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
 };
-pub use queue::{DeadLetterReason, Delivery, Queue, QueueFailure};
+pub use queue::{DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID};
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
     OrderRecord, StoreFailure,

@@ -8,6 +8,9 @@ use thiserror::Error;
 use super::BoxError;
 use crate::failure::FailureClass;
 
+/// The message attribute that carries the original message id on copies and dead letters.
+pub const ORIGINAL_MESSAGE_ID: &str = "OriginalMessageId";
+
 /// A received SQS message, as far as redelivery needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -20,6 +23,18 @@ pub struct Delivery {
     pub receive_count: u32,
     /// `MessageGroupId` on FIFO queues.
     pub group_id: Option<String>,
+    /// Set on a copy the function sent again (`OriginalMessageId`): the id of the message
+    /// checkout sent, which dead letters and logs name.
+    pub original_message_id: Option<String>,
+}
+
+impl Delivery {
+    /// The id of the message as checkout sent it, through any copies the function made.
+    pub fn original_id(&self) -> &str {
+        self.original_message_id
+            .as_deref()
+            .unwrap_or(&self.message_id)
+    }
 }
 
 /// Why a message went to the dead-letter queue, carried as message attributes.

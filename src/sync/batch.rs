@@ -16,7 +16,9 @@ use super::{Outcome, SyncError, Synced, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::failure::FailureClass;
-use crate::ports::{Coordination, DeadLetterReason, Delivery, Discounts, OrderLedger, Queue};
+use crate::ports::{
+    Coordination, DeadLetterReason, Delivery, Discounts, OrderLedger, Queue, ORIGINAL_MESSAGE_ID,
+};
 use crate::redelivery::{Disposition, RedeliveryPolicy};
 
 /// A discount's messages are not started with less time than this left: they go back to
@@ -113,6 +115,10 @@ fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
         source_arn: record.event_source_arn,
         receive_count,
         group_id: record.attributes.get("MessageGroupId").cloned(),
+        original_message_id: record
+            .message_attributes
+            .get(ORIGINAL_MESSAGE_ID)
+            .and_then(|attribute| attribute.string_value.clone()),
     };
     Ok(Message { delivery, request })
 }
@@ -167,10 +173,10 @@ async fn standard<S: OrderLedger + Coordination, D: Discounts>(
 }
 
 /// FIFO queues: message groups concurrently, each group in order. Consecutive messages of
-/// one discount in a group are synced together (one coalesced write). Once a message of a
-/// group fails (and is not dead-lettered), it and every later message of the group are
-/// reported failed, as SQS requires to keep the order; a later one that was counted
-/// anyway comes back as already synced.
+/// one discount in a group are synced together (one coalesced write), claimed in order up
+/// to the first that fails. Once a message of a group fails (and is not dead-lettered), it
+/// and every later message of the group are reported failed, as SQS requires to keep the
+/// order.
 async fn fifo<S, D, Q>(
     syncer: &Syncer<S, D>,
     queue: &Q,
@@ -228,15 +234,19 @@ where
                         matches!(&messages[i].request, Ok(r) if r.discount_id == request.discount_id)
                     })
                     .count();
-                let run = &rest[..run_len];
-                let requests: Vec<SyncRequest> = run
+                let requests: Vec<SyncRequest> = rest[..run_len]
                     .iter()
                     .filter_map(|&i| messages[i].request.as_ref().ok().cloned())
                     .collect();
-                let outcomes = sync_discount(syncer, request.discount_id, &requests, deadline)
-                    .instrument(info_span!("discount", discount_id = %request.discount_id))
-                    .await;
-                (run, outcomes)
+                let outcomes = if deadline.remaining() < START_MARGIN {
+                    vec![Err(Arc::new(SyncError::DeadlineTooClose)); requests.len()]
+                } else {
+                    syncer
+                        .sync_discount_in_order(request.discount_id, &requests, deadline)
+                        .instrument(info_span!("discount", discount_id = %request.discount_id))
+                        .await
+                };
+                (&rest[..outcomes.len()], outcomes)
             }
             Err(err) => (&rest[..1], vec![Err(err.clone())]),
         };

@@ -1,10 +1,12 @@
-//! Claims: each order of the group is tagged for this lease in one conditional write,
-//! only if it names the message's discount and code. The claim decides a message on its
+//! Claims: each order of the group is tagged for this lease in one conditional write (all
+//! at once, or in order for FIFO), only if it names the message's discount and code. The claim decides a message on its
 //! own when the order is missing, already synced, or names another discount; the others
 //! go on to be counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use futures_util::future::join_all;
 
 use super::validate::{ensure_message_matches, mismatched_order};
 use super::{Outcome, Step, SyncError, Synced, Syncer};
@@ -26,18 +28,71 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &'a [SyncRequest],
         deadline: Deadline,
     ) -> (Vec<Option<Outcome>>, Vec<&'a SyncRequest>) {
-        let mut claims: Claims<'a> = HashMap::new();
+        let mut distinct: Vec<&SyncRequest> = Vec::new();
         for request in requests {
-            if !claims.contains_key(request) {
-                let claim = self
-                    .with_store_retry(deadline, || self.store.claim(request, lease))
-                    .await
-                    .map_err(|err| Arc::new(err.into()));
-                self.reached(Step::ClaimTaken);
-                claims.insert(request, claim);
+            if !distinct.contains(&request) {
+                distinct.push(request);
             }
         }
+        let claimed = join_all(
+            distinct
+                .iter()
+                .map(|request| self.claim(request, lease, deadline)),
+        )
+        .await;
+        let claims: Claims<'a> = distinct.into_iter().zip(claimed).collect();
         decide_from_claims(requests, &claims)
+    }
+
+    /// Claims in order and stops at the first message whose claim decides it as a failure:
+    /// FIFO keeps the order, so nothing after it may be counted first. Returns the claimed
+    /// prefix of `requests`, its decided outcomes, and the requests to count.
+    pub(super) async fn claim_in_order<'a>(
+        &self,
+        lease: &Lease,
+        requests: &'a [SyncRequest],
+        deadline: Deadline,
+    ) -> (
+        &'a [SyncRequest],
+        Vec<Option<Outcome>>,
+        Vec<&'a SyncRequest>,
+    ) {
+        let mut claims: Claims<'a> = HashMap::new();
+        let mut claimed = requests.len();
+        for (position, request) in requests.iter().enumerate() {
+            if !claims.contains_key(request) {
+                let claim = self.claim(request, lease, deadline).await;
+                let refused = match &claim {
+                    Ok(ClaimOutcome::Claimed) => false,
+                    Ok(ClaimOutcome::AlreadySynced(order)) => {
+                        ensure_message_matches(request, order).is_err()
+                    }
+                    _ => true,
+                };
+                claims.insert(request, claim);
+                if refused {
+                    claimed = position + 1;
+                    break;
+                }
+            }
+        }
+        let prefix = &requests[..claimed];
+        let (decided, to_count) = decide_from_claims(prefix, &claims);
+        (prefix, decided, to_count)
+    }
+
+    async fn claim(
+        &self,
+        request: &SyncRequest,
+        lease: &Lease,
+        deadline: Deadline,
+    ) -> Result<ClaimOutcome, Arc<SyncError>> {
+        let claim = self
+            .with_store_retry(deadline, || self.store.claim(request, lease))
+            .await
+            .map_err(|err| Arc::new(err.into()));
+        self.reached(Step::ClaimTaken);
+        claim
     }
 }
 

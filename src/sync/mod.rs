@@ -66,6 +66,12 @@ pub enum Step {
 
 pub type Checkpoint = Arc<dyn Fn(Step) + Send + Sync>;
 
+#[derive(Debug, Clone, Copy)]
+enum Claiming {
+    AllAtOnce,
+    InOrder,
+}
+
 /// Every request fails with `error`; those whose order is in `journaled`, a journal whose
 /// write may have landed, say so.
 fn failed_all(requests: &[SyncRequest], error: SyncError, journaled: &[OrderId]) -> Vec<Outcome> {
@@ -166,6 +172,30 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &[SyncRequest],
         deadline: Deadline,
     ) -> Vec<Outcome> {
+        self.sync_discount_claiming(discount, requests, deadline, Claiming::AllAtOnce)
+            .await
+    }
+
+    /// Syncs the messages of one discount in order, up to and including the first whose
+    /// claim fails it (a FIFO group must not count a later message first). Returns the
+    /// outcomes of that prefix of `requests`.
+    pub async fn sync_discount_in_order(
+        &self,
+        discount: DiscountId,
+        requests: &[SyncRequest],
+        deadline: Deadline,
+    ) -> Vec<Outcome> {
+        self.sync_discount_claiming(discount, requests, deadline, Claiming::InOrder)
+            .await
+    }
+
+    async fn sync_discount_claiming(
+        &self,
+        discount: DiscountId,
+        requests: &[SyncRequest],
+        deadline: Deadline,
+        claiming: Claiming,
+    ) -> Vec<Outcome> {
         let lease = Lease {
             token: Uuid::new_v4(),
             expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
@@ -186,7 +216,13 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 return failed_all(requests, failure.error, &[]);
             }
         }
-        let (decided, to_count) = self.claim_all(&lease, requests, deadline).await;
+        let (requests, decided, to_count) = match claiming {
+            Claiming::AllAtOnce => {
+                let (decided, to_count) = self.claim_all(&lease, requests, deadline).await;
+                (requests, decided, to_count)
+            }
+            Claiming::InOrder => self.claim_in_order(&lease, requests, deadline).await,
+        };
         let counted = self.count_all(discount, &lease, &to_count, deadline).await;
         decided
             .into_iter()

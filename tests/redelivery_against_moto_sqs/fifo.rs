@@ -136,10 +136,10 @@ async fn fifo_groups(backend: SqsBackend) {
         at1 <= at2 && at2 <= at3,
         "group A synced in order: a1 {at1}, a2 {at2}, a3 {at3}"
     );
-    assert_eq!(
-        applied_patches(&world, group_a),
-        [9, 8, 7],
-        "one write per message, in the group's order"
+    let patches = applied_patches(&world, group_a);
+    assert!(
+        patches.last() == Some(&7) && patches.windows(2).all(|w| w[0] > w[1]),
+        "group A's writes count down to 7, coalesced where its messages came together: {patches:?}"
     );
 
     // No batch ever handed a2 or a3 to the handler without a1 ahead of it, until a1 was

@@ -94,6 +94,8 @@ struct Log {
     acknowledged: Vec<String>,
     /// Ids named in a batch's failures that were not in the batch.
     strangers: Vec<String>,
+    /// Copies the function sent again (contention), to the message checkout sent.
+    origins: HashMap<String, String>,
 }
 
 pub struct EventSource {
@@ -143,6 +145,15 @@ impl EventSource {
             })
             .collect();
         let mut log = self.log.lock().unwrap();
+        for message in &messages {
+            let original = message
+                .message_attributes()
+                .and_then(|a| a.get("OriginalMessageId"))
+                .and_then(|a| a.string_value());
+            if let (Some(id), Some(original)) = (message.message_id(), original) {
+                log.origins.insert(id.to_owned(), original.to_owned());
+            }
+        }
         let invocation = log.invocations.len();
         for record in &records {
             assert!(
@@ -297,6 +308,30 @@ impl EventSource {
 
     pub fn acknowledged(&self) -> Vec<String> {
         self.log.lock().unwrap().acknowledged.clone()
+    }
+
+    /// The message checkout sent that `id` is a copy of; `id` itself if it is no copy.
+    pub fn original_of(&self, id: &str) -> String {
+        let log = self.log.lock().unwrap();
+        log.origins
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_owned())
+    }
+
+    /// The id of the last delivery of `original`'s chain of copies (`original` if it has
+    /// none): the one whose receives counted toward the dead-letter queue last.
+    pub fn last_copy_of(&self, original: &str) -> String {
+        self.receipts()
+            .into_iter()
+            .filter(|r| self.original_of(&r.message_id) == original)
+            .max_by_key(|r| r.at)
+            .map_or_else(|| original.to_owned(), |r| r.message_id)
+    }
+
+    /// Every copy the function sent again and was received, with its original.
+    pub fn copies(&self) -> HashMap<String, String> {
+        self.log.lock().unwrap().origins.clone()
     }
 
     pub fn strangers(&self) -> Vec<String> {
