@@ -9,11 +9,12 @@
 //! `maxReceiveCount` is the fewest receives m for which that sum exceeds the budget:
 //! [`MAX_RECEIVE_COUNT`], the template's default (a test keeps the two equal).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::backoff::Backoff;
+use crate::deadline::epoch_ms;
 use crate::failure::FailureClass;
-use crate::sync::SyncError;
+use crate::sync::{SyncError, LEASE_GRACE};
 
 /// The longest Polar outage that must dead-letter nothing.
 pub const OUTAGE_BUDGET: Duration = Duration::from_secs(6 * 60 * 60);
@@ -66,19 +67,34 @@ pub enum Disposition {
     DeadLetter { class: FailureClass },
 }
 
-/// Requeued messages come back spread over this much after the lease is free, so that
-/// the waiters of a hot code do not all return at once.
+/// A message whose discount's holder is still working comes back this soon (or when the
+/// holder's invocation ends, if sooner): a holder keeps the lease for a read and a write,
+/// well under a second, and the waiter already looked for the release for 3 s.
+const REQUEUE_SOON: Duration = Duration::from_secs(1);
+/// Requeued messages come back spread over this much more, so that the waiters of a hot
+/// code do not all return at once.
 const REQUEUE_SPREAD: Duration = Duration::from_secs(1);
 
 impl RedeliveryPolicy {
     /// Contention is not a failure. A message whose discount was busy for the whole
     /// invocation is sent again as a new message (its receive count starts over), visible
-    /// when the lease is free; `None` for every real failure.
+    /// soon while the holder works, or when the lease expires if its holder is gone;
+    /// `None` for every real failure.
     pub fn requeue_after(&self, error: &SyncError) -> Option<Duration> {
         match error {
-            SyncError::LeaseHeld { .. } => error
-                .retry_after()
-                .map(|free| free + REQUEUE_SPREAD.mul_f64(fastrand::f64())),
+            SyncError::LeaseHeld { expires_at_ms, .. } => {
+                let free_in = error.retry_after()?;
+                let expires_in = Duration::from_millis(
+                    expires_at_ms.saturating_sub(epoch_ms(SystemTime::now())),
+                );
+                let holder_working = expires_in > LEASE_GRACE;
+                let back_in = if holder_working {
+                    free_in.min(REQUEUE_SOON)
+                } else {
+                    free_in
+                };
+                Some(back_in + REQUEUE_SPREAD.mul_f64(fastrand::f64()))
+            }
             // Its order is in the busy holder's journal: that holder settles it.
             SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner),
             _ => None,
@@ -360,16 +376,26 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_discount_sends_its_message_again_once_the_holders_invocation_is_over() {
+    fn a_busy_discount_sends_its_message_again_to_come_back_within_two_seconds() {
         let policy = RedeliveryPolicy::default();
-        // The lease outlives its holder's deadline by 10 s: the holder is done in 30 s.
+        // The lease outlives its holder's deadline by 10 s: the holder may work for 30 s
+        // more, but holders take well under a second.
         let after = policy
             .requeue_after(&held_until(Duration::from_secs(40)))
             .unwrap();
         assert!(
-            after >= Duration::from_secs(29) && after <= Duration::from_secs(31),
+            after >= Duration::from_secs(1) && after <= Duration::from_secs(2),
             "{after:?}"
         );
+    }
+
+    #[test]
+    fn a_holder_about_to_end_its_invocation_is_not_waited_for_beyond_it() {
+        let policy = RedeliveryPolicy::default();
+        let after = policy
+            .requeue_after(&held_until(Duration::from_millis(10_300)))
+            .unwrap();
+        assert!(after <= Duration::from_millis(1_300), "{after:?}");
     }
 
     #[test]

@@ -76,8 +76,8 @@ pub trait Coordination: Send + Sync {
         now_ms: u64,
     ) -> impl Future<Output = Result<Acquisition, StoreFailure>> + Send;
 
-    /// Records the journal and lists the discount in the `JournalIndex`. Fails with
-    /// `StoreFailure::LeaseLost` if the lease is no longer ours.
+    /// Records the journal. Fails with `StoreFailure::LeaseLost` if the lease is no longer
+    /// ours.
     fn record_intent(
         &self,
         discount: DiscountId,
@@ -106,22 +106,12 @@ pub trait Coordination: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
 }
 
-/// Where the scheduled reconciliation finds journals whose owner is gone, without
-/// reading every discount. Entries may outlive their journal; only `forget_if_settled`
-/// removes them.
+/// Where the scheduled reconciliation finds journals whose owner may be gone.
 pub trait JournalIndex: Send + Sync {
-    /// Discounts that had a journal recorded since their entry was last forgotten.
+    /// Discounts whose coordination record holds a journal now.
     fn journaled_discounts(
         &self,
     ) -> impl Future<Output = Result<Vec<DiscountId>, StoreFailure>> + Send;
-
-    /// Removes the discount's entry if it has no journal and no live lease; false when it
-    /// still has either.
-    fn forget_if_settled(
-        &self,
-        discount: DiscountId,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<bool, StoreFailure>> + Send;
 }
 
 /// Why a store call failed, in the use case's terms. Sources keep the adapter's error.

@@ -38,7 +38,7 @@ use crate::deadline::Deadline;
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{Coordination, Discounts, Lease, OrderLedger, StoreFailure};
 use guarded_polar::GuardedPolar;
-use lease::LEASE_GRACE;
+pub use lease::LEASE_GRACE;
 
 /// One DynamoDB transaction marks the orders and clears the journal: at most 100 items.
 pub const MAX_ORDERS_PER_WRITE: usize = 99;

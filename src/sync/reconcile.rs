@@ -1,7 +1,7 @@
 //! Scheduled reconciliation: settles every journal whose owner is gone, exactly as the
 //! next message for that discount would (read back from Polar, then mark the orders), so
 //! a counted use is never left unmarked when its message was dead-lettered and no other
-//! message for the discount comes. It walks the journal index, never the whole table, and
+//! message for the discount comes. It finds the journals with one read of `SYNC_TABLE`, and
 //! makes no Polar request for a discount whose journal is already settled.
 
 use std::time::SystemTime;
@@ -23,11 +23,11 @@ const CONCURRENT_DISCOUNTS: usize = 4;
 /// What one run did, as the scheduled invocation answers it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Reconciliation {
-    /// Discounts listed in the journal index.
+    /// Discounts that held a journal when the run looked.
     pub found: usize,
     /// Journals resolved and their orders marked.
     pub settled: usize,
-    /// Entries whose journal had already been settled by message processing.
+    /// Journals settled by message processing since the run looked.
     pub cleared: usize,
     /// Journals whose lease a live invocation still holds: left for the next run.
     pub busy: usize,
@@ -80,11 +80,6 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
         if deadline.remaining() < START_MARGIN {
             return Settlement::Failed;
         }
-        match self.forget_if_settled(discount).await {
-            Ok(true) => return Settlement::Cleared,
-            Ok(false) => {}
-            Err(err) => return failed(discount, &err),
-        }
         let lease = Lease {
             token: Uuid::new_v4(),
             expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
@@ -96,12 +91,9 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
         let journal = match acquired {
             Ok(Acquisition::Held { .. }) => return Settlement::Busy,
             Ok(Acquisition::Acquired { pending: None }) => {
-                // Settled by a message between our two looks.
+                // Settled by a message since the scan.
                 self.release(discount, &lease).await;
-                return match self.forget_if_settled(discount).await {
-                    Ok(_) => Settlement::Cleared,
-                    Err(err) => failed(discount, &err),
-                };
+                return Settlement::Cleared;
             }
             Ok(Acquisition::Acquired {
                 pending: Some(journal),
@@ -114,10 +106,6 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
                 self.release(discount, &lease).await;
                 info!(event = "journal_reconciled", discount_id = %discount, orders,
                     "a journal left by an invocation that did not finish is settled");
-                if let Err(err) = self.forget_if_settled(discount).await {
-                    warn!(error = %crate::error_chain(&err), discount_id = %discount,
-                        "settled, but its index entry stays until the next run");
-                }
                 Settlement::Settled
             }
             Err(failure) => {
@@ -127,11 +115,6 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
                 failed(discount, &failure.error)
             }
         }
-    }
-
-    async fn forget_if_settled(&self, discount: DiscountId) -> Result<bool, SyncError> {
-        let now_ms = epoch_ms(SystemTime::now());
-        Ok(self.store.forget_if_settled(discount, now_ms).await?)
     }
 }
 

@@ -111,12 +111,9 @@ async fn on_its_last_receive_a_message_whose_discount_stays_busy_is_sent_again_n
     assert_eq!(requeued.len(), 1);
     let (message, after) = &requeued[0];
     assert_eq!(message, "m1");
-    // Back once the holder's invocation is over (20 s from the start), not at the lease's
-    // expiry 10 s later.
-    assert!(
-        *after >= Duration::from_secs(18) && *after <= Duration::from_secs(21),
-        "{after:?}"
-    );
+    // Back soon: the holder is still within its invocation (20 s from the start), and
+    // holders finish in well under a second.
+    assert!(*after <= Duration::from_secs(2), "{after:?}");
 }
 
 #[tokio::test]

@@ -159,8 +159,6 @@ impl Coordination for DynamoStore {
         lease: &Lease,
         journal: &Journal,
     ) -> Result<(), StoreFailure> {
-        // Listed first: a journal is never without its index entry.
-        self.list_in_journal_index(discount).await?;
         let result = self
             .update_discount(discount)
             .update_expression("SET #journal = :journal")

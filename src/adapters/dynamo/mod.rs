@@ -4,7 +4,7 @@
 mod coordination;
 mod error;
 mod journal_codec;
-mod journal_index;
+mod journals;
 mod orders;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,8 @@ const DISCOUNT_CODE: &str = "discountCode";
 const LEASE_TOKEN: &str = "leaseToken";
 const LEASE_EXPIRES_AT_MS: &str = "leaseExpiresAtMs";
 const JOURNAL: &str = "journal";
+/// A discount's item is keyed `discount#<id>`.
+const DISCOUNT_KEY_PREFIX: &str = "discount#";
 const TTL: &str = "expiresAt";
 /// An idle discount item is deleted by TTL this long after its last sync. Items that hold
 /// a lease or a journal have no TTL, so a pending write is never forgotten.
@@ -95,7 +97,7 @@ fn is_condition_failure(err: &SdkError<UpdateItemError>) -> bool {
 }
 
 fn discount_key(discount: DiscountId) -> AttributeValue {
-    string(&format!("discount#{discount}"))
+    string(&format!("{DISCOUNT_KEY_PREFIX}{discount}"))
 }
 
 fn string(value: &str) -> AttributeValue {

@@ -1,6 +1,6 @@
 //! The orders table and `SYNC_TABLE` in memory.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -29,7 +29,6 @@ pub struct StoredDiscount {
 pub struct InMemoryStore {
     pub orders: Mutex<HashMap<String, StoredOrder>>,
     pub discounts: Mutex<HashMap<DiscountId, StoredDiscount>>,
-    pub journal_index: Mutex<BTreeSet<DiscountId>>,
 }
 
 impl InMemoryStore {
@@ -139,7 +138,6 @@ impl Coordination for InMemoryStore {
         lease: &Lease,
         journal: &Journal,
     ) -> Result<(), StoreFailure> {
-        self.journal_index.lock().unwrap().insert(discount);
         self.holding(discount, lease, |stored| {
             stored.journal = Some(journal.clone())
         })
@@ -181,25 +179,11 @@ impl Coordination for InMemoryStore {
 
 impl JournalIndex for InMemoryStore {
     async fn journaled_discounts(&self) -> Result<Vec<DiscountId>, StoreFailure> {
-        Ok(self.journal_index.lock().unwrap().iter().copied().collect())
-    }
-
-    async fn forget_if_settled(
-        &self,
-        discount: DiscountId,
-        now_ms: u64,
-    ) -> Result<bool, StoreFailure> {
         let discounts = self.discounts.lock().unwrap();
-        let settled = discounts.get(&discount).is_none_or(|stored| {
-            stored.journal.is_none()
-                && stored
-                    .lease
-                    .as_ref()
-                    .is_none_or(|lease| lease.expires_at_ms < now_ms)
-        });
-        if settled {
-            self.journal_index.lock().unwrap().remove(&discount);
-        }
-        Ok(settled)
+        Ok(discounts
+            .iter()
+            .filter(|(_, stored)| stored.journal.is_some())
+            .map(|(discount, _)| *discount)
+            .collect())
     }
 }
