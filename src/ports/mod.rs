@@ -12,5 +12,5 @@ pub use polar::{
 pub use queue::{DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID};
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, StoreFailure,
+    OrderRecord, QuickStart, StoreFailure,
 };

@@ -60,6 +60,15 @@ pub enum Acquisition {
     },
 }
 
+/// What `Coordination::acquire_with_claims` came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuickStart {
+    /// The lease is ours, no journal was pending, and every order is claimed.
+    Started,
+    /// Nothing was written.
+    Declined,
+}
+
 /// Whether `commit` also gives the lease up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseAfter {
@@ -75,6 +84,18 @@ pub trait Coordination: Send + Sync {
         lease: &Lease,
         now_ms: u64,
     ) -> impl Future<Output = Result<Acquisition, StoreFailure>> + Send;
+
+    /// The common case in one write: takes the lease and claims every order of `claims`
+    /// (as `OrderLedger::claim` would, with the message's spelling), all or nothing, only
+    /// if the lease is free and no journal is pending. `Declined` when nothing was
+    /// written; `acquire` and `OrderLedger::claim` then tell why.
+    fn acquire_with_claims(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+        claims: &[&SyncRequest],
+    ) -> impl Future<Output = Result<QuickStart, StoreFailure>> + Send;
 
     /// Records the journal. Fails with `StoreFailure::LeaseLost` if the lease is no longer
     /// ours.

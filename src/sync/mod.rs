@@ -23,8 +23,10 @@ mod retry;
 mod validate;
 mod write;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use uuid::Uuid;
 
@@ -34,9 +36,9 @@ pub use rate::{RateLimiter, RateShare, POLAR_LIMIT_PER_MINUTE};
 pub use reconcile::Reconciliation;
 pub use retry::RetryPolicy;
 
-use crate::deadline::Deadline;
+use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
-use crate::ports::{Coordination, Discounts, Lease, OrderLedger, StoreFailure};
+use crate::ports::{Coordination, Discounts, Lease, OrderLedger, QuickStart, StoreFailure};
 use guarded_polar::GuardedPolar;
 pub use lease::LEASE_GRACE;
 
@@ -200,6 +202,14 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             token: Uuid::new_v4(),
             expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
         };
+        if let Claiming::AllAtOnce = claiming {
+            if let Some(outcomes) = self
+                .sync_quickly(discount, &lease, requests, deadline)
+                .await
+            {
+                return outcomes;
+            }
+        }
         let pending = match self.acquire(discount, &lease, deadline).await {
             Ok(pending) => pending,
             Err(refused) => return failed_all(requests, refused.error, &refused.journaled),
@@ -229,6 +239,46 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             .zip(requests)
             .map(|(outcome, request)| outcome.unwrap_or_else(|| counted[&request.order_id].clone()))
             .collect()
+    }
+
+    /// The common case (a free lease, nothing pending, each order named by one message and
+    /// claimable as the message spells it) with the lease and the claims in one write.
+    /// `None` when that write was declined or failed: nothing was written, and the caller
+    /// takes the lease and claims one by one, which tells why.
+    async fn sync_quickly(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        requests: &[SyncRequest],
+        deadline: Deadline,
+    ) -> Option<Vec<Outcome>> {
+        let mut distinct: Vec<&SyncRequest> = Vec::new();
+        for request in requests {
+            if !distinct.contains(&request) {
+                distinct.push(request);
+            }
+        }
+        let orders: HashSet<&OrderId> = distinct.iter().map(|r| &r.order_id).collect();
+        if orders.len() < distinct.len() || distinct.len() > MAX_ORDERS_PER_WRITE {
+            return None;
+        }
+        let now_ms = epoch_ms(SystemTime::now());
+        let started = self
+            .store
+            .acquire_with_claims(discount, lease, now_ms, &distinct)
+            .await;
+        if !matches!(started, Ok(QuickStart::Started)) {
+            return None;
+        }
+        self.reached(Step::LeaseTaken);
+        self.reached(Step::ClaimTaken);
+        let counted = self.count_all(discount, lease, &distinct, deadline).await;
+        Some(
+            requests
+                .iter()
+                .map(|request| counted[&request.order_id].clone())
+                .collect(),
+        )
     }
 
     /// A store call, retried while the failure is worth retrying and time allows.

@@ -15,8 +15,8 @@ use super::{
     discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, JOURNAL,
     LEASE_EXPIRES_AT_MS, LEASE_TOKEN, TTL,
 };
-use crate::domain::{DiscountId, Journal, OrderId, SyncAction};
-use crate::ports::{Acquisition, Coordination, Lease, LeaseAfter, StoreFailure};
+use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
+use crate::ports::{Acquisition, Coordination, Lease, LeaseAfter, QuickStart, StoreFailure};
 
 impl DynamoStore {
     /// The discount update of `commit`: clear the journal and maybe release the lease.
@@ -151,6 +151,60 @@ impl Coordination for DynamoStore {
             }
             Err(err) => Err(self.sync_failure("UpdateItem(acquire)", err)),
         }
+    }
+
+    async fn acquire_with_claims(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+        claims: &[&SyncRequest],
+    ) -> Result<QuickStart, StoreFailure> {
+        let take_lease = Update::builder()
+            .table_name(&self.sync_table)
+            .key("pk", discount_key(discount))
+            .update_expression("SET #owner = :token, #until = :until REMOVE #ttl")
+            // Our own token: the SDK retried a request whose answer was lost.
+            .condition_expression(
+                "(attribute_not_exists(#owner) OR #until < :now OR #owner = :token) AND attribute_not_exists(#journal)",
+            )
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#journal", JOURNAL)
+            .expression_attribute_values(":token", string(&lease.token.to_string()))
+            .expression_attribute_values(":until", number(lease.expires_at_ms))
+            .expression_attribute_values(":now", number(now_ms))
+            .build()
+            .expect("table, key and update expression are set");
+        let items = std::iter::once(take_lease)
+            .chain(
+                claims
+                    .iter()
+                    .map(|request| self.claim_order(request, lease)),
+            )
+            .map(|update| TransactWriteItem::builder().update(update).build())
+            .collect();
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let Err(err) = result else {
+            return Ok(QuickStart::Started);
+        };
+        let reasons = error::cancellation_reasons(&err);
+        if reasons.is_empty() {
+            return Err(error::transaction_failure(
+                "TransactWriteItems(lease and claims)",
+                &self.sync_table,
+                &reasons,
+                err,
+            ));
+        }
+        // Held, pending, refused or conflicting: the one-by-one path sorts it out.
+        Ok(QuickStart::Declined)
     }
 
     async fn record_intent(

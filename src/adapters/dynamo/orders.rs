@@ -32,6 +32,43 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// A claim as a transaction item: the order exists, is not synced, and names the
+    /// request's discount and code exactly as the message spells them.
+    pub(super) fn claim_order(&self, request: &SyncRequest, lease: &Lease) -> Update {
+        let spelled = (
+            request.discount_id.to_string(),
+            request.discount_code.as_str().to_owned(),
+        );
+        self.claim_naming(&request.order_id, &spelled, lease)
+    }
+
+    fn claim_naming(
+        &self,
+        order: &OrderId,
+        (discount_id, discount_code): &(String, String),
+        lease: &Lease,
+    ) -> Update {
+        Update::builder()
+            .table_name(&self.orders_table)
+            .key("id", string(order.as_str()))
+            .update_expression("SET #claim = :token")
+            .condition_expression(format!(
+                "attribute_exists(id) AND {NOT_SYNCED} AND #discountId = :discountId AND #discountCode = :discountCode"
+            ))
+            .expression_attribute_names("#claim", CLAIM)
+            .expression_attribute_names("#synced", SYNCED)
+            .expression_attribute_names("#discountId", DISCOUNT_ID)
+            .expression_attribute_names("#discountCode", DISCOUNT_CODE)
+            .expression_attribute_values(":token", string(&lease.token.to_string()))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":discountId", string(discount_id))
+            .expression_attribute_values(":discountCode", string(discount_code))
+            .build()
+            .expect("table, key and update expression are set")
+    }
+}
+
 impl OrderLedger for DynamoStore {
     async fn claim(
         &self,
@@ -79,23 +116,16 @@ impl DynamoStore {
     async fn claim_if_names(
         &self,
         request: &SyncRequest,
-        (discount_id, discount_code): &(String, String),
+        expected: &(String, String),
         lease: &Lease,
     ) -> Result<ConditionalClaim, StoreFailure> {
+        let claim = self.claim_naming(&request.order_id, expected, lease);
         let result = self
             .update_order(&request.order_id)
-            .update_expression("SET #claim = :token")
-            .condition_expression(format!(
-                "attribute_exists(id) AND {NOT_SYNCED} AND #discountId = :discountId AND #discountCode = :discountCode"
-            ))
-            .expression_attribute_names("#claim", CLAIM)
-            .expression_attribute_names("#synced", SYNCED)
-            .expression_attribute_names("#discountId", DISCOUNT_ID)
-            .expression_attribute_names("#discountCode", DISCOUNT_CODE)
-            .expression_attribute_values(":token", string(&lease.token.to_string()))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":discountId", string(discount_id))
-            .expression_attribute_values(":discountCode", string(discount_code))
+            .update_expression(claim.update_expression())
+            .set_condition_expression(claim.condition_expression().map(str::to_owned))
+            .set_expression_attribute_names(claim.expression_attribute_names().cloned())
+            .set_expression_attribute_values(claim.expression_attribute_values().cloned())
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, StoreFailure,
+    OrderRecord, QuickStart, StoreFailure,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -130,6 +130,38 @@ impl Coordination for InMemoryStore {
         Ok(Acquisition::Acquired {
             pending: stored.journal.clone(),
         })
+    }
+
+    async fn acquire_with_claims(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+        claims: &[&SyncRequest],
+    ) -> Result<QuickStart, StoreFailure> {
+        let orders = self.orders.lock().unwrap();
+        let claimable = claims.iter().all(|request| {
+            orders.get(request.order_id.as_str()).is_some_and(|stored| {
+                stored.synced.is_none()
+                    && stored.record.as_ref().is_some_and(|record| {
+                        record.discount_id.as_deref()
+                            == Some(request.discount_id.to_string().as_str())
+                            && record.discount_code.as_deref()
+                                == Some(request.discount_code.as_str())
+                    })
+            })
+        });
+        let mut discounts = self.discounts.lock().unwrap();
+        let stored = discounts.entry(discount).or_default();
+        let lease_free = stored
+            .lease
+            .as_ref()
+            .is_none_or(|held| held.token == lease.token || held.expires_at_ms < now_ms);
+        if !(claimable && lease_free && stored.journal.is_none()) {
+            return Ok(QuickStart::Declined);
+        }
+        stored.lease = Some(lease.clone());
+        Ok(QuickStart::Started)
     }
 
     async fn record_intent(
