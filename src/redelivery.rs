@@ -67,12 +67,11 @@ pub enum Disposition {
     DeadLetter { class: FailureClass },
 }
 
-/// A message whose discount's holder is still working comes back this soon (or when the
-/// holder's invocation ends, if sooner): a holder keeps the lease for a read and a write,
-/// well under a second, and the waiter already looked for the release for 3 s.
-const REQUEUE_SOON: Duration = Duration::from_secs(1);
-/// Requeued messages come back spread over this much more, so that the waiters of a hot
-/// code do not all return at once.
+/// Requeued messages come back spread over this much (SQS delays by whole seconds, so
+/// within a second) while the holder still works: a holder keeps the lease for a read and
+/// a write, well under a second, and the waiter already looked for the release for 3 s.
+/// Once the holder's invocation is over, they come back spread over this much after the
+/// lease's expiry.
 const REQUEUE_SPREAD: Duration = Duration::from_secs(1);
 
 impl RedeliveryPolicy {
@@ -83,15 +82,14 @@ impl RedeliveryPolicy {
     pub fn requeue_after(&self, error: &SyncError) -> Option<Duration> {
         match error {
             SyncError::LeaseHeld { expires_at_ms, .. } => {
-                let free_in = error.retry_after()?;
                 let expires_in = Duration::from_millis(
                     expires_at_ms.saturating_sub(epoch_ms(SystemTime::now())),
                 );
                 let holder_working = expires_in > LEASE_GRACE;
                 let back_in = if holder_working {
-                    free_in.min(REQUEUE_SOON)
+                    Duration::ZERO
                 } else {
-                    free_in
+                    expires_in
                 };
                 Some(back_in + REQUEUE_SPREAD.mul_f64(fastrand::f64()))
             }
@@ -376,26 +374,14 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_discount_sends_its_message_again_to_come_back_within_two_seconds() {
+    fn a_busy_discount_sends_its_message_again_to_come_back_within_a_second() {
         let policy = RedeliveryPolicy::default();
         // The lease outlives its holder's deadline by 10 s: the holder may work for 30 s
         // more, but holders take well under a second.
         let after = policy
             .requeue_after(&held_until(Duration::from_secs(40)))
             .unwrap();
-        assert!(
-            after >= Duration::from_secs(1) && after <= Duration::from_secs(2),
-            "{after:?}"
-        );
-    }
-
-    #[test]
-    fn a_holder_about_to_end_its_invocation_is_not_waited_for_beyond_it() {
-        let policy = RedeliveryPolicy::default();
-        let after = policy
-            .requeue_after(&held_until(Duration::from_millis(10_300)))
-            .unwrap();
-        assert!(after <= Duration::from_millis(1_300), "{after:?}");
+        assert!(after <= Duration::from_secs(1), "{after:?}");
     }
 
     #[test]

@@ -25,10 +25,12 @@ pub const LEASE_GRACE: Duration = Duration::from_secs(10);
 /// every look is a DynamoDB request, and a waiter's other discounts wait with it.
 const LEASE_WAIT: Duration = Duration::from_secs(3);
 /// The pauses between looks at a held lease: short at first, since most holders are
-/// about to finish, then growing so that many waiters do not hammer the table.
+/// about to finish, then growing a little so that many waiters do not hammer the table.
+/// Capped low: a long pause lets a newcomer, still looking every 20 ms, take the lease
+/// ahead of a waiter that has waited longer, which then runs out of waiting time.
 const LEASE_POLL: Backoff = Backoff {
     base: Duration::from_millis(20),
-    max: Duration::from_millis(320),
+    max: Duration::from_millis(100),
 };
 
 /// The lease could not be had, and which orders the holder's pending journal covers.
