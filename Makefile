@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive bench
+.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive bench build-arm64
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -51,6 +51,20 @@ bench: $(DEV_ENV)
 		|| { tail -n 40 bench-results/stderr.log; exit 1; }
 	@if [ "$(BENCH)" = full ] && [ -z "$(BENCH_ARGS)" ]; then cp bench-results/latest.md BENCHMARKS.md && \
 		echo "BENCHMARKS.md updated: commit it with the change it measures"; fi
+
+# The deployable binary for the function's arm64 Lambda (provided.al2023):
+# target/lambda/polar-discount-sync/bootstrap. cargo-lambda cross-compiles with zig, which
+# also builds aws-lc-sys's C for aarch64: no Docker, no cross toolchain. It is installed
+# into .venv on first use, not from requirements-dev.txt, so that CI and `make test` do
+# not download it (about 100 MB with zig) for a build they never run.
+CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
+build-arm64: $(CARGO_LAMBDA)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --locked --arm64 --bin polar-discount-sync
+	@ls -l target/lambda/polar-discount-sync/bootstrap
+
+$(CARGO_LAMBDA):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 ziglang==0.17.1
 
 # Operators: what is in the dead-letter queue and why; move it back after a fix.
 dlq-list: $(DEV_ENV)
