@@ -67,11 +67,12 @@ pub enum Disposition {
     DeadLetter { class: FailureClass },
 }
 
-/// Requeued messages come back spread over this much (SQS delays by whole seconds, so
-/// within a second) while the holder still works: a holder keeps the lease for a read and
-/// a write, well under a second, and the waiter already looked for the release for 3 s.
-/// Once the holder's invocation is over, they come back spread over this much after the
-/// lease's expiry.
+/// A message sent again for the first time comes back within this long while the holder
+/// still works: a holder keeps the lease for a read and a write, well under a second, and
+/// the waiter already looked for the release for 3 s. Each further time doubles it (a slow
+/// holder, or one that died within its invocation), never past the holder's deadline.
+/// Once that has passed, the lease frees only at its expiry: copies come back then, spread
+/// over this much.
 const REQUEUE_SPREAD: Duration = Duration::from_secs(1);
 
 impl RedeliveryPolicy {
@@ -79,22 +80,24 @@ impl RedeliveryPolicy {
     /// invocation is sent again as a new message (its receive count starts over), visible
     /// soon while the holder works, or when the lease expires if its holder is gone;
     /// `None` for every real failure.
-    pub fn requeue_after(&self, error: &SyncError) -> Option<Duration> {
+    pub fn requeue_after(&self, error: &SyncError, requeues: u32) -> Option<Duration> {
         match error {
             SyncError::LeaseHeld { expires_at_ms, .. } => {
                 let expires_in = Duration::from_millis(
                     expires_at_ms.saturating_sub(epoch_ms(SystemTime::now())),
                 );
-                let holder_working = expires_in > LEASE_GRACE;
-                let back_in = if holder_working {
-                    Duration::ZERO
-                } else {
-                    expires_in
+                if expires_in <= LEASE_GRACE {
+                    return Some(expires_in + REQUEUE_SPREAD.mul_f64(fastrand::f64()));
+                }
+                let until_holder_deadline = expires_in - LEASE_GRACE;
+                let backoff = Backoff {
+                    base: REQUEUE_SPREAD,
+                    max: until_holder_deadline.max(REQUEUE_SPREAD),
                 };
-                Some(back_in + REQUEUE_SPREAD.mul_f64(fastrand::f64()))
+                Some(backoff.full_jitter(requeues + 1))
             }
             // Its order is in the busy holder's journal: that holder settles it.
-            SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner),
+            SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner, requeues),
             _ => None,
         }
     }
@@ -379,9 +382,29 @@ mod tests {
         // The lease outlives its holder's deadline by 10 s: the holder may work for 30 s
         // more, but holders take well under a second.
         let after = policy
-            .requeue_after(&held_until(Duration::from_secs(40)))
+            .requeue_after(&held_until(Duration::from_secs(40)), 0)
             .unwrap();
         assert!(after <= Duration::from_secs(1), "{after:?}");
+    }
+
+    #[test]
+    fn a_message_sent_again_and_again_waits_longer_each_time_but_never_past_the_holders_deadline() {
+        let policy = RedeliveryPolicy::default();
+        // The holder's deadline is 30 s away.
+        let held = held_until(Duration::from_secs(40));
+        let third: Vec<Duration> = (0..200)
+            .map(|_| policy.requeue_after(&held, 2).unwrap())
+            .collect();
+        assert!(third.iter().all(|d| *d <= Duration::from_secs(4)));
+        assert!(
+            third.iter().any(|d| *d > Duration::from_secs(2)),
+            "it grows"
+        );
+        // The holder's deadline is 2 s away.
+        let ending = held_until(Duration::from_secs(12));
+        assert!(
+            (0..200).all(|_| policy.requeue_after(&ending, 10).unwrap() <= Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -389,7 +412,7 @@ mod tests {
         let policy = RedeliveryPolicy::default();
         // The holder's deadline has passed (a crash, or a write left pending).
         let after = policy
-            .requeue_after(&held_until(Duration::from_secs(6)))
+            .requeue_after(&held_until(Duration::from_secs(6)), 0)
             .unwrap();
         assert!(
             after >= Duration::from_secs(5) && after <= Duration::from_secs(7),
@@ -401,19 +424,19 @@ mod tests {
     fn only_contention_is_sent_again_as_a_new_message() {
         let policy = RedeliveryPolicy::default();
         assert_eq!(
-            policy.requeue_after(&SyncError::OrderNotFound(order())),
+            policy.requeue_after(&SyncError::OrderNotFound(order()), 0),
             None
         );
-        assert_eq!(policy.requeue_after(&SyncError::DeadlineTooClose), None);
+        assert_eq!(policy.requeue_after(&SyncError::DeadlineTooClose, 0), None);
     }
 
     #[test]
     fn a_busy_discount_whose_journal_holds_the_order_sends_the_message_again_too() {
         let policy = RedeliveryPolicy::default();
         let journaled = SyncError::WriteMayHaveLanded(Arc::new(held_until(Duration::from_secs(6))));
-        assert!(policy.requeue_after(&journaled).is_some());
+        assert!(policy.requeue_after(&journaled, 0).is_some());
         let failed_write = SyncError::WriteMayHaveLanded(Arc::new(SyncError::DeadlineTooClose));
-        assert_eq!(policy.requeue_after(&failed_write), None);
+        assert_eq!(policy.requeue_after(&failed_write, 0), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use aws_sdk_sqs::Client;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::ports::{DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID};
+use crate::ports::{
+    DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
+};
 
 /// SQS caps a visibility timeout at 12 hours.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
@@ -162,6 +164,14 @@ impl SqsQueue {
                 MessageAttributeValue::builder()
                     .data_type("String")
                     .string_value(delivery.original_id())
+                    .build()
+                    .expect("data type is set"),
+            )
+            .message_attributes(
+                REQUEUE_COUNT,
+                MessageAttributeValue::builder()
+                    .data_type("Number")
+                    .string_value((delivery.requeues + 1).to_string())
                     .build()
                     .expect("data type is set"),
             )

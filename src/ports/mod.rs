@@ -9,7 +9,9 @@ mod store;
 pub use polar::{
     BoxError, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
 };
-pub use queue::{DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID};
+pub use queue::{
+    DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
+};
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
     OrderRecord, QuickStart, StoreFailure,

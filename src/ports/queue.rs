@@ -10,6 +10,8 @@ use crate::failure::FailureClass;
 
 /// The message attribute that carries the original message id on copies and dead letters.
 pub const ORIGINAL_MESSAGE_ID: &str = "OriginalMessageId";
+/// The message attribute that counts how many times a message was sent again.
+pub const REQUEUE_COUNT: &str = "RequeueCount";
 
 /// A received SQS message, as far as redelivery needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub struct Delivery {
     /// Set on a copy the function sent again (`OriginalMessageId`): the id of the message
     /// checkout sent, which dead letters and logs name.
     pub original_message_id: Option<String>,
+    /// How many times the function sent this message again (`RequeueCount`); 0 for the
+    /// message checkout sent.
+    pub requeues: u32,
 }
 
 impl Delivery {

@@ -18,6 +18,7 @@ use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::failure::FailureClass;
 use crate::ports::{
     Coordination, DeadLetterReason, Delivery, Discounts, OrderLedger, Queue, ORIGINAL_MESSAGE_ID,
+    REQUEUE_COUNT,
 };
 use crate::redelivery::{Disposition, RedeliveryPolicy};
 
@@ -119,6 +120,11 @@ fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
             .message_attributes
             .get(ORIGINAL_MESSAGE_ID)
             .and_then(|attribute| attribute.string_value.clone()),
+        requeues: record
+            .message_attributes
+            .get(REQUEUE_COUNT)
+            .and_then(|attribute| attribute.string_value.as_deref()?.parse().ok())
+            .unwrap_or(0),
     };
     Ok(Message { delivery, request })
 }
@@ -319,7 +325,7 @@ async fn dispose<Q: Queue>(
     let class = error.class();
     let reason = crate::error_chain(&*error);
     if delivery.group_id.is_none() {
-        if let Some(after) = policy.requeue_after(&error) {
+        if let Some(after) = policy.requeue_after(&error, delivery.requeues) {
             match queue.requeue(delivery, after).await {
                 Ok(()) => {
                     info!(message_id, kind, visible_in = ?after, error = %reason,

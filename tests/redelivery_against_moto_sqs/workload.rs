@@ -252,6 +252,21 @@ async fn mixed_workload(backend: SqsBackend) {
         labels.insert(copy.clone(), label);
     }
     let history = source.history(&labels);
+    // Each copy counts the times its message was sent again: 1, 2, ... along its chain.
+    let mut counts_by_original: HashMap<&String, Vec<u32>> = HashMap::new();
+    for (copy, original) in &copies {
+        let count = source.requeue_count(copy);
+        assert!(count.is_some(), "{copy} carries RequeueCount\n{history}");
+        counts_by_original
+            .entry(original)
+            .or_default()
+            .extend(count);
+    }
+    for (original, mut counts) in counts_by_original {
+        counts.sort();
+        let expected: Vec<u32> = (1..=counts.len() as u32).collect();
+        assert_eq!(counts, expected, "{}'s copies\n{history}", labels[original]);
+    }
 
     // Nothing lost: every message and every copy was acknowledged exactly once (synced,
     // sent again, or after its dead-lettering), and the source queue is empty.

@@ -96,6 +96,8 @@ struct Log {
     strangers: Vec<String>,
     /// Copies the function sent again (contention), to the message checkout sent.
     origins: HashMap<String, String>,
+    /// Each copy's `RequeueCount`.
+    requeue_counts: HashMap<String, u32>,
 }
 
 pub struct EventSource {
@@ -152,6 +154,13 @@ impl EventSource {
                 .and_then(|a| a.string_value());
             if let (Some(id), Some(original)) = (message.message_id(), original) {
                 log.origins.insert(id.to_owned(), original.to_owned());
+            }
+            let requeues = message
+                .message_attributes()
+                .and_then(|a| a.get("RequeueCount"))
+                .and_then(|a| a.string_value()?.parse().ok());
+            if let (Some(id), Some(requeues)) = (message.message_id(), requeues) {
+                log.requeue_counts.insert(id.to_owned(), requeues);
             }
         }
         let invocation = log.invocations.len();
@@ -327,6 +336,11 @@ impl EventSource {
             .filter(|r| self.original_of(&r.message_id) == original)
             .max_by_key(|r| r.at)
             .map_or_else(|| original.to_owned(), |r| r.message_id)
+    }
+
+    /// The `RequeueCount` of a copy the function sent again.
+    pub fn requeue_count(&self, id: &str) -> Option<u32> {
+        self.log.lock().unwrap().requeue_counts.get(id).copied()
     }
 
     /// Every copy the function sent again and was received, with its original.
