@@ -11,7 +11,7 @@ local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
 
 test: $(DEV_ENV) lint
-	scripts/with-moto.sh cargo test --workspace --locked --no-fail-fast
+	scripts/test.sh
 
 lint: $(DEV_ENV)
 	cargo fmt --all -- --check

@@ -47,6 +47,41 @@ impl DynamoStore {
             .expect("table, key and update expression are set")
     }
 
+    /// Takes the lease if it is free, expired, or ours already (the SDK retried a request
+    /// whose answer was lost); with `only_without_journal`, only if no journal is pending.
+    fn take_lease(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        now_ms: u64,
+        only_without_journal: bool,
+    ) -> Update {
+        let free = "(attribute_not_exists(#owner) OR #until < :now OR #owner = :token)";
+        let builder = Update::builder()
+            .table_name(&self.sync_table)
+            .key("pk", discount_key(discount))
+            .update_expression("SET #owner = :token, #until = :until REMOVE #ttl")
+            .condition_expression(if only_without_journal {
+                format!("{free} AND attribute_not_exists(#journal)")
+            } else {
+                free.to_owned()
+            })
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":token", string(&lease.token.to_string()))
+            .expression_attribute_values(":until", number(lease.expires_at_ms))
+            .expression_attribute_values(":now", number(now_ms));
+        let builder = if only_without_journal {
+            builder.expression_attribute_names("#journal", JOURNAL)
+        } else {
+            builder
+        };
+        builder
+            .build()
+            .expect("table, key and update expression are set")
+    }
+
     /// Marks orders one by one, skipping those already marked: the path when the
     /// all-or-nothing transaction found an order it could not mark.
     async fn commit_one_by_one(
@@ -100,19 +135,13 @@ impl Coordination for DynamoStore {
         lease: &Lease,
         now_ms: u64,
     ) -> Result<Acquisition, StoreFailure> {
+        let take = self.take_lease(discount, lease, now_ms, false);
         let result = self
             .update_discount(discount)
-            .update_expression("SET #owner = :token, #until = :until REMOVE #ttl")
-            // Our own token: the SDK retried an acquire whose answer was lost.
-            .condition_expression(
-                "attribute_not_exists(#owner) OR #until < :now OR #owner = :token",
-            )
-            .expression_attribute_names("#owner", LEASE_TOKEN)
-            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
-            .expression_attribute_names("#ttl", TTL)
-            .expression_attribute_values(":token", string(&lease.token.to_string()))
-            .expression_attribute_values(":until", number(lease.expires_at_ms))
-            .expression_attribute_values(":now", number(now_ms))
+            .update_expression(take.update_expression())
+            .set_condition_expression(take.condition_expression().map(str::to_owned))
+            .set_expression_attribute_names(take.expression_attribute_names().cloned())
+            .set_expression_attribute_values(take.expression_attribute_values().cloned())
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -160,23 +189,7 @@ impl Coordination for DynamoStore {
         now_ms: u64,
         claims: &[&SyncRequest],
     ) -> Result<QuickStart, StoreFailure> {
-        let take_lease = Update::builder()
-            .table_name(&self.sync_table)
-            .key("pk", discount_key(discount))
-            .update_expression("SET #owner = :token, #until = :until REMOVE #ttl")
-            // Our own token: the SDK retried a request whose answer was lost.
-            .condition_expression(
-                "(attribute_not_exists(#owner) OR #until < :now OR #owner = :token) AND attribute_not_exists(#journal)",
-            )
-            .expression_attribute_names("#owner", LEASE_TOKEN)
-            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
-            .expression_attribute_names("#ttl", TTL)
-            .expression_attribute_names("#journal", JOURNAL)
-            .expression_attribute_values(":token", string(&lease.token.to_string()))
-            .expression_attribute_values(":until", number(lease.expires_at_ms))
-            .expression_attribute_values(":now", number(now_ms))
-            .build()
-            .expect("table, key and update expression are set");
+        let take_lease = self.take_lease(discount, lease, now_ms, true);
         let items = std::iter::once(take_lease)
             .chain(
                 claims

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make test`'s test run. The exactly-once invariant test is bound by moto, which serves
+# one request at a time, not by the CPU: it runs next to all the other tests, each with its
+# own moto, so the run takes about as long as the longer of the two instead of their sum.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+invariant=every_discount_ends_exactly_once_whatever_happens_on_the_way
+log=target/invariant-test.log
+
+cargo test --workspace --locked --no-run || exit 1
+mkdir -p target
+scripts/with-moto.sh cargo test --locked --test exactly_once_invariant -- --nocapture >"$log" 2>&1 &
+invariant_pid=$!
+scripts/with-moto.sh cargo test --workspace --locked --no-fail-fast -- --skip "$invariant"
+rest=$?
+wait "$invariant_pid"
+invariant_status=$?
+echo "---- exactly_once_invariant ($log) ----"
+cat "$log"
+[ "$rest" -eq 0 ] && [ "$invariant_status" -eq 0 ]
