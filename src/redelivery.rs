@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use crate::backoff::Backoff;
 use crate::deadline::epoch_ms;
 use crate::failure::FailureClass;
+use crate::ports::{PolarFailure, PolarFailureKind};
 use crate::sync::{SyncError, LEASE_GRACE};
 
 /// The longest Polar outage that must dead-letter nothing.
@@ -74,6 +75,8 @@ pub enum Disposition {
 /// Once that has passed, the lease frees only at its expiry: copies come back then, spread
 /// over this much.
 const REQUEUE_SPREAD: Duration = Duration::from_secs(1);
+/// SQS delays a message by at most 15 minutes.
+const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
 
 impl RedeliveryPolicy {
     /// Contention is not a failure. A message whose discount was busy for the whole
@@ -95,6 +98,18 @@ impl RedeliveryPolicy {
                     max: until_holder_deadline.max(REQUEUE_SPREAD),
                 };
                 Some(backoff.full_jitter(requeues + 1))
+            }
+            // This container's share of Polar's budget had no slot before the deadline: the
+            // budget is busy, not failing. Copies spread out as they come back again.
+            SyncError::Polar(PolarFailure {
+                kind: PolarFailureKind::OverBudget { ready_in },
+                ..
+            }) => {
+                let backoff = Backoff {
+                    base: REQUEUE_SPREAD,
+                    max: MAX_REQUEUE_DELAY,
+                };
+                Some(backoff.full_jitter(requeues + 1).max(*ready_in))
             }
             // Its order is in the busy holder's journal: that holder settles it.
             SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner, requeues),
@@ -254,7 +269,9 @@ mod tests {
         let outages = [
             PolarFailureKind::Unavailable,
             PolarFailureKind::Unauthorized,
-            PolarFailureKind::OverBudget,
+            PolarFailureKind::OverBudget {
+                ready_in: Duration::from_secs(1),
+            },
             PolarFailureKind::TooLate,
         ];
         for kind in outages {
@@ -421,7 +438,37 @@ mod tests {
     }
 
     #[test]
-    fn only_contention_is_sent_again_as_a_new_message() {
+    fn a_spent_rate_budget_sends_the_message_again_for_when_a_slot_is_free() {
+        let policy = RedeliveryPolicy::default();
+        let over_budget = |ready_in| {
+            SyncError::Polar(PolarFailure::new(
+                PolarFailureKind::OverBudget { ready_in },
+                "spent",
+            ))
+        };
+        let after = policy
+            .requeue_after(&over_budget(Duration::from_secs(7)), 0)
+            .unwrap();
+        assert!(
+            after >= Duration::from_secs(7),
+            "not before the slot: {after:?}"
+        );
+        let later: Vec<Duration> = (0..200)
+            .map(|_| {
+                policy
+                    .requeue_after(&over_budget(Duration::ZERO), 5)
+                    .unwrap()
+            })
+            .collect();
+        assert!(later.iter().all(|d| *d <= Duration::from_secs(32)));
+        assert!(
+            later.iter().any(|d| *d > Duration::from_secs(4)),
+            "copies spread out"
+        );
+    }
+
+    #[test]
+    fn only_contention_and_a_spent_budget_send_a_message_again() {
         let policy = RedeliveryPolicy::default();
         assert_eq!(
             policy.requeue_after(&SyncError::OrderNotFound(order()), 0),

@@ -329,7 +329,11 @@ impl Sim {
         let max_wait = self.remaining(deadline).saturating_sub(START_MARGIN);
         if let Err(over) = container.limiter.admit(max_wait).await {
             self.world.borrow_mut().over_budget += 1;
-            return Err(PolarFailure::new(PolarFailureKind::OverBudget, over));
+            let ready_in = over.wait;
+            return Err(PolarFailure::new(
+                PolarFailureKind::OverBudget { ready_in },
+                over,
+            ));
         }
         let remaining = self.remaining(deadline);
         let timeout = remaining

@@ -63,7 +63,7 @@ impl PolarFailure {
         match self.kind {
             PolarFailureKind::RateLimited { .. }
             | PolarFailureKind::Unavailable
-            | PolarFailureKind::OverBudget
+            | PolarFailureKind::OverBudget { .. }
             | PolarFailureKind::TooLate => FailureClass::Transient,
             PolarFailureKind::Unauthorized | PolarFailureKind::Misconfigured => {
                 FailureClass::Configuration
@@ -80,7 +80,7 @@ impl PolarFailure {
             }),
             PolarFailureKind::Unavailable => Some(RetryHint { not_before: None }),
             // The limiter already waited as long as the deadline allows.
-            PolarFailureKind::OverBudget
+            PolarFailureKind::OverBudget { .. }
             | PolarFailureKind::TooLate
             | PolarFailureKind::Unauthorized
             | PolarFailureKind::Misconfigured
@@ -102,7 +102,7 @@ pub enum PolarFailureKind {
     /// Polar refused this request for good.
     Rejected,
     /// Not sent: this container's share of the rate limit has no slot before the deadline.
-    OverBudget,
+    OverBudget { ready_in: Duration },
     /// Not sent: a request no longer fits before the deadline.
     TooLate,
 }
@@ -121,7 +121,9 @@ impl fmt::Display for PolarFailureKind {
                 f.write_str("Polar answered as to a wrong deployment (check POLAR_API_URL)")
             }
             Self::Rejected => f.write_str("Polar rejected the request"),
-            Self::OverBudget => f.write_str("Polar request not sent: the rate budget is spent"),
+            Self::OverBudget { .. } => {
+                f.write_str("Polar request not sent: the rate budget is spent")
+            }
             Self::TooLate => {
                 f.write_str("Polar request not sent: it would not finish before the deadline")
             }

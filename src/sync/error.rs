@@ -86,6 +86,10 @@ impl SyncError {
                 };
                 Some(Duration::from_millis(free_at_ms.saturating_sub(now_ms)))
             }
+            Self::Polar(PolarFailure {
+                kind: PolarFailureKind::OverBudget { ready_in },
+                ..
+            }) => Some(*ready_in),
             Self::WriteMayHaveLanded(err) => err.retry_after(),
             _ => None,
         }

@@ -87,9 +87,10 @@ impl<D: Discounts> GuardedPolar<D> {
             return Ok(());
         };
         let max_wait = deadline.remaining().saturating_sub(START_MARGIN);
-        rate.admit(max_wait)
-            .await
-            .map_err(|over| PolarFailure::new(PolarFailureKind::OverBudget, over))
+        rate.admit(max_wait).await.map_err(|over| {
+            let ready_in = over.wait;
+            PolarFailure::new(PolarFailureKind::OverBudget { ready_in }, over)
+        })
     }
 
     #[cfg(test)]

@@ -280,7 +280,7 @@ async fn polar_requests_wait_for_the_rate_budget() {
         matches!(
             **err,
             SyncError::Polar(PolarFailure {
-                kind: PolarFailureKind::OverBudget,
+                kind: PolarFailureKind::OverBudget { .. },
                 ..
             })
         ),
