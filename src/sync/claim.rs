@@ -1,7 +1,9 @@
-//! Claims: each order of the group is tagged for this lease in one conditional write (all
-//! at once, or in order for FIFO), only if it names the message's discount and code. The claim decides a message on its
-//! own when the order is missing, already synced, or names another discount; the others
-//! go on to be counted.
+//! Claims: each order of the group is tagged for this lease in one conditional write, only
+//! if it names the message's discount and code. Usually the claims go with the lease in one
+//! transaction (`Syncer::sync_quickly`); when that is declined, or on FIFO queues, they go
+//! here: all at once, or in order for FIFO. The claim decides a message on its own when the
+//! order is missing, already synced, or names another discount; the others go on to be
+//! counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
