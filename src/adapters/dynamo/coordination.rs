@@ -6,9 +6,7 @@ use std::time::SystemTime;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
-use aws_sdk_dynamodb::types::{
-    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure, Update};
 
 use super::journal_codec::{decode_journal, encode_journal};
 use super::{
@@ -95,14 +93,7 @@ impl DynamoStore {
     ) -> Result<(), StoreFailure> {
         for order in orders {
             let mark = self.mark_order(order, action, at);
-            let result = self
-                .update_order(order)
-                .update_expression(mark.update_expression())
-                .set_condition_expression(mark.condition_expression().map(str::to_owned))
-                .set_expression_attribute_names(mark.expression_attribute_names().cloned())
-                .set_expression_attribute_values(mark.expression_attribute_values().cloned())
-                .send()
-                .await;
+            let result = self.update_item(&mark).send().await;
             match result {
                 Ok(_) => {}
                 Err(err) if is_condition_failure(&err) => {
@@ -112,14 +103,7 @@ impl DynamoStore {
             }
         }
         let finish = self.finish_discount(discount, lease, lease_after);
-        let result = self
-            .update_discount(discount)
-            .update_expression(finish.update_expression())
-            .set_condition_expression(finish.condition_expression().map(str::to_owned))
-            .set_expression_attribute_names(finish.expression_attribute_names().cloned())
-            .set_expression_attribute_values(finish.expression_attribute_values().cloned())
-            .send()
-            .await;
+        let result = self.update_item(&finish).send().await;
         match result {
             Ok(_) => Ok(()),
             Err(err) if is_condition_failure(&err) => Err(StoreFailure::LeaseLost(discount)),
@@ -137,11 +121,7 @@ impl Coordination for DynamoStore {
     ) -> Result<Acquisition, StoreFailure> {
         let take = self.take_lease(discount, lease, now_ms, false);
         let result = self
-            .update_discount(discount)
-            .update_expression(take.update_expression())
-            .set_condition_expression(take.condition_expression().map(str::to_owned))
-            .set_expression_attribute_names(take.expression_attribute_names().cloned())
-            .set_expression_attribute_values(take.expression_attribute_values().cloned())
+            .update_item(&take)
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -190,19 +170,11 @@ impl Coordination for DynamoStore {
         claims: &[&SyncRequest],
     ) -> Result<QuickStart, StoreFailure> {
         let take_lease = self.take_lease(discount, lease, now_ms, true);
-        let items = std::iter::once(take_lease)
-            .chain(
-                claims
-                    .iter()
-                    .map(|request| self.claim_order(request, lease)),
-            )
-            .map(|update| TransactWriteItem::builder().update(update).build())
-            .collect();
+        let claims = claims
+            .iter()
+            .map(|request| self.claim_order(request, lease));
         let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
+            .transact(std::iter::once(take_lease).chain(claims))
             .await;
         let Err(err) = result else {
             return Ok(QuickStart::Started);
@@ -255,18 +227,11 @@ impl Coordination for DynamoStore {
         let at = DateTime::from(at)
             .fmt(DateTimeFormat::DateTime)
             .expect("a current time is within RFC 3339's range");
-        let items = orders
+        let updates = orders
             .iter()
             .map(|order| self.mark_order(order, action, &at))
-            .chain([self.finish_discount(discount, lease, lease_after)])
-            .map(|update| TransactWriteItem::builder().update(update).build())
-            .collect();
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
+            .chain([self.finish_discount(discount, lease, lease_after)]);
+        let result = self.transact(updates).await;
         let Err(err) = result else {
             return Ok(());
         };

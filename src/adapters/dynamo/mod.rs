@@ -9,13 +9,17 @@ mod orders;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
-use crate::domain::{DiscountId, OrderId};
+use crate::domain::DiscountId;
 use crate::ports::StoreFailure;
 
 /// Order attributes of the contract (kept from the original implementation).
@@ -61,11 +65,32 @@ impl DynamoStore {
         }
     }
 
-    fn update_order(&self, order: &OrderId) -> UpdateItemFluentBuilder {
+    /// An update built for a transaction, sent on its own as an `UpdateItem`.
+    fn update_item(&self, update: &Update) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
-            .table_name(&self.orders_table)
-            .key("id", string(order.as_str()))
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_owned))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+    }
+
+    /// Updates in one all-or-nothing `TransactWriteItems`.
+    async fn transact(
+        &self,
+        updates: impl IntoIterator<Item = Update>,
+    ) -> Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError, HttpResponse>> {
+        let items = updates
+            .into_iter()
+            .map(|update| TransactWriteItem::builder().update(update).build())
+            .collect();
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
     }
 
     fn update_discount(&self, discount: DiscountId) -> UpdateItemFluentBuilder {

@@ -121,11 +121,7 @@ impl DynamoStore {
     ) -> Result<ConditionalClaim, StoreFailure> {
         let claim = self.claim_naming(&request.order_id, expected, lease);
         let result = self
-            .update_order(&request.order_id)
-            .update_expression(claim.update_expression())
-            .set_condition_expression(claim.condition_expression().map(str::to_owned))
-            .set_expression_attribute_names(claim.expression_attribute_names().cloned())
-            .set_expression_attribute_values(claim.expression_attribute_values().cloned())
+            .update_item(&claim)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
