@@ -159,22 +159,8 @@ impl SqsQueue {
             .queue_url(url)
             .message_body(body)
             .delay_seconds(seconds)
-            .message_attributes(
-                ORIGINAL_MESSAGE_ID,
-                MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(delivery.original_id())
-                    .build()
-                    .expect("data type is set"),
-            )
-            .message_attributes(
-                REQUEUE_COUNT,
-                MessageAttributeValue::builder()
-                    .data_type("Number")
-                    .string_value((delivery.requeues + 1).to_string())
-                    .build()
-                    .expect("data type is set"),
-            )
+            .message_attributes(ORIGINAL_MESSAGE_ID, text(delivery.original_id()))
+            .message_attributes(REQUEUE_COUNT, number(delivery.requeues + 1))
             .send()
             .await
             .map_err(|e| request_error("SendMessage(requeue)")(e.into()))?;
@@ -187,13 +173,6 @@ impl SqsQueue {
         delivery: &Delivery,
         reason: &DeadLetterReason,
     ) -> Result<(), QueueError> {
-        let text = |value: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .expect("data type is set")
-        };
         let mut send = self
             .client
             .send_message()
@@ -213,14 +192,7 @@ impl SqsQueue {
                 text(&crate::truncate_chars(&reason.reason, MAX_REASON_CHARS)),
             )
             .message_attributes(ORIGINAL_MESSAGE_ID, text(delivery.original_id()))
-            .message_attributes(
-                "ReceiveCount",
-                MessageAttributeValue::builder()
-                    .data_type("Number")
-                    .string_value(delivery.receive_count.to_string())
-                    .build()
-                    .expect("data type is set"),
-            );
+            .message_attributes("ReceiveCount", number(delivery.receive_count));
         if let Some(arn) = &delivery.source_arn {
             send = send.message_attributes("SourceQueueArn", text(arn));
         }
@@ -261,6 +233,22 @@ impl SqsQueue {
         self.redrive_limits.lock().await.insert(arn, limit);
         Ok(limit)
     }
+}
+
+fn text(value: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .expect("data type is set")
+}
+
+fn number(value: u32) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(value.to_string())
+        .build()
+        .expect("data type is set")
 }
 
 /// `arn:aws:sqs:REGION:ACCOUNT:NAME` → (ACCOUNT, NAME).
