@@ -82,15 +82,15 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         lease_after: LeaseAfter,
         outcomes: &mut HashMap<OrderId, Outcome>,
     ) -> Result<LeaseAfter, Failure> {
-        let current = self
+        let read = self
             .polar
-            .get(discount, deadline)
+            .get_before_write(discount, deadline)
             .await
             .map_err(Failure::nothing_pending)?;
 
         let mut orders = Vec::new();
         for request in requests {
-            match code_mismatch(request, &current) {
+            match code_mismatch(request, &read.current) {
                 Some(err) => {
                     outcomes.insert(request.order_id.clone(), Err(Arc::new(err)));
                 }
@@ -101,14 +101,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             return Ok(LeaseAfter::Kept);
         }
         let action = self
-            .apply(
-                discount,
-                lease,
-                orders.clone(),
-                current,
-                deadline,
-                lease_after,
-            )
+            .apply(discount, lease, orders.clone(), read, deadline, lease_after)
             .await?;
         outcomes.extend(
             orders

@@ -3,11 +3,27 @@
 //! retried with backoff while the deadline allows. A write whose outcome is unknown is
 //! never retried here.
 
-use super::rate::RateLimiter;
+use super::rate::{OverBudget, RateLimiter, ReservedSlot};
 use super::{RetryPolicy, START_MARGIN};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, Intent};
 use crate::ports::{Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome};
+
+/// A discount as just read, and the slot reserved for the write that may follow.
+pub struct ReadForWrite {
+    pub current: Lookup,
+    pub write_slot: Option<ReservedSlot>,
+}
+
+impl From<Lookup> for ReadForWrite {
+    /// A read that reserved nothing: its write waits for a slot of its own.
+    fn from(current: Lookup) -> Self {
+        Self {
+            current,
+            write_slot: None,
+        }
+    }
+}
 
 pub struct GuardedPolar<D> {
     discounts: D,
@@ -30,37 +46,90 @@ impl<D: Discounts> GuardedPolar<D> {
     }
 
     pub async fn get(&self, id: DiscountId, deadline: Deadline) -> Result<Lookup, PolarFailure> {
+        self.admit(deadline).await?;
+        self.get_admitted(id, deadline).await
+    }
+
+    /// Reads the discount for a write that may follow, with the write's slot reserved
+    /// together with the read's: a read is never spent on a step whose write would then
+    /// find the budget empty before the deadline. Without room for both, nothing is sent.
+    pub async fn get_before_write(
+        &self,
+        id: DiscountId,
+        deadline: Deadline,
+    ) -> Result<ReadForWrite, PolarFailure> {
+        let write_slot = match &self.rate {
+            Some(rate) => Some(
+                rate.admit_with_next(Self::max_wait(deadline))
+                    .await
+                    .map_err(over_budget)?,
+            ),
+            None => None,
+        };
+        let current = self.get_admitted(id, deadline).await?;
+        Ok(ReadForWrite {
+            current,
+            write_slot,
+        })
+    }
+
+    /// The read's first attempt has its slot already; a retry waits for another.
+    async fn get_admitted(
+        &self,
+        id: DiscountId,
+        deadline: Deadline,
+    ) -> Result<Lookup, PolarFailure> {
+        let mut admitted = true;
         self.retry
-            .run(deadline, PolarFailure::retry_hint, || async {
-                self.admit(deadline).await?;
-                let lookup = self.discounts.get(id, deadline).await;
-                if let Err(failure) = &lookup {
-                    self.heed(failure);
+            .run(deadline, PolarFailure::retry_hint, || {
+                let admitted = std::mem::replace(&mut admitted, false);
+                async move {
+                    if !admitted {
+                        self.admit(deadline).await?;
+                    }
+                    let lookup = self.discounts.get(id, deadline).await;
+                    if let Err(failure) = &lookup {
+                        self.heed(failure);
+                    }
+                    lookup
                 }
-                lookup
             })
             .await
     }
 
-    pub async fn write(&self, id: DiscountId, intent: Intent, deadline: Deadline) -> WriteOutcome {
+    /// Makes the write; its first attempt goes out in `slot` when the read reserved one.
+    pub async fn write(
+        &self,
+        id: DiscountId,
+        intent: Intent,
+        deadline: Deadline,
+        slot: Option<ReservedSlot>,
+    ) -> WriteOutcome {
+        let mut slot = slot;
         let answered = self
             .retry
-            .run(deadline, PolarFailure::retry_hint, || async {
-                self.admit(deadline).await?;
-                let outcome = match intent {
-                    Intent::SetMaxRedemptions(target) => {
-                        self.discounts
-                            .set_max_redemptions(id, target, deadline)
-                            .await
+            .run(deadline, PolarFailure::retry_hint, || {
+                let reserved = slot.take();
+                async move {
+                    match reserved {
+                        Some(slot) => slot.wait().await,
+                        None => self.admit(deadline).await?,
                     }
-                    Intent::Delete => self.discounts.delete(id, deadline).await,
-                };
-                match outcome {
-                    WriteOutcome::NotApplied(failure) => {
-                        self.heed(&failure);
-                        Err(failure)
+                    let outcome = match intent {
+                        Intent::SetMaxRedemptions(target) => {
+                            self.discounts
+                                .set_max_redemptions(id, target, deadline)
+                                .await
+                        }
+                        Intent::Delete => self.discounts.delete(id, deadline).await,
+                    };
+                    match outcome {
+                        WriteOutcome::NotApplied(failure) => {
+                            self.heed(&failure);
+                            Err(failure)
+                        }
+                        other => Ok(other),
                     }
-                    other => Ok(other),
                 }
             })
             .await;
@@ -83,18 +152,26 @@ impl<D: Discounts> GuardedPolar<D> {
 
     /// Waits for a slot in the rate budget, for as long as new work may still start.
     async fn admit(&self, deadline: Deadline) -> Result<(), PolarFailure> {
-        let Some(rate) = &self.rate else {
-            return Ok(());
-        };
-        let max_wait = deadline.remaining().saturating_sub(START_MARGIN);
-        rate.admit(max_wait).await.map_err(|over| {
-            let ready_in = over.wait;
-            PolarFailure::new(PolarFailureKind::OverBudget { ready_in }, over)
-        })
+        match &self.rate {
+            Some(rate) => rate
+                .admit(Self::max_wait(deadline))
+                .await
+                .map_err(over_budget),
+            None => Ok(()),
+        }
+    }
+
+    fn max_wait(deadline: Deadline) -> std::time::Duration {
+        deadline.remaining().saturating_sub(START_MARGIN)
     }
 
     #[cfg(test)]
     pub fn port(&self) -> &D {
         &self.discounts
     }
+}
+
+fn over_budget(over: OverBudget) -> PolarFailure {
+    let ready_in = over.wait;
+    PolarFailure::new(PolarFailureKind::OverBudget { ready_in }, over)
 }

@@ -80,24 +80,56 @@ impl RateLimiter {
 
     /// Reserves a slot and waits for it, unless it would have to wait longer than `max_wait`.
     pub async fn admit(&self, max_wait: Duration) -> Result<(), OverBudget> {
-        let wait = {
-            let mut next_due = self
-                .next_due
-                .lock()
-                .expect("the limiter never panics holding its lock");
-            let now = Instant::now();
-            let due = next_due.map_or(now, |due| due.max(now));
-            let wait = due.saturating_duration_since(now + self.burst_tolerance);
-            if wait > max_wait {
-                return Err(OverBudget { wait });
-            }
-            *next_due = Some(due + self.spacing);
-            wait
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        let (starts, _) = self.reserve(1, max_wait)?;
+        tokio::time::sleep_until(starts).await;
         Ok(())
+    }
+
+    /// Reserves two consecutive slots at once, waits for the first and hands back the
+    /// second: a write that follows a read then has its slot from the start, and a read
+    /// never goes out to be wasted because the budget had nothing left for its write.
+    /// Refused unless both slots come within `max_wait`.
+    pub async fn admit_with_next(&self, max_wait: Duration) -> Result<ReservedSlot, OverBudget> {
+        let (starts, next_starts) = self.reserve(2, max_wait)?;
+        tokio::time::sleep_until(starts).await;
+        Ok(ReservedSlot {
+            starts: next_starts,
+        })
+    }
+
+    /// Reserves `slots` consecutive slots, all or none (GCRA); gives when the first and the
+    /// last may start.
+    fn reserve(&self, slots: u32, max_wait: Duration) -> Result<(Instant, Instant), OverBudget> {
+        let mut next_due = self
+            .next_due
+            .lock()
+            .expect("the limiter never panics holding its lock");
+        let now = Instant::now();
+        let due = next_due.map_or(now, |due| due.max(now));
+        let starts_at = |slot: u32| {
+            let slot_due = due + self.spacing * slot;
+            now + slot_due.saturating_duration_since(now + self.burst_tolerance)
+        };
+        let last = starts_at(slots - 1);
+        let wait = last - now;
+        if wait > max_wait {
+            return Err(OverBudget { wait });
+        }
+        *next_due = Some(due + self.spacing * slots);
+        Ok((starts_at(0), last))
+    }
+}
+
+/// A slot reserved ahead by [`RateLimiter::admit_with_next`]. Unused, it is simply spent:
+/// the container sends less than its share, never more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedSlot {
+    starts: Instant,
+}
+
+impl ReservedSlot {
+    pub async fn wait(self) {
+        tokio::time::sleep_until(self.starts).await;
     }
 }
 
@@ -234,5 +266,30 @@ mod tests {
         // The refusal reserved nothing: the next slot is still 60 s out, not 120 s.
         let refused_again = limiter.admit(Duration::from_secs(10)).await.unwrap_err();
         assert_eq!(refused_again.wait, Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_and_its_write_get_consecutive_slots_or_neither() {
+        let limiter = RateLimiter::per_minute(60, 1);
+        let start = Instant::now();
+        let write_slot = limiter
+            .admit_with_next(Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // Another request takes the slot after the reserved one, not before it.
+        let refused = limiter.admit(Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(refused.wait, Duration::from_secs(2));
+        write_slot.wait().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+
+        // 1 s to the next slot, 2 s to the one after: a 1.5 s wait fits a read, not a pair.
+        let refused = limiter
+            .admit_with_next(Duration::from_millis(1500))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.wait, Duration::from_secs(2));
+        limiter.admit(Duration::from_millis(1500)).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 }

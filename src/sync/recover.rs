@@ -40,7 +40,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     discount,
                     lease,
                     journal.orders,
-                    current,
+                    current.into(),
                     deadline,
                     LeaseAfter::Kept,
                 )

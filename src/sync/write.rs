@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use tracing::warn;
 
+use super::guarded_polar::ReadForWrite;
+use super::rate::ReservedSlot;
 use super::{Failure, Step, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, Intent, Journal, OrderId, Plan, Resolution, SyncAction};
@@ -21,16 +23,21 @@ enum ReadBack {
 }
 
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
-    /// Plans from the discount as just read, journals the write, makes it, and commits.
+    /// Plans from the discount as just read, journals the write, makes it (in the slot the
+    /// read reserved, if any), and commits.
     pub(super) async fn apply(
         &self,
         discount: DiscountId,
         lease: &Lease,
         orders: Vec<OrderId>,
-        current: Lookup,
+        read: ReadForWrite,
         deadline: Deadline,
         lease_after: LeaseAfter,
     ) -> Result<SyncAction, Failure> {
+        let ReadForWrite {
+            current,
+            write_slot,
+        } = read;
         let Lookup::Found(current) = current else {
             let action = SyncAction::AlreadyDeleted;
             self.commit(discount, lease, &orders, action, lease_after, deadline)
@@ -64,7 +71,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         .map_err(Failure::nothing_pending)?;
         self.reached(Step::JournalWritten);
 
-        let action = self.write(discount, &journal, deadline).await?;
+        let action = self.write(discount, &journal, write_slot, deadline).await?;
         self.reached(Step::PolarWritten);
         self.commit(
             discount,
@@ -84,12 +91,17 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         &self,
         discount: DiscountId,
         journal: &Journal,
+        mut slot: Option<ReservedSlot>,
         deadline: Deadline,
     ) -> Result<SyncAction, Failure> {
         let mut unanswered = false;
         let mut attempt = 1;
         loop {
-            let failure = match self.polar.write(discount, journal.intent, deadline).await {
+            let written = self
+                .polar
+                .write(discount, journal.intent, deadline, slot.take())
+                .await;
+            let failure = match written {
                 WriteOutcome::Applied => return Ok(journal.intent.action()),
                 // Gone already: our earlier, unanswered DELETE landed, or someone else's.
                 WriteOutcome::Gone if journal.intent == Intent::Delete && unanswered => {

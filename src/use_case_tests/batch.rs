@@ -261,7 +261,7 @@ async fn a_record_without_a_message_id_fails_the_whole_batch() {
 }
 
 #[tokio::test]
-async fn polar_requests_wait_for_the_rate_budget() {
+async fn a_step_whose_write_would_find_no_slot_in_the_rate_budget_sends_not_even_its_read() {
     let s = syncer(
         InMemoryStore::default(),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
@@ -288,8 +288,8 @@ async fn polar_requests_wait_for_the_rate_budget() {
     );
     assert_eq!(
         s.discounts().calls(),
-        [Call::Get],
-        "the PATCH had no slot within the deadline"
+        [],
+        "a GET alone would be wasted: the PATCH has no slot within the deadline"
     );
     assert_eq!(
         s.store().journal(id(DISCOUNT)),
