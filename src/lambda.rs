@@ -1,7 +1,7 @@
 //! The Lambda edge: building the handler from the environment, telling an SQS batch from
 //! the scheduled reconciliation event, and reporting init failures to the Runtime API.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -9,7 +9,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use thiserror::Error;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::adapters::polar::{HttpTimeouts, PolarClient};
 use crate::adapters::{fetch_token, DynamoStore, SqsQueue, TokenError};
@@ -18,6 +18,7 @@ use crate::deadline::Deadline;
 use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, Queue};
 use crate::redelivery::RedeliveryPolicy;
 use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
+use crate::telemetry::{emf, Count, Distribution, Recorded};
 
 pub struct Handler<S, D, Q> {
     syncer: Syncer<S, D>,
@@ -82,17 +83,62 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts, Q: Queue> Handl
         event: LambdaEvent<Value>,
     ) -> Result<Value, lambda_runtime::Error> {
         let LambdaEvent { payload, context } = event;
+        let started = Instant::now();
+        let function_name = context.env_config.function_name.clone();
+        let request_id = context.request_id.clone();
         let answer = match Invocation::parse(payload)? {
             Invocation::Batch(batch) => {
-                serde_json::to_value(self.handle(LambdaEvent::new(batch, context)).await?)?
+                let messages = batch.records.len();
+                let response = self.handle(LambdaEvent::new(batch, context)).await;
+                let recorded = self.syncer.metrics().take();
+                emf::publish(&recorded, &function_name, &request_id);
+                let response = response?;
+                summarize(
+                    &recorded,
+                    messages,
+                    response.batch_item_failures.len(),
+                    started,
+                );
+                serde_json::to_value(response)?
             }
             Invocation::Reconcile => {
                 let deadline = Deadline::from_epoch_ms(context.deadline);
-                serde_json::to_value(self.syncer.reconcile(deadline).await?)?
+                let reconciled = self.syncer.reconcile(deadline).await;
+                emf::publish(&self.syncer.metrics().take(), &function_name, &request_id);
+                serde_json::to_value(reconciled?)?
             }
         };
         Ok(answer)
     }
+}
+
+/// The batch's summary line.
+fn summarize(recorded: &Recorded, messages: usize, not_acknowledged: usize, started: Instant) {
+    let synced = [
+        Count::OrdersDecremented,
+        Count::OrdersDeleted,
+        Count::OrdersSkippedUnlimited,
+        Count::OrdersAlreadyDeleted,
+    ]
+    .into_iter()
+    .map(|count| recorded.count(count))
+    .sum::<u64>();
+    let polar_requests = recorded
+        .distributions
+        .get(&Distribution::PolarLatency)
+        .map_or(0, Vec::len);
+    info!(
+        event = "invocation",
+        messages,
+        synced,
+        alreadySynced = recorded.count(Count::OrdersAlreadySynced),
+        notAcknowledged = not_acknowledged,
+        deadLettered = recorded.count(Count::DeadLettered),
+        leaseContention = recorded.count(Count::LeaseContention),
+        polarRequests = polar_requests,
+        durationMs = started.elapsed().as_millis() as u64,
+        "batch finished"
+    );
 }
 
 #[derive(Debug, Error)]

@@ -12,6 +12,7 @@ pub mod lambda;
 pub mod ports;
 pub mod redelivery;
 pub mod sync;
+pub mod telemetry;
 #[cfg(test)]
 mod use_case_tests;
 

@@ -5,7 +5,7 @@ use polar_discount_sync::lambda::{handler_from_env, report_init_error};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    polar_discount_sync::telemetry::logs::init();
     let handler = match handler_from_env().await {
         Ok(handler) => handler,
         Err(err) => {

@@ -153,3 +153,109 @@ async fn the_binary_answers_the_scheduled_event_with_the_reconciliation_counts()
         "nothing to settle on Polar"
     );
 }
+
+/// The lines the function wrote to `log`, parsed; a line that is not JSON fails the test.
+fn json_lines(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn under_json_logs_every_synced_order_has_a_line_naming_it_and_a_metric_counting_its_action()
+{
+    let (world, summer) = world_with_sample_discount().await;
+    let welcome = world.polar.insert_discount(
+        DiscountSeed::new("Welcome")
+            .id("4f6a2d8e-7b3c-4e91-8a5d-1c2b3a4d5e6f".parse().unwrap())
+            .code("WELCOME10")
+            .max_redemptions(5),
+    );
+    let vip = world.polar.insert_discount(
+        DiscountSeed::new("VIP")
+            .id("c7e8f9a0-1b2c-4d3e-9f4a-5b6c7d8e9f01".parse().unwrap())
+            .code("VIP"),
+    );
+    world.put_order("ord_201", summer, "SUMMER25").await;
+    world.put_order("ord_202", welcome, "WELCOME10").await;
+    world.put_order("ord_203", summer, "summer25").await;
+    world.put_order("ord_204", vip, "VIP").await;
+    let log = std::env::temp_dir().join(format!("polar-sync-json-{}.log", Uuid::new_v4()));
+    let mut env = world.env();
+    env.push(("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()));
+    env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), "sync-under-test".into()));
+    let api = RuntimeApi::start().await.unwrap();
+    let _function = FunctionProcess::spawn_logging_to(Path::new(BINARY), &env, &api, &log).unwrap();
+
+    let outcome = api
+        .invoke(event_file("sqs-batch.json"), Duration::from_secs(30))
+        .await;
+    assert_eq!(failed_ids(&outcome), Vec::<String>::new());
+
+    let lines = json_lines(&log);
+    for (order, discount, action) in [
+        ("ord_201", summer, "decremented"),
+        ("ord_202", welcome, "decremented"),
+        ("ord_203", summer, "decremented"),
+        ("ord_204", vip, "skipped_unlimited"),
+    ] {
+        let line = lines
+            .iter()
+            .find(|line| line["orderId"] == order && line["outcome"] == "synced")
+            .unwrap_or_else(|| panic!("no outcome line for {order} in {lines:#?}"));
+        assert_eq!(line["action"], action, "{line}");
+        assert_eq!(line["discountId"], discount.to_string(), "{line}");
+        assert_eq!(line["receiveCount"], 1, "a number: {line}");
+        assert!(line["messageId"].is_string(), "{line}");
+    }
+    let write = lines
+        .iter()
+        .find(|line| line["event"] == "polar_write" && line["discountId"] == summer.to_string())
+        .unwrap_or_else(|| panic!("no Polar write line in {lines:#?}"));
+    assert_eq!(
+        (
+            &write["k"],
+            &write["before"],
+            &write["after"],
+            &write["status"]
+        ),
+        (&2.into(), &3.into(), &1.into(), &"applied".into()),
+        "{write}"
+    );
+    assert_eq!(
+        write["orderIds"].as_array().map(Vec::len),
+        Some(2),
+        "{write}"
+    );
+    assert!(write["latencyMs"].is_u64(), "{write}");
+
+    let metrics: Vec<_> = lines
+        .iter()
+        .filter(|line| line.get("_aws").is_some())
+        .collect();
+    let [document] = metrics.as_slice() else {
+        panic!("one EMF document expected, got {metrics:#?}");
+    };
+    assert_eq!(document["FunctionName"], "sync-under-test");
+    assert_eq!(document["OrdersDecremented"], 3);
+    assert_eq!(document["OrdersSkippedUnlimited"], 1);
+    let directive = &document["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "PolarDiscountSync");
+    assert_eq!(
+        directive["Dimensions"],
+        serde_json::json!([["FunctionName"]])
+    );
+    let summary = lines
+        .iter()
+        .find(|line| line["event"] == "invocation")
+        .expect("a summary line");
+    assert_eq!(
+        (&summary["messages"], &summary["synced"]),
+        (&4.into(), &4.into())
+    );
+    let _ = std::fs::remove_file(&log);
+}

@@ -10,17 +10,18 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use thiserror::Error;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{info_span, warn, Instrument, Level};
 
 use super::{Outcome, SyncError, Synced, Syncer};
 use crate::deadline::Deadline;
-use crate::domain::{DiscountId, MessageError, SyncRequest};
+use crate::domain::{DiscountId, MessageError, SyncAction, SyncRequest};
 use crate::failure::FailureClass;
 use crate::ports::{
     Coordination, DeadLetterReason, Delivery, Discounts, OrderLedger, Queue, ORIGINAL_MESSAGE_ID,
     REQUEUE_COUNT,
 };
 use crate::redelivery::{Disposition, RedeliveryPolicy};
+use crate::telemetry::{Count, Metrics};
 
 /// A discount's messages are not started with less time than this left: they go back to
 /// the queue untouched. Small on purpose: a step cut off by the deadline is a crash, which
@@ -47,6 +48,36 @@ struct Message {
     request: Result<SyncRequest, Arc<SyncError>>,
 }
 
+/// What every outcome line names, so that one Logs Insights query finds an order's history.
+struct Named<'a> {
+    message_id: &'a str,
+    order_id: Option<&'a str>,
+    discount_id: Option<String>,
+    receive_count: u32,
+}
+
+impl<'a> Named<'a> {
+    fn of(message: &'a Message) -> Self {
+        let request = message.request.as_ref().ok();
+        Self {
+            message_id: &message.delivery.message_id,
+            order_id: request.map(|r| r.order_id.as_str()),
+            discount_id: request.map(|r| r.discount_id.to_string()),
+            receive_count: message.delivery.receive_count,
+        }
+    }
+}
+
+/// One line per message and outcome: `messageId`, `orderId`, `discountId`, `receiveCount`,
+/// `outcome`, then the action or the error.
+macro_rules! outcome_line {
+    ($level:expr, $named:expr, $outcome:expr, $($rest:tt)+) => {
+        tracing::event!($level, messageId = $named.message_id, orderId = $named.order_id,
+            discountId = $named.discount_id.as_deref(), receiveCount = $named.receive_count,
+            outcome = $outcome, $($rest)+)
+    };
+}
+
 pub async fn process_batch<S, D, Q>(
     syncer: &Syncer<S, D>,
     queue: &Q,
@@ -66,6 +97,7 @@ where
         .map(|(index, record)| parse(index, record))
         .collect::<Result<Vec<_>, _>>()?;
     let policy = &settings.redelivery;
+    let metrics = syncer.metrics();
     let acknowledged: Vec<bool> = if messages.iter().any(|m| m.delivery.group_id.is_some()) {
         fifo(syncer, queue, policy, &messages, deadline).await
     } else {
@@ -80,7 +112,7 @@ where
             messages
                 .iter()
                 .zip(outcomes)
-                .map(|(message, outcome)| settle(queue, policy, &message.delivery, outcome)),
+                .map(|(message, outcome)| settle(queue, policy, metrics, message, outcome)),
         )
         .await
     };
@@ -160,7 +192,7 @@ async fn standard<S: OrderLedger + Coordination, D: Discounts>(
                 .filter_map(|&i| messages[i].request.as_ref().ok().cloned())
                 .collect();
             let results = sync_discount(syncer, discount, &requests, deadline)
-                .instrument(info_span!("discount", discount_id = %discount))
+                .instrument(info_span!("discount", discountId = %discount))
                 .await;
             (indexes, results)
         })
@@ -249,7 +281,7 @@ where
                 } else {
                     syncer
                         .sync_discount_in_order(request.discount_id, &requests, deadline)
-                        .instrument(info_span!("discount", discount_id = %request.discount_id))
+                        .instrument(info_span!("discount", discountId = %request.discount_id))
                         .await
                 };
                 (&rest[..outcomes.len()], outcomes)
@@ -257,12 +289,17 @@ where
             Err(err) => (&rest[..1], vec![Err(err.clone())]),
         };
         for (position, (&index, outcome)) in run.iter().zip(outcomes).enumerate() {
-            let acknowledged = settle(queue, policy, &messages[index].delivery, outcome).await;
+            let acknowledged =
+                settle(queue, policy, syncer.metrics(), &messages[index], outcome).await;
             settled.push((index, acknowledged));
             if !acknowledged {
                 for &held_back in run[position + 1..].iter().chain(&rest[run.len()..]) {
-                    info!(message_id = %messages[held_back].delivery.message_id,
-                        "not acknowledged: an earlier message of its group failed");
+                    outcome_line!(
+                        Level::INFO,
+                        Named::of(&messages[held_back]),
+                        "held_back",
+                        "not acknowledged: an earlier message of its group failed"
+                    );
                     settled.push((held_back, false));
                 }
                 return settled;
@@ -289,26 +326,54 @@ async fn sync_discount<S: OrderLedger + Coordination, D: Discounts>(
 async fn settle<Q: Queue>(
     queue: &Q,
     policy: &RedeliveryPolicy,
-    delivery: &Delivery,
+    metrics: &Metrics,
+    message: &Message,
     outcome: Outcome,
 ) -> bool {
     match outcome {
         Ok(synced) => {
-            report_success(delivery, &synced);
+            report_success(metrics, message, &synced);
             true
         }
-        Err(error) => dispose(queue, policy, delivery, error).await,
+        Err(error) => dispose(queue, policy, metrics, message, error).await,
     }
 }
 
-fn report_success(delivery: &Delivery, synced: &Synced) {
+fn report_success(metrics: &Metrics, message: &Message, synced: &Synced) {
+    let named = Named::of(message);
     match synced {
         Synced::Applied(action) => {
-            info!(message_id = %delivery.message_id, %action, "order synced to Polar");
+            metrics.count(action_count(*action), 1);
+            outcome_line!(Level::INFO, named, "synced", %action, "order synced to Polar");
         }
         Synced::AlreadySynced => {
-            info!(message_id = %delivery.message_id, "order already synced; nothing to do");
+            metrics.count(Count::OrdersAlreadySynced, 1);
+            outcome_line!(
+                Level::INFO,
+                named,
+                "already_synced",
+                "order already synced; nothing to do"
+            );
         }
+    }
+}
+
+fn action_count(action: SyncAction) -> Count {
+    match action {
+        SyncAction::Decremented => Count::OrdersDecremented,
+        SyncAction::Deleted => Count::OrdersDeleted,
+        SyncAction::SkippedUnlimited => Count::OrdersSkippedUnlimited,
+        SyncAction::AlreadyDeleted => Count::OrdersAlreadyDeleted,
+    }
+}
+
+/// Contention is counted on its own: it is not a failure of the message.
+fn failure_count(error: &SyncError) -> Count {
+    match (error, error.class()) {
+        (SyncError::LeaseHeld { .. }, _) => Count::LeaseContention,
+        (_, FailureClass::Transient) => Count::TransientFailures,
+        (_, FailureClass::Configuration) => Count::ConfigurationErrors,
+        (_, FailureClass::Permanent) => Count::PermanentFailures,
     }
 }
 
@@ -317,22 +382,27 @@ fn report_success(delivery: &Delivery, synced: &Synced) {
 async fn dispose<Q: Queue>(
     queue: &Q,
     policy: &RedeliveryPolicy,
-    delivery: &Delivery,
+    metrics: &Metrics,
+    message: &Message,
     error: Arc<SyncError>,
 ) -> bool {
+    let delivery = &message.delivery;
+    let named = Named::of(message);
     let message_id = delivery.message_id.as_str();
     let kind = error.kind();
     let class = error.class();
     let reason = crate::error_chain(&*error);
+    metrics.count(failure_count(&error), 1);
     if delivery.group_id.is_none() {
         if let Some(after) = policy.requeue_after(&error, delivery.requeues) {
             match queue.requeue(delivery, after).await {
                 Ok(()) => {
-                    info!(message_id, kind, visible_in = ?after, error = %reason,
+                    outcome_line!(Level::INFO, named, "requeued", errorClass = %class,
+                        errorKind = kind, visibleInMs = after.as_millis() as u64, reason = %reason,
                         "discount busy: message sent again as a new message");
                     return true;
                 }
-                Err(err) => warn!(message_id, error = %crate::error_chain(&err),
+                Err(err) => warn!(messageId = message_id, error = %crate::error_chain(&err),
                     "could not send the message again; it goes back to the queue"),
             }
         }
@@ -340,14 +410,11 @@ async fn dispose<Q: Queue>(
     let max_receive_count = match queue.max_receive_count(delivery).await {
         Ok(max) => max,
         Err(err) => {
-            warn!(message_id, error = %crate::error_chain(&err), "could not read the queue's redrive policy");
+            warn!(messageId = message_id, error = %crate::error_chain(&err),
+                "could not read the queue's redrive policy");
             None
         }
     };
-    if class == FailureClass::Configuration {
-        error!(message_id, kind, class = %class, error = %reason,
-            "CONFIGURATION ERROR: fix the deployment; the message will be retried");
-    }
     match policy.decide(&error, delivery.receive_count, max_receive_count) {
         Disposition::DeadLetter { class } => {
             let dead_letter = DeadLetterReason {
@@ -357,12 +424,15 @@ async fn dispose<Q: Queue>(
             };
             match queue.dead_letter(delivery, &dead_letter).await {
                 Ok(()) => {
-                    error!(message_id, kind, class = %class, receive_count = delivery.receive_count,
-                        error = %reason, "message moved to the dead-letter queue");
+                    metrics.count(Count::DeadLettered, 1);
+                    outcome_line!(Level::ERROR, named, "dead_lettered", errorClass = %class,
+                        errorKind = kind, reason = %reason, "message moved to the dead-letter queue");
                     true
                 }
                 Err(err) => {
-                    error!(message_id, kind, error = %reason, dead_letter_error = %crate::error_chain(&err),
+                    outcome_line!(Level::ERROR, named, "not_dead_lettered", errorClass = %class,
+                        errorKind = kind, reason = %reason,
+                        deadLetterError = %crate::error_chain(&err),
                         "could not dead-letter the message; it stays in the queue");
                     false
                 }
@@ -370,11 +440,18 @@ async fn dispose<Q: Queue>(
         }
         Disposition::RetryAfter(after) => {
             if let Err(err) = queue.retry_later(delivery, after).await {
-                warn!(message_id, error = %crate::error_chain(&err),
+                warn!(messageId = message_id, error = %crate::error_chain(&err),
                     "could not delay the redelivery; the queue's visibility timeout applies");
             }
-            warn!(message_id, kind, class = %class, receive_count = delivery.receive_count,
-                retry_in = ?after, error = %reason, "message will be retried");
+            let retry_in_ms = after.as_millis() as u64;
+            if class == FailureClass::Configuration {
+                outcome_line!(Level::ERROR, named, "retried", errorClass = %class, errorKind = kind,
+                    retryInMs = retry_in_ms, reason = %reason,
+                    "CONFIGURATION ERROR: fix the deployment; the message will be retried");
+            } else {
+                outcome_line!(Level::WARN, named, "retried", errorClass = %class, errorKind = kind,
+                    retryInMs = retry_in_ms, reason = %reason, "message will be retried");
+            }
             false
         }
     }

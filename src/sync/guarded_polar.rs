@@ -3,11 +3,17 @@
 //! retried with backoff while the deadline allows. A write whose outcome is unknown is
 //! never retried here.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::rate::{OverBudget, RateLimiter, ReservedSlot};
 use super::{RetryPolicy, START_MARGIN};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, Intent};
 use crate::ports::{Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome};
+use crate::telemetry::{Count, Metrics};
 
 /// A discount as just read, and the slot reserved for the write that may follow.
 pub struct ReadForWrite {
@@ -25,18 +31,26 @@ impl From<Lookup> for ReadForWrite {
     }
 }
 
+/// A write's outcome, and how long its last attempt took from sending to the answer.
+pub struct Written {
+    pub outcome: WriteOutcome,
+    pub latency: Duration,
+}
+
 pub struct GuardedPolar<D> {
     discounts: D,
     retry: RetryPolicy,
     rate: Option<RateLimiter>,
+    metrics: Arc<Metrics>,
 }
 
 impl<D: Discounts> GuardedPolar<D> {
-    pub fn new(discounts: D, retry: RetryPolicy) -> Self {
+    pub fn new(discounts: D, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
         Self {
             discounts,
             retry,
             rate: None,
+            metrics,
         }
     }
 
@@ -87,7 +101,9 @@ impl<D: Discounts> GuardedPolar<D> {
                     if !admitted {
                         self.admit(deadline).await?;
                     }
+                    let sent = Instant::now();
                     let lookup = self.discounts.get(id, deadline).await;
+                    self.metrics.observe_latency(sent.elapsed());
                     if let Err(failure) = &lookup {
                         self.heed(failure);
                     }
@@ -104,17 +120,21 @@ impl<D: Discounts> GuardedPolar<D> {
         intent: Intent,
         deadline: Deadline,
         slot: Option<ReservedSlot>,
-    ) -> WriteOutcome {
+    ) -> Written {
         let mut slot = slot;
+        // The last attempt's; a Mutex because the retried future must be Send.
+        let latency = std::sync::Mutex::new(Duration::ZERO);
         let answered = self
             .retry
             .run(deadline, PolarFailure::retry_hint, || {
                 let reserved = slot.take();
+                let latency = &latency;
                 async move {
                     match reserved {
                         Some(slot) => slot.wait().await,
                         None => self.admit(deadline).await?,
                     }
+                    let sent = Instant::now();
                     let outcome = match intent {
                         Intent::SetMaxRedemptions(target) => {
                             self.discounts
@@ -123,6 +143,9 @@ impl<D: Discounts> GuardedPolar<D> {
                         }
                         Intent::Delete => self.discounts.delete(id, deadline).await,
                     };
+                    let took = sent.elapsed();
+                    *latency.lock().expect("never poisoned") = took;
+                    self.metrics.observe_latency(took);
                     match outcome {
                         WriteOutcome::NotApplied(failure) => {
                             self.heed(&failure);
@@ -133,12 +156,18 @@ impl<D: Discounts> GuardedPolar<D> {
                 }
             })
             .await;
-        answered.unwrap_or_else(WriteOutcome::NotApplied)
+        Written {
+            outcome: answered.unwrap_or_else(WriteOutcome::NotApplied),
+            latency: latency.into_inner().expect("never poisoned"),
+        }
     }
 
     /// A 429 is about the organization's limit, not this request: every request of the
     /// container waits out its `retry-after`.
     fn heed(&self, failure: &PolarFailure) {
+        if let PolarFailureKind::RateLimited { .. } = failure.kind {
+            self.metrics.count(Count::PolarRateLimited, 1);
+        }
         if let (
             Some(rate),
             PolarFailureKind::RateLimited {
@@ -161,7 +190,7 @@ impl<D: Discounts> GuardedPolar<D> {
         }
     }
 
-    fn max_wait(deadline: Deadline) -> std::time::Duration {
+    fn max_wait(deadline: Deadline) -> Duration {
         deadline.remaining().saturating_sub(START_MARGIN)
     }
 

@@ -98,7 +98,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     /// Gives the lease up (and clears the journal): only when no write is pending.
     pub(super) async fn release(&self, discount: DiscountId, lease: &Lease) {
         if let Err(err) = self.store.release(discount, lease).await {
-            warn!(error = %crate::error_chain(&err), discount_id = %discount,
+            warn!(error = %crate::error_chain(&err), discountId = %discount,
                 "could not release the lease; it will expire");
         }
     }

@@ -39,6 +39,7 @@ pub use retry::RetryPolicy;
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{Coordination, Discounts, Lease, OrderLedger, QuickStart, StoreFailure};
+use crate::telemetry::{Count, Metrics};
 use guarded_polar::GuardedPolar;
 pub use lease::LEASE_GRACE;
 
@@ -127,16 +128,24 @@ pub struct Syncer<S, D> {
     polar: GuardedPolar<D>,
     retry: RetryPolicy,
     checkpoint: Option<Checkpoint>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     pub fn new(store: S, discounts: D, retry: RetryPolicy) -> Self {
+        let metrics = Arc::new(Metrics::default());
         Self {
             store,
-            polar: GuardedPolar::new(discounts, retry),
+            polar: GuardedPolar::new(discounts, retry, metrics.clone()),
             retry,
             checkpoint: None,
+            metrics,
         }
+    }
+
+    /// What the invocations did, for their metrics and summaries.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Spends at most this container's share of Polar's rate limit.
@@ -218,7 +227,11 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
 
         if let Some(journal) = pending {
             let journaled = journal.orders.clone();
-            if let Err(failure) = self.recover(discount, &lease, journal, deadline).await {
+            let recovered = self.recover(discount, &lease, journal, deadline).await;
+            if recovered.is_ok() {
+                self.metrics.count(Count::JournalsRecovered, 1);
+            }
+            if let Err(failure) = recovered {
                 if failure.write_pending {
                     return failed_all(requests, failure.error, &journaled);
                 }

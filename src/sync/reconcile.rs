@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 use super::lease::LEASE_GRACE;
@@ -16,6 +16,7 @@ use super::{SyncError, Syncer, START_MARGIN};
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::DiscountId;
 use crate::ports::{Acquisition, Coordination, Discounts, JournalIndex, Lease, OrderLedger};
+use crate::telemetry::Count;
 
 /// Discounts settled at the same time; each costs at most a GET and a write on Polar.
 const CONCURRENT_DISCOUNTS: usize = 4;
@@ -52,16 +53,25 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
             ..Reconciliation::default()
         };
         let settlements: Vec<Settlement> = stream::iter(discounts)
-            .map(|discount| self.settle_journal(discount, deadline))
+            .map(|discount| {
+                self.settle_journal(discount, deadline)
+                    .instrument(info_span!("discount", discountId = %discount))
+            })
             .buffer_unordered(CONCURRENT_DISCOUNTS)
             .collect()
             .await;
         for settlement in settlements {
             match settlement {
-                Settlement::Settled => counts.settled += 1,
+                Settlement::Settled => {
+                    counts.settled += 1;
+                    self.metrics.count(Count::JournalsReconciled, 1);
+                }
                 Settlement::Cleared => counts.cleared += 1,
                 Settlement::Busy => counts.busy += 1,
-                Settlement::Failed => counts.failed += 1,
+                Settlement::Failed => {
+                    counts.failed += 1;
+                    self.metrics.count(Count::ReconciliationFailures, 1);
+                }
             }
         }
         info!(
@@ -98,28 +108,30 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
             Ok(Acquisition::Acquired {
                 pending: Some(journal),
             }) => journal,
-            Err(err) => return failed(discount, &err.into()),
+            Err(err) => return failed(&err.into()),
         };
         let orders = journal.orders.len();
         match self.recover(discount, &lease, journal, deadline).await {
             Ok(()) => {
                 self.release(discount, &lease).await;
-                info!(event = "journal_reconciled", discount_id = %discount, orders,
-                    "a journal left by an invocation that did not finish is settled");
+                info!(
+                    event = "journal_reconciled",
+                    orders, "a journal left by an invocation that did not finish is settled"
+                );
                 Settlement::Settled
             }
             Err(failure) => {
                 if !failure.write_pending {
                     self.release(discount, &lease).await;
                 }
-                failed(discount, &failure.error)
+                failed(&failure.error)
             }
         }
     }
 }
 
-fn failed(discount: DiscountId, err: &SyncError) -> Settlement {
-    warn!(event = "reconciliation_failed", discount_id = %discount, error = %crate::error_chain(err),
+fn failed(err: &SyncError) -> Settlement {
+    warn!(event = "reconciliation_failed", error = %crate::error_chain(err),
         "journal not settled; the next run tries again");
     Settlement::Failed
 }

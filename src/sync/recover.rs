@@ -7,6 +7,7 @@ use super::{Failure, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, Journal};
 use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, OrderLedger};
+use crate::telemetry::Ids;
 
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     pub(super) async fn recover(
@@ -16,7 +17,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         journal: Journal,
         deadline: Deadline,
     ) -> Result<(), Failure> {
-        info!(discount_id = %discount, orders = ?journal.orders, intent = ?journal.intent,
+        info!(orderIds = %Ids(&journal.orders), intent = ?journal.intent,
             "resolving a write journaled by an invocation that did not finish");
         let current = self
             .polar

@@ -5,14 +5,15 @@
 
 use std::time::SystemTime;
 
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::guarded_polar::ReadForWrite;
+use super::guarded_polar::{ReadForWrite, Written};
 use super::rate::ReservedSlot;
 use super::{Failure, Step, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, Intent, Journal, OrderId, Plan, Resolution, SyncAction};
 use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, Lookup, OrderLedger, WriteOutcome};
+use crate::telemetry::{Count, Distribution, Ids};
 
 /// What a read-back says about a write whose answer was lost.
 enum ReadBack {
@@ -54,7 +55,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         };
         if let Plan::Delete { oversold_by } = plan {
             if oversold_by > 0 {
-                warn!(event = "oversold", discount_id = %discount, oversold_by, orders = ?orders,
+                self.metrics.count(Count::Oversold, oversold_by);
+                warn!(event = "oversold", discountId = %discount, oversoldBy = oversold_by, orderIds = %Ids(&orders),
                     "discount was used more often than its limit before these redemptions were synced");
             }
         }
@@ -101,7 +103,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 .polar
                 .write(discount, journal.intent, deadline, slot.take())
                 .await;
-            let failure = match written {
+            self.report_write(journal, &written);
+            let failure = match written.outcome {
                 WriteOutcome::Applied => return Ok(journal.intent.action()),
                 // Gone already: our earlier, unanswered DELETE landed, or someone else's.
                 WriteOutcome::Gone if journal.intent == Intent::Delete && unanswered => {
@@ -115,7 +118,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 WriteOutcome::Unknown(failure) => failure,
             };
             unanswered = true;
-            warn!(error = %crate::error_chain(&failure), discount_id = %discount,
+            warn!(error = %crate::error_chain(&failure),
                 "write outcome unknown; reading the discount back");
             match self.read_back(discount, journal, deadline).await {
                 ReadBack::Applied(action) => return Ok(action),
@@ -129,6 +132,36 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     return Err(Failure::write_pending(failure))
                 }
             }
+        }
+    }
+
+    /// One line per Polar write, and its metrics.
+    fn report_write(&self, journal: &Journal, written: &Written) {
+        let k = journal.orders.len() as u64;
+        let after = match journal.intent {
+            Intent::SetMaxRedemptions(target) => target,
+            Intent::Delete => 0,
+        };
+        let latency_ms = written.latency.as_millis() as u64;
+        let (status, failure) = match &written.outcome {
+            WriteOutcome::Applied => ("applied", None),
+            WriteOutcome::Gone => ("gone", None),
+            WriteOutcome::NotApplied(failure) => ("refused", Some(failure)),
+            WriteOutcome::Unknown(failure) => ("unknown", Some(failure)),
+        };
+        let orders = Ids(&journal.orders);
+        let action = journal.intent.action();
+        match failure {
+            None => info!(event = "polar_write", k, before = journal.read, after, %action, status,
+                latencyMs = latency_ms, orderIds = %orders, "Polar write answered"),
+            Some(failure) => warn!(event = "polar_write", k, before = journal.read, after, %action,
+                status, latencyMs = latency_ms, orderIds = %orders,
+                error = %crate::error_chain(failure), "Polar write not answered as applied"),
+        }
+        match written.outcome {
+            WriteOutcome::Applied => self.metrics.observe(Distribution::OrdersPerWrite, k as f64),
+            WriteOutcome::Unknown(_) => self.metrics.count(Count::UnknownWriteOutcomes, 1),
+            WriteOutcome::Gone | WriteOutcome::NotApplied(_) => {}
         }
     }
 
@@ -172,8 +205,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             Resolution::Applied(action) => Some(action),
             Resolution::NotApplied => None,
             Resolution::ChangedElsewhere(action) => {
-                warn!(event = "external_change", discount_id = %discount, read = journal.read,
-                    intent = ?journal.intent, current = ?current_max, orders = ?journal.orders,
+                self.metrics.count(Count::ExternalChanges, 1);
+                warn!(event = "external_change", discountId = %discount, read = journal.read,
+                    intent = ?journal.intent, current = ?current_max, orderIds = %Ids(&journal.orders),
                     "discount was changed outside this function during a sync; keeping its value");
                 Some(action)
             }

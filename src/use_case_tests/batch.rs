@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
+pub(super) fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = bodies
         .iter()
@@ -34,7 +34,7 @@ fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
     event
 }
 
-fn settings() -> BatchSettings {
+pub(super) fn settings() -> BatchSettings {
     BatchSettings {
         max_concurrent_discounts: 4,
         redelivery: crate::redelivery::RedeliveryPolicy::default(),

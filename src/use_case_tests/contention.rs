@@ -6,7 +6,7 @@ use crate::ports::Coordination;
 use crate::sync::START_MARGIN;
 
 /// Another invocation holds the discount's lease until `holder_deadline` + the lease's grace.
-fn hold_lease(s: &TestSyncer, discount: &str, holder_deadline: Duration) -> Lease {
+pub(super) fn hold_lease(s: &TestSyncer, discount: &str, holder_deadline: Duration) -> Lease {
     let lease = Lease {
         token: Uuid::new_v4(),
         expires_at_ms: epoch_ms(SystemTime::now() + holder_deadline) + 10_000,

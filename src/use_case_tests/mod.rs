@@ -5,6 +5,7 @@ mod batch;
 mod contention;
 mod counting;
 mod journal;
+mod metrics;
 mod polar_failures;
 mod reconcile;
 

@@ -272,6 +272,42 @@ impl FunctionProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let stdout = Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?);
+        Self::spawn_with_stdout(binary, args, env, api, stdout, Stdio::inherit())
+    }
+
+    /// [`FunctionProcess::spawn`] with the function's stdout and stderr written to `log`
+    /// (created or truncated), for tests that read what the function logs.
+    pub fn spawn_logging_to(
+        binary: &Path,
+        env: &[(String, String)],
+        api: &RuntimeApi,
+        log: &Path,
+    ) -> std::io::Result<FunctionProcess> {
+        let file = std::fs::File::create(log)?;
+        let stderr = Stdio::from(file.try_clone()?);
+        Self::spawn_with_stdout(
+            binary,
+            std::iter::empty::<&OsStr>(),
+            env,
+            api,
+            Stdio::from(file),
+            stderr,
+        )
+    }
+
+    fn spawn_with_stdout<I, S>(
+        binary: &Path,
+        args: I,
+        env: &[(String, String)],
+        api: &RuntimeApi,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> std::io::Result<FunctionProcess>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let lookup = |key: &str| {
             env.iter()
                 .rev()
@@ -299,8 +335,8 @@ impl FunctionProcess {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
             .stdin(Stdio::null())
-            .stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?))
-            .stderr(Stdio::inherit())
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true);
 
         let shared = api.shared.clone();

@@ -97,7 +97,7 @@ impl DynamoStore {
             match result {
                 Ok(_) => {}
                 Err(err) if is_condition_failure(&err) => {
-                    tracing::warn!(order_id = %order, "order was already marked or is gone; left as it is");
+                    tracing::warn!(orderId = %order, "order was already marked or is gone; left as it is");
                 }
                 Err(err) => return Err(self.order_failure("UpdateItem(mark)", err)),
             }
