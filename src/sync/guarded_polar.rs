@@ -87,6 +87,19 @@ impl<D: Discounts> GuardedPolar<D> {
         })
     }
 
+    /// Fails as [`Self::get_before_write`] would if it were called now, so that a step the
+    /// budget cannot serve costs no lease and no claims either.
+    pub fn check_room_for_step(&self, deadline: Deadline) -> Result<(), PolarFailure> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        let wait = rate.ready_in(2);
+        if wait > Self::max_wait(deadline) {
+            return Err(over_budget(OverBudget { wait }));
+        }
+        Ok(())
+    }
+
     /// The read's first attempt has its slot already; a retry waits for another.
     async fn get_admitted(
         &self,

@@ -207,6 +207,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         deadline: Deadline,
         claiming: Claiming,
     ) -> Vec<Outcome> {
+        if let Err(over_budget) = self.polar.check_room_for_step(deadline) {
+            return failed_all(requests, over_budget.into(), &[]);
+        }
         let lease = Lease {
             token: Uuid::new_v4(),
             expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,

@@ -97,6 +97,18 @@ impl RateLimiter {
         })
     }
 
+    /// How long until `slots` consecutive slots could all have started, reserving nothing.
+    pub fn ready_in(&self, slots: u32) -> Duration {
+        let next_due = *self
+            .next_due
+            .lock()
+            .expect("the limiter never panics holding its lock");
+        let now = Instant::now();
+        let due = next_due.map_or(now, |due| due.max(now));
+        (due + self.spacing * slots.saturating_sub(1))
+            .saturating_duration_since(now + self.burst_tolerance)
+    }
+
     /// Reserves `slots` consecutive slots, all or none (GCRA); gives when the first and the
     /// last may start.
     fn reserve(&self, slots: u32, max_wait: Duration) -> Result<(Instant, Instant), OverBudget> {
@@ -291,5 +303,15 @@ mod tests {
         assert_eq!(refused.wait, Duration::from_secs(2));
         limiter.admit(Duration::from_millis(1500)).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asking_when_slots_are_free_reserves_nothing() {
+        let limiter = RateLimiter::per_minute(60, 1);
+        assert_eq!(limiter.ready_in(2), Duration::from_secs(1));
+        limiter.admit(Duration::ZERO).await.unwrap();
+        assert_eq!(limiter.ready_in(1), Duration::from_secs(1));
+        assert_eq!(limiter.ready_in(2), Duration::from_secs(2));
+        assert_eq!(limiter.ready_in(2), Duration::from_secs(2), "still");
     }
 }

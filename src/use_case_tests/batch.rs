@@ -261,12 +261,16 @@ async fn a_record_without_a_message_id_fails_the_whole_batch() {
 }
 
 #[tokio::test]
-async fn a_step_whose_write_would_find_no_slot_in_the_rate_budget_sends_not_even_its_read() {
+async fn a_step_whose_write_would_find_no_slot_in_the_rate_budget_takes_no_lease_and_sends_nothing()
+{
     let s = syncer(
         InMemoryStore::default(),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
     )
     .with_rate_limiter(RateLimiter::per_minute(1, 1));
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let seen = steps.clone();
+    let s = s.with_checkpoint(Arc::new(move |step| seen.lock().unwrap().push(step)));
     let requests = orders_of(&s, 1, DISCOUNT, "X");
     let outcome = s
         .sync_discount(
@@ -290,6 +294,11 @@ async fn a_step_whose_write_would_find_no_slot_in_the_rate_budget_sends_not_even
         s.discounts().calls(),
         [],
         "a GET alone would be wasted: the PATCH has no slot within the deadline"
+    );
+    assert_eq!(
+        *steps.lock().unwrap(),
+        [],
+        "nor a lease or claims: the step is turned away before it starts"
     );
     assert_eq!(
         s.store().journal(id(DISCOUNT)),
