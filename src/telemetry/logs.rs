@@ -122,43 +122,40 @@ impl Visit for JsonValues<'_> {
     }
 }
 
-/// Only so that tests can format one event without a global subscriber.
-#[cfg(test)]
-pub(crate) fn json_lines_for(run: impl FnOnce()) -> Vec<Value> {
-    use std::sync::{Arc, Mutex};
-    let written = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let sink = written.clone();
-    let subscriber = subscriber::fmt()
-        .with_writer(move || TestWriter(sink.clone()))
-        .fmt_fields(JsonFields::new())
-        .event_format(FlatJson)
-        .finish();
-    tracing::subscriber::with_default(subscriber, run);
-    let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-#[cfg(test)]
-struct TestWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-#[cfg(test)]
-impl std::io::Write for TestWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
     use tracing::{info, info_span};
+
+    /// The lines `run` logs, formatted by [`FlatJson`] without a global subscriber.
+    fn json_lines_for(run: impl FnOnce()) -> Vec<Value> {
+        use std::sync::{Arc, Mutex};
+        let written = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = written.clone();
+        let subscriber = subscriber::fmt()
+            .with_writer(move || TestWriter(sink.clone()))
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    struct TestWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for TestWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn a_json_line_is_flat_with_typed_values_and_lists_as_arrays() {
