@@ -66,12 +66,23 @@ $(CARGO_LAMBDA):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 ziglang==0.17.1
 
-# Operators: what is in the dead-letter queue and why; move it back after a fix.
+# Operators (README, "Operating the dead-letter queue"): what is in it and why, and moving
+# it back after a fix.
+# Each target checks its variables before anything runs (usage errors exit 2).
+usage.dlq-list := make dlq-list DLQ_URL=https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
+usage.dlq-redrive := make dlq-redrive DLQ_URL=https://sqs.…/NAME [TO=destination queue URL] [LIMIT=n] [DRY_RUN=1]
+needs.dlq-list := DLQ_URL
+needs.dlq-redrive := DLQ_URL
+usage_error = $(error $(1). Usage: $(usage.$(2)))
+$(foreach goal,$(filter dlq-list dlq-redrive,$(MAKECMDGOALS)),\
+  $(foreach v,$(needs.$(goal)),$(if $(strip $($(v))),,$(call usage_error,$(v) is not set,$(goal)))))
+
 dlq-list: $(DEV_ENV)
 	$(VENV)/bin/python scripts/dlq.py list --queue-url "$(DLQ_URL)"
 
+redrive_args = $(if $(strip $(TO)),--to "$(TO)") $(if $(strip $(LIMIT)),--limit $(LIMIT)) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 dlq-redrive: $(DEV_ENV)
-	$(VENV)/bin/python scripts/dlq.py redrive --dlq-arn "$(DLQ_ARN)"
+	$(VENV)/bin/python scripts/dlq.py redrive --queue-url "$(DLQ_URL)" $(strip $(redrive_args))
 
 dev-env: $(DEV_ENV)
 
