@@ -2,8 +2,8 @@
 # `make test`'s test run. The exactly-once invariant test is bound by moto, which serves
 # one request at a time, not by the CPU: it runs next to all the other tests, each with its
 # own moto, so the run takes about as long as the longer of the two instead of their sum.
-# The operator commands' tests (tests/ops: make status and make dlq-redrive against moto and
-# the double; Python, about 10 s, mostly waiting) run next to them too, on a moto of their own.
+# The operator commands' tests (tests/ops: make status, make dlq-redrive, make smoke against
+# the double; Python, about 15 s, mostly waiting) run next to them too, on a moto of their own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 invariant=every_discount_ends_exactly_once_whatever_happens_on_the_way
