@@ -41,13 +41,22 @@ class StatusTest(unittest.TestCase):
                                              "action": {"kind": "delay", "millis": 6000}})
         answer = invoke_function(message(cls.pending), function_env, timeout_secs=4)
         assert answer["batchItemFailures"], answer
+        # Read at once, while the lease is live (it expires 10 s after the deadline).
+        cls.pending_order = cls.status_of("--order", cls.pending)
+        cls.pending_order_json = cls.status_of("--order", cls.pending, "--json")
+        cls.pending_discount = cls.status_of("--discount", cls.discount)
+        cls.pending_discount_json = cls.status_of("--discount", cls.discount, "--json")
 
     @classmethod
     def tearDownClass(cls):
         cls.double.stop()
 
+    @classmethod
+    def status_of(cls, *args, env=None):
+        return script("status.py", *args, env={**cls.env, **(env or {})})
+
     def status(self, *args, env=None):
-        return script("status.py", *args, env={**self.env, **(env or {})})
+        return self.status_of(*args, env=env)
 
     def test_a_synced_order_shows_its_action_and_no_claim(self):
         done = self.status("--order", self.synced)
@@ -58,7 +67,7 @@ class StatusTest(unittest.TestCase):
         self.assertIn("journal:  no journal holds it", done.stdout)
 
     def test_an_order_in_a_journal_shows_the_claim_the_journal_and_the_live_lease(self):
-        done = self.status("--order", self.pending)
+        done = self.pending_order
         self.assertEqual(done.returncode, 0, done.stderr)
         print(f"\n{done.stdout}", end="")
         self.assertIn("synced:   no", done.stdout)
@@ -66,14 +75,14 @@ class StatusTest(unittest.TestCase):
         self.assertIn(f"held by the discount's journal: set max_redemptions 2 -> 1, orders {self.pending}",
                       done.stdout)
         self.assertRegex(done.stdout, r"lease:    held by \S+ until \S+ \(live, [\d.]+ s left\)")
-        report = json.loads(self.status("--order", self.pending, "--json").stdout)
+        report = json.loads(self.pending_order_json.stdout)
         self.assertTrue(report["inJournal"])
         self.assertEqual(report["order"]["claim"], report["discount"]["lease"]["holder"])
         self.assertEqual(report["discount"]["journal"],
                          {"orders": [self.pending], "read": 2, "intent": "set_max_redemptions", "target": 1})
 
     def test_a_discount_shows_its_lease_its_journal_and_polars_discount(self):
-        done = self.status("--discount", self.discount)
+        done = self.pending_discount
         self.assertEqual(done.returncode, 0, done.stderr)
         print(f"\n{done.stdout}", end="")
         self.assertRegex(done.stdout, r"lease:    held by \S+ until \S+ \(live, ")
@@ -82,7 +91,7 @@ class StatusTest(unittest.TestCase):
         # The delayed PATCH may have landed by now: 2, or 1 once it did.
         self.assertRegex(done.stdout, rf"polar:    {self.code} \({self.code}\): max_redemptions=[12], "
                                       r"redemptions_count=0")
-        report = json.loads(self.status("--discount", self.discount, "--json").stdout)
+        report = json.loads(self.pending_discount_json.stdout)
         self.assertEqual(report["polar"]["state"], "found")
         self.assertTrue(report["syncItem"]["lease"]["live"])
 
