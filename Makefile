@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive bench build-arm64
+.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive status smoke bench build-arm64
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -67,12 +67,49 @@ $(CARGO_LAMBDA):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 ziglang==0.17.1
 
-# Operators: what is in the dead-letter queue and why; move it back after a fix.
+# Operators (README, "Operating"): what is in the dead-letter queue and why, moving it back
+# after a fix, where an order or a discount stands, and a smoke run against Polar's sandbox.
+# Each target checks its variables before anything runs (usage errors exit 2).
+usage.dlq-list := make dlq-list DLQ_URL=https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
+usage.dlq-redrive := make dlq-redrive DLQ_URL=https://sqs.…/NAME [TO=destination queue URL] [LIMIT=n] [DRY_RUN=1]
+usage.status := ORDERS_TABLE=… SYNC_TABLE=… make status ORDER=order-id | DISCOUNT=discount-id \
+	(with POLAR_API_URL, POLAR_ACCESS_TOKEN for Polar's side; AWS_ENDPOINT_URL for moto)
+usage.smoke := POLAR_ACCESS_TOKEN=polar_oat_… (a sandbox token) make smoke  |  make smoke DOUBLE=1
+needs.dlq-list := DLQ_URL
+needs.dlq-redrive := DLQ_URL
+needs.status := SYNC_TABLE $(if $(strip $(DISCOUNT)),,ORDERS_TABLE)
+needs.smoke := $(if $(filter 1,$(DOUBLE)),,POLAR_ACCESS_TOKEN)
+usage_error = $(error $(1). Usage: $(usage.$(2)))
+comma := ,
+ifneq ($(filter status,$(MAKECMDGOALS)),)
+ifeq ($(strip $(ORDER))$(strip $(DISCOUNT)),)
+$(call usage_error,ORDER or DISCOUNT is not set,status)
+endif
+ifneq ($(strip $(ORDER)),)
+ifneq ($(strip $(DISCOUNT)),)
+$(call usage_error,set ORDER or DISCOUNT$(comma) not both,status)
+endif
+endif
+endif
+$(foreach goal,$(filter dlq-list dlq-redrive status smoke,$(MAKECMDGOALS)),\
+  $(foreach v,$(needs.$(goal)),$(if $(strip $($(v))),,$(call usage_error,$(v) is not set,$(goal)))))
+
 dlq-list: $(DEV_ENV)
 	$(VENV)/bin/python scripts/dlq.py list --queue-url "$(DLQ_URL)"
 
+redrive_args = $(if $(strip $(TO)),--to "$(TO)") $(if $(strip $(LIMIT)),--limit $(LIMIT)) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 dlq-redrive: $(DEV_ENV)
-	$(VENV)/bin/python scripts/dlq.py redrive --dlq-arn "$(DLQ_ARN)"
+	$(VENV)/bin/python scripts/dlq.py redrive --queue-url "$(DLQ_URL)" $(strip $(redrive_args))
+
+status_args = $(if $(strip $(ORDER)),--order "$(ORDER)",--discount "$(DISCOUNT)") $(if $(filter 1,$(JSON)),--json)
+status: $(DEV_ENV)
+	@$(VENV)/bin/python scripts/status.py $(strip $(status_args))
+
+# DOUBLE=1: the same run against the Polar double (what CI runs, tests/ops/test_smoke.py);
+# VERBOSE=1 prints the function's logs.
+smoke: $(DEV_ENV)
+	cargo build --quiet --locked --workspace --bins
+	scripts/with-moto.sh $(VENV)/bin/python scripts/smoke.py $(if $(filter 1,$(DOUBLE)),--double) $(if $(filter 1,$(VERBOSE)),--verbose)
 
 dev-env: $(DEV_ENV)
 
