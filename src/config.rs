@@ -6,11 +6,11 @@ use std::time::Duration;
 use reqwest::Url;
 use thiserror::Error;
 
-use crate::sync::RateShare;
+use crate::sync::{RateShare, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
 
 pub const DEFAULT_POLAR_API_URL: &str = "https://api.polar.sh/v1";
-/// Below Polar's 500 requests/min per organization, leaving room for other tools.
-pub const DEFAULT_POLAR_RATE_LIMIT_PER_MINUTE: u32 = 400;
+/// Polar's sandbox, whose organizations have a lower rate limit.
+pub const SANDBOX_POLAR_HOST: &str = "sandbox-api.polar.sh";
 pub const DEFAULT_MAXIMUM_CONCURRENCY: u32 = 2;
 
 #[derive(Debug, Clone)]
@@ -24,7 +24,8 @@ pub struct Config {
     /// `MAX_RECEIVE_COUNT`: the source queue's redrive limit, when it should not be read
     /// from the queue's redrive policy.
     pub max_receive_count: Option<u32>,
-    /// `POLAR_RATE_LIMIT_PER_MINUTE`: Polar requests per minute for all containers together.
+    /// `POLAR_RATE_LIMIT_PER_MINUTE`: Polar requests per minute for all containers together;
+    /// at most the organization's limit, 4/5 of it by default.
     pub polar_rate_limit_per_minute: u32,
     /// `MAXIMUM_CONCURRENCY`: the most containers the queue runs at once (the event source's
     /// `ScalingConfig.MaximumConcurrency`); each spends 1/N of the rate limit.
@@ -97,6 +98,15 @@ impl PolarApiUrl {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// Polar's requests per minute per organization at this URL: 100 in the sandbox, 500
+    /// in production (and for local doubles, which play production).
+    pub fn organization_limit_per_minute(&self) -> u32 {
+        match self.0.host_str() {
+            Some(SANDBOX_POLAR_HOST) => POLAR_SANDBOX_LIMIT_PER_MINUTE,
+            _ => POLAR_LIMIT_PER_MINUTE,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -111,9 +121,13 @@ pub enum ConfigError {
 
 impl Config {
     /// This container's share of the rate limit: R/N a minute, plus a burst that keeps
-    /// all N containers together within Polar's 500 in any minute.
+    /// all N containers together within the organization's limit in any minute.
     pub fn polar_rate_share(&self) -> RateShare {
-        RateShare::of(self.polar_rate_limit_per_minute, self.maximum_concurrency)
+        RateShare::of(
+            self.polar_api_url.organization_limit_per_minute(),
+            self.polar_rate_limit_per_minute,
+            self.maximum_concurrency,
+        )
     }
 
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -153,6 +167,20 @@ impl Config {
                     },
                 }
             };
+        let organization_limit = polar_api_url.organization_limit_per_minute();
+        let polar_rate_limit_per_minute =
+            positive("POLAR_RATE_LIMIT_PER_MINUTE", None)?.unwrap_or(organization_limit / 5 * 4);
+        if polar_rate_limit_per_minute > organization_limit {
+            return Err(ConfigError::Invalid {
+                name: "POLAR_RATE_LIMIT_PER_MINUTE",
+                reason: format!(
+                    "{polar_rate_limit_per_minute} is above the {organization_limit} requests a \
+                     minute Polar allows an organization at {}; {} leaves room for other tools",
+                    polar_api_url.as_str(),
+                    organization_limit / 5 * 4
+                ),
+            });
+        }
         let dead_letter_queue_url = get("DEAD_LETTER_QUEUE_URL")
             .map(|raw| {
                 Url::parse(&raw)
@@ -170,11 +198,7 @@ impl Config {
             token_source,
             dead_letter_queue_url,
             max_receive_count: positive("MAX_RECEIVE_COUNT", None)?,
-            polar_rate_limit_per_minute: positive(
-                "POLAR_RATE_LIMIT_PER_MINUTE",
-                Some(DEFAULT_POLAR_RATE_LIMIT_PER_MINUTE),
-            )?
-            .unwrap_or(DEFAULT_POLAR_RATE_LIMIT_PER_MINUTE),
+            polar_rate_limit_per_minute,
             maximum_concurrency: positive(
                 "MAXIMUM_CONCURRENCY",
                 Some(DEFAULT_MAXIMUM_CONCURRENCY),
@@ -277,6 +301,27 @@ mod tests {
             ("MAXIMUM_CONCURRENCY", "5"),
         ]);
         assert_eq!(config_of(&vars).polar_rate_share().per_minute, 18);
+    }
+
+    #[test]
+    fn in_the_sandbox_the_budget_follows_its_lower_limit() {
+        let mut vars = BASE.to_vec();
+        vars.push(("POLAR_API_URL", "https://sandbox-api.polar.sh/v1"));
+        let sandbox = config_of(&vars);
+        assert_eq!(sandbox.polar_rate_limit_per_minute, 80);
+        assert_eq!(
+            sandbox.polar_rate_share(),
+            RateShare {
+                per_minute: 40,
+                burst: 10
+            }
+        );
+        vars.push(("POLAR_RATE_LIMIT_PER_MINUTE", "400"));
+        let err = config(&vars).unwrap_err().to_string();
+        assert!(
+            err.contains("POLAR_RATE_LIMIT_PER_MINUTE") && err.contains("100"),
+            "{err}"
+        );
     }
 
     #[test]

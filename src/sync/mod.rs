@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 pub use batch::{process_batch, BatchSettings, START_MARGIN};
 pub use error::SyncError;
-pub use rate::{RateLimiter, RateShare, POLAR_LIMIT_PER_MINUTE};
+pub use rate::{RateLimiter, RateShare, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
 pub use reconcile::Reconciliation;
 pub use retry::RetryPolicy;
 

@@ -9,6 +9,8 @@ use tokio::time::Instant;
 
 /// Polar's own limit: requests per minute per organization, whatever the token.
 pub const POLAR_LIMIT_PER_MINUTE: u32 = 500;
+/// The sandbox's (`sandbox-api.polar.sh`), lower than production's.
+pub const POLAR_SANDBOX_LIMIT_PER_MINUTE: u32 = 100;
 
 /// One container's share of the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,18 +22,19 @@ pub struct RateShare {
 }
 
 impl RateShare {
-    /// The share of one of `containers` that together spend `budget` requests a minute:
-    /// R/N a minute, and a burst of (500 − R)/N, Polar's headroom over the budget split
-    /// between the containers. The limiter admits at most `per_minute + burst` requests
-    /// in any 60 s, so all N containers together stay within N·(R/N + (500 − R)/N) ≤ 500.
-    /// With the defaults (R = 400, N = 2): 200 a minute and bursts of 50.
-    pub fn of(budget_per_minute: u32, containers: u32) -> Self {
+    /// The share of one of `containers` that together spend `budget` requests a minute of
+    /// an organization's `limit` (L = 500 in production): R/N a minute, and a burst of
+    /// (L − R)/N, the headroom over the budget split between the containers. The limiter
+    /// admits at most `per_minute + burst` requests in any 60 s, so all N containers
+    /// together stay within N·(R/N + (L − R)/N) ≤ L. With the defaults (L = 500, R = 400,
+    /// N = 2): 200 a minute and bursts of 50.
+    pub fn of(limit: u32, budget_per_minute: u32, containers: u32) -> Self {
         let containers = containers.max(1);
-        let burst = (POLAR_LIMIT_PER_MINUTE.saturating_sub(budget_per_minute) / containers).max(1);
-        // A budget of Polar's whole limit leaves no headroom: the burst of one comes out
-        // of the even share.
+        let burst = (limit.saturating_sub(budget_per_minute) / containers).max(1);
+        // A budget of the whole limit leaves no headroom: the burst of one comes out of
+        // the even share.
         let per_minute = (budget_per_minute / containers)
-            .min((POLAR_LIMIT_PER_MINUTE / containers).saturating_sub(burst))
+            .min((limit / containers).saturating_sub(burst))
             .max(1);
         Self { per_minute, burst }
     }
@@ -165,32 +168,52 @@ mod tests {
     #[test]
     fn the_burst_is_polars_headroom_over_the_budget_split_between_the_containers() {
         assert_eq!(
-            RateShare::of(400, 2),
+            RateShare::of(POLAR_LIMIT_PER_MINUTE, 400, 2),
             RateShare {
                 per_minute: 200,
                 burst: 50
             }
         );
         assert_eq!(
-            RateShare::of(300, 4),
+            RateShare::of(POLAR_LIMIT_PER_MINUTE, 300, 4),
             RateShare {
                 per_minute: 75,
                 burst: 50
             }
         );
         assert_eq!(
-            RateShare::of(500, 2),
+            RateShare::of(POLAR_LIMIT_PER_MINUTE, 500, 2),
             RateShare {
                 per_minute: 249,
                 burst: 1
             }
         );
+        assert_eq!(
+            RateShare::of(POLAR_SANDBOX_LIMIT_PER_MINUTE, 80, 2),
+            RateShare {
+                per_minute: 40,
+                burst: 10
+            },
+            "the sandbox's headroom is its own"
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn containers_spending_flat_out_never_send_polar_more_than_500_in_any_minute() {
-        for (budget, containers) in [(400, 2), (400, 3), (300, 4), (500, 2), (450, 7), (1, 1)] {
-            let share = RateShare::of(budget, containers);
+    async fn containers_spending_flat_out_never_send_polar_more_than_its_limit_in_any_minute() {
+        const PRODUCTION: u32 = POLAR_LIMIT_PER_MINUTE;
+        const SANDBOX: u32 = POLAR_SANDBOX_LIMIT_PER_MINUTE;
+        for (limit, budget, containers) in [
+            (PRODUCTION, 400, 2),
+            (PRODUCTION, 400, 3),
+            (PRODUCTION, 300, 4),
+            (PRODUCTION, 500, 2),
+            (PRODUCTION, 450, 7),
+            (PRODUCTION, 1, 1),
+            (SANDBOX, 80, 2),
+            (SANDBOX, 80, 4),
+            (SANDBOX, 100, 3),
+        ] {
+            let share = RateShare::of(limit, budget, containers);
             let start = Instant::now();
             // Each container starts quiet, with its whole burst, and then spends its share.
             let flat_out = (0..containers).map(|_| async move {
@@ -210,8 +233,8 @@ mod tests {
             all.sort();
             let most = most_in_any(Duration::from_secs(60), &all);
             assert!(
-                most <= POLAR_LIMIT_PER_MINUTE as usize,
-                "R = {budget}, N = {containers}: {most} requests in 60 s"
+                most <= limit as usize,
+                "L = {limit}, R = {budget}, N = {containers}: {most} requests in 60 s"
             );
         }
     }
