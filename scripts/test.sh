@@ -10,9 +10,10 @@ invariant=every_discount_ends_exactly_once_whatever_happens_on_the_way
 log=target/invariant-test.log
 ops_log=target/ops-test.log
 
+# One build for all three runs: `--workspace` everywhere, so features unify the same way.
 cargo test --workspace --locked --no-run || exit 1
 mkdir -p target
-scripts/with-moto.sh cargo test --locked --test exactly_once_invariant -- --nocapture >"$log" 2>&1 &
+scripts/with-moto.sh cargo test --workspace --locked --test exactly_once_invariant -- --nocapture >"$log" 2>&1 &
 invariant_pid=$!
 scripts/with-moto.sh .venv/bin/python -m unittest discover -s tests/ops -t tests/ops -v >"$ops_log" 2>&1 &
 ops_pid=$!
