@@ -168,16 +168,18 @@ impl Config {
                 }
             };
         let organization_limit = polar_api_url.organization_limit_per_minute();
+        // Room for the shop's other tools, which share the organization's limit.
+        let default_budget = organization_limit / 5 * 4;
         let polar_rate_limit_per_minute =
-            positive("POLAR_RATE_LIMIT_PER_MINUTE", None)?.unwrap_or(organization_limit / 5 * 4);
+            positive("POLAR_RATE_LIMIT_PER_MINUTE", None)?.unwrap_or(default_budget);
         if polar_rate_limit_per_minute > organization_limit {
             return Err(ConfigError::Invalid {
                 name: "POLAR_RATE_LIMIT_PER_MINUTE",
                 reason: format!(
                     "{polar_rate_limit_per_minute} is above the {organization_limit} requests a \
-                     minute Polar allows an organization at {}; {} leaves room for other tools",
+                     minute Polar allows an organization at {}; {default_budget} leaves room \
+                     for other tools",
                     polar_api_url.as_str(),
-                    organization_limit / 5 * 4
                 ),
             });
         }

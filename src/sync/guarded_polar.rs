@@ -132,9 +132,8 @@ impl<D: Discounts> GuardedPolar<D> {
         id: DiscountId,
         intent: Intent,
         deadline: Deadline,
-        slot: Option<ReservedSlot>,
+        mut slot: Option<ReservedSlot>,
     ) -> Written {
-        let mut slot = slot;
         // The last attempt's; a Mutex because the retried future must be Send.
         let latency = std::sync::Mutex::new(Duration::ZERO);
         let answered = self

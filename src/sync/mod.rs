@@ -230,17 +230,14 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
 
         if let Some(journal) = pending {
             let journaled = journal.orders.clone();
-            let recovered = self.recover(discount, &lease, journal, deadline).await;
-            if recovered.is_ok() {
-                self.metrics.count(Count::JournalsRecovered, 1);
-            }
-            if let Err(failure) = recovered {
+            if let Err(failure) = self.recover(discount, &lease, journal, deadline).await {
                 if failure.write_pending {
                     return failed_all(requests, failure.error, &journaled);
                 }
                 self.release(discount, &lease).await;
                 return failed_all(requests, failure.error, &[]);
             }
+            self.metrics.count(Count::JournalsRecovered, 1);
         }
         let (requests, decided, to_count) = match claiming {
             Claiming::AllAtOnce => {

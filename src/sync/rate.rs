@@ -73,10 +73,7 @@ impl RateLimiter {
     /// Polar answered 429. Its limit is the organization's, so no request of this container
     /// goes out before `retry_after` has passed, and none in a burst right after.
     pub fn pause_for(&self, retry_after: Duration) {
-        let mut next_due = self
-            .next_due
-            .lock()
-            .expect("the limiter never panics holding its lock");
+        let mut next_due = self.lock();
         let resume = Instant::now() + retry_after + self.burst_tolerance;
         *next_due = Some(next_due.map_or(resume, |due| due.max(resume)));
     }
@@ -102,36 +99,40 @@ impl RateLimiter {
 
     /// How long until `slots` consecutive slots could all have started, reserving nothing.
     pub fn ready_in(&self, slots: u32) -> Duration {
-        let next_due = *self
-            .next_due
-            .lock()
-            .expect("the limiter never panics holding its lock");
         let now = Instant::now();
-        let due = next_due.map_or(now, |due| due.max(now));
-        (due + self.spacing * slots.saturating_sub(1))
-            .saturating_duration_since(now + self.burst_tolerance)
+        let due = Self::due(*self.lock(), now);
+        self.start_of(due, now, slots - 1) - now
     }
 
     /// Reserves `slots` consecutive slots, all or none (GCRA); gives when the first and the
     /// last may start.
     fn reserve(&self, slots: u32, max_wait: Duration) -> Result<(Instant, Instant), OverBudget> {
-        let mut next_due = self
-            .next_due
-            .lock()
-            .expect("the limiter never panics holding its lock");
+        let mut next_due = self.lock();
         let now = Instant::now();
-        let due = next_due.map_or(now, |due| due.max(now));
-        let starts_at = |slot: u32| {
-            let slot_due = due + self.spacing * slot;
-            now + slot_due.saturating_duration_since(now + self.burst_tolerance)
-        };
-        let last = starts_at(slots - 1);
+        let due = Self::due(*next_due, now);
+        let last = self.start_of(due, now, slots - 1);
         let wait = last - now;
         if wait > max_wait {
             return Err(OverBudget { wait });
         }
         *next_due = Some(due + self.spacing * slots);
-        Ok((starts_at(0), last))
+        Ok((self.start_of(due, now, 0), last))
+    }
+
+    /// When the next slot is due if requests were perfectly spaced (never in the past).
+    fn due(next_due: Option<Instant>, now: Instant) -> Instant {
+        next_due.map_or(now, |due| due.max(now))
+    }
+
+    /// When the `slot`-th slot from `due` (0: `due`'s own) may start, the burst allowed.
+    fn start_of(&self, due: Instant, now: Instant, slot: u32) -> Instant {
+        now + (due + self.spacing * slot).saturating_duration_since(now + self.burst_tolerance)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.next_due
+            .lock()
+            .expect("the limiter never panics holding its lock")
     }
 }
 
