@@ -1,0 +1,85 @@
+"""scripts/moto_server.py backs a transaction up item by item instead of table by table:
+a cancelled transaction must still leave every item it named as it was, and a committed
+one must still apply every write."""
+
+import unittest
+
+import boto3
+
+from support import suffix
+
+
+def s(value):
+    return {"S": value}
+
+
+class TransactionsBackUpOnlyTheirItems(unittest.TestCase):
+    def setUp(self):
+        self.dynamodb = boto3.client("dynamodb")
+        self.table = f"moto-transactions-{suffix()}"
+        self.ranged = f"moto-transactions-ranged-{suffix()}"
+        self.dynamodb.create_table(
+            TableName=self.table, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        self.dynamodb.create_table(
+            TableName=self.ranged, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        for pk in ("updated", "deleted", "refused", "bystander"):
+            self.dynamodb.put_item(TableName=self.table, Item={"pk": s(pk), "v": s("before")})
+        self.dynamodb.put_item(TableName=self.ranged,
+                               Item={"pk": s("p"), "sk": s("updated"), "v": s("before")})
+
+    def items(self):
+        plain = self.dynamodb.scan(TableName=self.table)["Items"]
+        ranged = self.dynamodb.scan(TableName=self.ranged)["Items"]
+        return (sorted((i["pk"]["S"], i["v"]["S"]) for i in plain),
+                sorted((i["sk"]["S"], i["v"]["S"]) for i in ranged))
+
+    def writes(self, refused_condition):
+        def set_v(table, key):
+            return {"Update": {"TableName": table, "Key": key, "UpdateExpression": "SET v = :v",
+                               "ExpressionAttributeValues": {":v": s("after")}}}
+        refused = set_v(self.table, {"pk": s("refused")})
+        refused["Update"]["ConditionExpression"] = refused_condition
+        refused["Update"]["ExpressionAttributeValues"][":expected"] = s("before")
+        return [
+            set_v(self.table, {"pk": s("updated")}),
+            {"Put": {"TableName": self.table, "Item": {"pk": s("created"), "v": s("after")}}},
+            {"Delete": {"TableName": self.table, "Key": {"pk": s("deleted")}}},
+            set_v(self.ranged, {"pk": s("p"), "sk": s("updated")}),
+            {"Put": {"TableName": self.ranged,
+                     "Item": {"pk": s("p"), "sk": s("created"), "v": s("after")}}},
+            refused,
+        ]
+
+    def test_a_cancelled_transaction_leaves_every_item_it_named_as_it_was(self):
+        before = self.items()
+        with self.assertRaises(self.dynamodb.exceptions.TransactionCanceledException) as raised:
+            self.dynamodb.transact_write_items(TransactItems=self.writes("v <> :expected"))
+        reasons = [r["Code"] for r in raised.exception.response["CancellationReasons"]]
+        self.assertEqual(reasons, ["None"] * 5 + ["ConditionalCheckFailed"])
+        self.assertEqual(self.items(), before)
+
+    def test_a_committed_transaction_applies_every_write(self):
+        self.dynamodb.transact_write_items(TransactItems=self.writes("v = :expected"))
+        self.assertEqual(self.items(), (
+            [("bystander", "before"), ("created", "after"), ("refused", "after"),
+             ("updated", "after")],
+            [("created", "after"), ("updated", "after")],
+        ))
+
+    def test_a_cancelled_transaction_leaves_later_writes_possible(self):
+        with self.assertRaises(self.dynamodb.exceptions.TransactionCanceledException):
+            self.dynamodb.transact_write_items(TransactItems=self.writes("v <> :expected"))
+        self.dynamodb.update_item(TableName=self.table, Key={"pk": s("updated")},
+                                  UpdateExpression="SET v = :v",
+                                  ExpressionAttributeValues={":v": s("later")})
+        self.assertIn(("updated", "later"), self.items()[0])
+
+
+if __name__ == "__main__":
+    unittest.main()
