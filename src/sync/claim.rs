@@ -41,26 +41,29 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 distinct.push(request);
             }
         }
-        let together = self.claim_together(lease, &distinct).await;
-        let (claimed, alone): (Vec<_>, Vec<_>) = distinct
-            .into_iter()
-            .enumerate()
-            .partition(|(position, _)| together.contains(position));
-        let alone_claims = join_all(
-            alone
+        let mut claimed = self.claim_together(lease, &distinct).await;
+        let one_by_one = join_all(
+            distinct
                 .iter()
-                .map(|(_, request)| self.claim(request, lease, deadline)),
+                .enumerate()
+                .filter(|(position, _)| !claimed.contains(position))
+                .map(|(position, request)| async move {
+                    (position, self.claim(request, lease, deadline).await)
+                }),
         )
         .await;
-        let claims: Claims<'a> = claimed
+        let mut outcomes: HashMap<usize, _> = one_by_one.into_iter().collect();
+        let claims: Claims<'a> = distinct
             .into_iter()
-            .map(|(_, request)| (request, Ok(ClaimOutcome::Claimed)))
-            .chain(
-                alone
-                    .into_iter()
-                    .map(|(_, request)| request)
-                    .zip(alone_claims),
-            )
+            .enumerate()
+            .map(|(position, request)| {
+                let outcome = if claimed.remove(&position) {
+                    Ok(ClaimOutcome::Claimed)
+                } else {
+                    outcomes.remove(&position).expect("claimed one by one")
+                };
+                (request, outcome)
+            })
             .collect();
         decide_from_claims(requests, &claims)
     }
