@@ -61,28 +61,6 @@ async fn ten_redemptions_of_one_discount_cost_one_polar_read_and_one_write() {
 }
 
 #[tokio::test]
-async fn when_the_one_write_start_is_declined_the_claims_still_go_out_together() {
-    let world = World::start().await;
-    let discount = world.discount("TOGETHER", Some(50));
-    let messages = seed_orders(&world, "o", discount, "TOGETHER", 10).await;
-    let handler = world.handler().await;
-    assert!(world
-        .deliver(&handler, &as_refs(&messages[..1]))
-        .await
-        .is_empty());
-    let (handler, dynamo_requests) = world.counting_handler().await;
-
-    // o0 is synced already: the lease-and-claims transaction is declined.
-    let failed = world.deliver(&handler, &as_refs(&messages)).await;
-
-    assert!(failed.is_empty(), "{failed:?}");
-    assert_eq!(world.max_redemptions(discount), Some(Some(40)));
-    // the declined transaction, the lease, the 10 claims together (refused by o0), the 9
-    // claims together, o0's own claim (already synced), the journal, the commit
-    assert_eq!(dynamo_requests.load(Ordering::SeqCst), 7);
-}
-
-#[tokio::test]
 async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each() {
     let world = World::start().await;
     let mut messages = Vec::new();

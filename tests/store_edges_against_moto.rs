@@ -1,5 +1,5 @@
 //! The DynamoDB adapter at its edges, against moto: a claim that names another discount
-//! writes nothing, claims together are all or nothing and name the orders that refused, a code typed in another case still claims, and an acquire whose answer
+//! writes nothing, a code typed in another case still claims, and an acquire whose answer
 //! was lost finds its own lease when the SDK retries it.
 
 mod support;
@@ -10,9 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use polar_discount_sync::adapters::DynamoStore;
 use polar_discount_sync::domain::{DiscountId, SyncRequest};
-use polar_discount_sync::ports::{
-    Acquisition, ClaimOutcome, Coordination, Lease, OrderLedger, TogetherClaim,
-};
+use polar_discount_sync::ports::{Acquisition, ClaimOutcome, Coordination, Lease, OrderLedger};
 use support::{body, World};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -62,49 +60,6 @@ async fn a_message_naming_another_discount_leaves_the_order_untouched() {
         !order.contains_key("polarDiscountSyncClaim"),
         "no lease token on an order the message does not match: {order:?}"
     );
-}
-
-#[tokio::test]
-async fn claims_together_are_all_or_nothing_and_name_the_orders_that_refused() {
-    let world = World::start().await;
-    let (ours, theirs) = (Uuid::new_v4(), Uuid::new_v4());
-    for order in ["ord_1", "ord_2", "ord_3"] {
-        world.put_order(order, ours, "SPRING").await;
-    }
-    let store = store(&world, world.dynamo.clone());
-    let refusing = [
-        request("ord_1", ours, "SPRING"),
-        request("ord_2", theirs, "SPRING"),
-        request("ord_missing", ours, "SPRING"),
-        request("ord_3", ours, "SPRING"),
-    ];
-
-    let outcome = store
-        .claim_together(&refusing.iter().collect::<Vec<_>>(), &lease())
-        .await
-        .unwrap();
-
-    assert_eq!(outcome, TogetherClaim::Refused(vec![1, 2]));
-    for order in ["ord_1", "ord_2", "ord_3"] {
-        assert!(
-            !world
-                .order(order)
-                .await
-                .contains_key("polarDiscountSyncClaim"),
-            "nothing is written when one claim is refused: {order}"
-        );
-    }
-    assert!(world.order("ord_missing").await.is_empty());
-
-    let claimable = [&refusing[0], &refusing[3]];
-    let outcome = store.claim_together(&claimable, &lease()).await.unwrap();
-    assert_eq!(outcome, TogetherClaim::Claimed);
-    for order in ["ord_1", "ord_3"] {
-        assert!(world
-            .order(order)
-            .await
-            .contains_key("polarDiscountSyncClaim"));
-    }
 }
 
 #[tokio::test]

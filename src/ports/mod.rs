@@ -14,5 +14,5 @@ pub use queue::{
 };
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, QuickStart, StoreFailure, TogetherClaim,
+    OrderRecord, QuickStart, StoreFailure,
 };

@@ -28,26 +28,8 @@ pub enum ClaimOutcome {
     NotFound,
 }
 
-/// What `OrderLedger::claim_together` came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TogetherClaim {
-    /// Every order is claimed.
-    Claimed,
-    /// Nothing was written: the requests at these positions could not be claimed as
-    /// spelled (`OrderLedger::claim` tells why); the others could.
-    Refused(Vec<usize>),
-}
-
 /// The orders table, seen as a ledger of which orders are reflected on Polar.
 pub trait OrderLedger: Send + Sync {
-    /// Claims every order of `requests` (each named once, at most 100) as `claim` would
-    /// with the message's spelling, all or nothing, in one write.
-    fn claim_together(
-        &self,
-        requests: &[&SyncRequest],
-        lease: &Lease,
-    ) -> impl Future<Output = Result<TogetherClaim, StoreFailure>> + Send;
-
     /// Tags the order with the lease that is about to count it, in one conditional write
     /// that succeeds only if the order exists, is not synced, and names the request's
     /// discount and code.

@@ -1,13 +1,11 @@
 //! Claims: each order of the group is tagged for this lease in one conditional write, only
 //! if it names the message's discount and code. Usually the claims go with the lease in one
-//! transaction (`Syncer::sync_quickly`); when that is declined (the lease was held, or an
-//! order is refused), or on FIFO queues, they go here: all at once, together in one write
-//! where they can be (a waiter on a hot code claims its whole batch in one request), or in
-//! order for FIFO. The claim decides a message on its own when the
+//! transaction (`Syncer::sync_quickly`); when that is declined, or on FIFO queues, they go
+//! here: all at once, or in order for FIFO. The claim decides a message on its own when the
 //! order is missing, already synced, or names another discount; the others go on to be
 //! counted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
@@ -16,10 +14,7 @@ use super::validate::{ensure_message_matches, mismatched_order};
 use super::{Outcome, Step, SyncError, Synced, Syncer};
 use crate::deadline::Deadline;
 use crate::domain::SyncRequest;
-use crate::ports::{ClaimOutcome, Coordination, Discounts, Lease, OrderLedger, TogetherClaim};
-
-/// DynamoDB's limit on the items of one transaction.
-const MAX_CLAIMS_TOGETHER: usize = 100;
+use crate::ports::{ClaimOutcome, Coordination, Discounts, Lease, OrderLedger};
 
 /// One claim per distinct message: duplicates share it, and a message naming another
 /// discount for the same order gets its own (refused) claim.
@@ -41,74 +36,14 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 distinct.push(request);
             }
         }
-        let mut claimed = self.claim_together(lease, &distinct).await;
-        let one_by_one = join_all(
+        let claimed = join_all(
             distinct
                 .iter()
-                .enumerate()
-                .filter(|(position, _)| !claimed.contains(position))
-                .map(|(position, request)| async move {
-                    (position, self.claim(request, lease, deadline).await)
-                }),
+                .map(|request| self.claim(request, lease, deadline)),
         )
         .await;
-        let mut outcomes: HashMap<usize, _> = one_by_one.into_iter().collect();
-        let claims: Claims<'a> = distinct
-            .into_iter()
-            .enumerate()
-            .map(|(position, request)| {
-                let outcome = if claimed.remove(&position) {
-                    Ok(ClaimOutcome::Claimed)
-                } else {
-                    outcomes.remove(&position).expect("claimed one by one")
-                };
-                (request, outcome)
-            })
-            .collect();
+        let claims: Claims<'a> = distinct.into_iter().zip(claimed).collect();
         decide_from_claims(requests, &claims)
-    }
-
-    /// Claims what it can of `distinct` in one write per 100 orders: the positions claimed.
-    /// A write refused by some orders is tried once more without them; those, orders named
-    /// by two messages, and any write that failed are left to be claimed one by one, which
-    /// also tells why a claim is refused.
-    async fn claim_together(&self, lease: &Lease, distinct: &[&SyncRequest]) -> HashSet<usize> {
-        let named_once: Vec<usize> = (0..distinct.len())
-            .filter(|&i| {
-                let order = &distinct[i].order_id;
-                distinct.iter().filter(|r| &r.order_id == order).count() == 1
-            })
-            .collect();
-        let chunks = named_once
-            .chunks(MAX_CLAIMS_TOGETHER)
-            .map(|chunk| async move {
-                let mut together = chunk.to_vec();
-                for _ in 0..2 {
-                    if together.len() < 2 {
-                        break;
-                    }
-                    let requests: Vec<&SyncRequest> =
-                        together.iter().map(|&i| distinct[i]).collect();
-                    match self.store.claim_together(&requests, lease).await {
-                        Ok(TogetherClaim::Claimed) => return together,
-                        Ok(TogetherClaim::Refused(refused)) => {
-                            together = together
-                                .into_iter()
-                                .enumerate()
-                                .filter(|(position, _)| !refused.contains(position))
-                                .map(|(_, i)| i)
-                                .collect();
-                        }
-                        Err(_) => break,
-                    }
-                }
-                Vec::new()
-            });
-        let claimed: HashSet<usize> = join_all(chunks).await.into_iter().flatten().collect();
-        if !claimed.is_empty() {
-            self.reached(Step::ClaimTaken);
-        }
-        claimed
     }
 
     /// Claims in order and stops at the first message whose claim decides it as a failure:

@@ -7,11 +7,10 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Update};
 
 use super::{
-    error, string, DynamoStore, ACTION, CLAIM, DISCOUNT_CODE, DISCOUNT_ID, NOT_SYNCED, SYNCED,
-    SYNCED_AT,
+    string, DynamoStore, ACTION, CLAIM, DISCOUNT_CODE, DISCOUNT_ID, NOT_SYNCED, SYNCED, SYNCED_AT,
 };
 use crate::domain::{OrderId, SyncAction, SyncRequest};
-use crate::ports::{ClaimOutcome, Lease, OrderLedger, OrderRecord, StoreFailure, TogetherClaim};
+use crate::ports::{ClaimOutcome, Lease, OrderLedger, OrderRecord, StoreFailure};
 
 impl DynamoStore {
     /// The order update of `complete`, as a transaction item.
@@ -71,41 +70,6 @@ impl DynamoStore {
 }
 
 impl OrderLedger for DynamoStore {
-    async fn claim_together(
-        &self,
-        requests: &[&SyncRequest],
-        lease: &Lease,
-    ) -> Result<TogetherClaim, StoreFailure> {
-        let claims = requests
-            .iter()
-            .map(|request| self.claim_order(request, lease));
-        let Err(err) = self.transact(claims).await else {
-            return Ok(TogetherClaim::Claimed);
-        };
-        let reasons = error::cancellation_reasons(&err);
-        let refused: Vec<usize> = reasons
-            .iter()
-            .enumerate()
-            .filter(|(_, reason)| reason.as_deref() == Some("ConditionalCheckFailed"))
-            .map(|(position, _)| position)
-            .collect();
-        let only_refusals = reasons.iter().all(|reason| {
-            matches!(
-                reason.as_deref(),
-                None | Some("None" | "ConditionalCheckFailed")
-            )
-        });
-        if reasons.len() == requests.len() && !refused.is_empty() && only_refusals {
-            return Ok(TogetherClaim::Refused(refused));
-        }
-        Err(error::transaction_failure(
-            "TransactWriteItems(claims)",
-            &self.orders_table,
-            &reasons,
-            err,
-        ))
-    }
-
     async fn claim(
         &self,
         request: &SyncRequest,

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, QuickStart, StoreFailure, TogetherClaim,
+    OrderRecord, QuickStart, StoreFailure,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -77,38 +77,7 @@ impl InMemoryStore {
     }
 }
 
-/// The DynamoDB claim's condition: the order exists, is not synced, and names the
-/// discount exactly as the message spells it.
-fn claimable_as_spelled(orders: &HashMap<String, StoredOrder>, request: &SyncRequest) -> bool {
-    orders.get(request.order_id.as_str()).is_some_and(|stored| {
-        stored.synced.is_none()
-            && stored.record.as_ref().is_some_and(|record| {
-                record.discount_id.as_deref() == Some(request.discount_id.to_string().as_str())
-                    && record.discount_code.as_deref() == Some(request.discount_code.as_str())
-            })
-    })
-}
-
 impl OrderLedger for InMemoryStore {
-    async fn claim_together(
-        &self,
-        requests: &[&SyncRequest],
-        _lease: &Lease,
-    ) -> Result<TogetherClaim, StoreFailure> {
-        let orders = self.orders.lock().unwrap();
-        let refused: Vec<usize> = requests
-            .iter()
-            .enumerate()
-            .filter(|(_, request)| !claimable_as_spelled(&orders, request))
-            .map(|(position, _)| position)
-            .collect();
-        Ok(if refused.is_empty() {
-            TogetherClaim::Claimed
-        } else {
-            TogetherClaim::Refused(refused)
-        })
-    }
-
     async fn claim(
         &self,
         request: &SyncRequest,
@@ -171,9 +140,17 @@ impl Coordination for InMemoryStore {
         claims: &[&SyncRequest],
     ) -> Result<QuickStart, StoreFailure> {
         let orders = self.orders.lock().unwrap();
-        let claimable = claims
-            .iter()
-            .all(|request| claimable_as_spelled(&orders, request));
+        let claimable = claims.iter().all(|request| {
+            orders.get(request.order_id.as_str()).is_some_and(|stored| {
+                stored.synced.is_none()
+                    && stored.record.as_ref().is_some_and(|record| {
+                        record.discount_id.as_deref()
+                            == Some(request.discount_id.to_string().as_str())
+                            && record.discount_code.as_deref()
+                                == Some(request.discount_code.as_str())
+                    })
+            })
+        });
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
         let lease_free = stored
