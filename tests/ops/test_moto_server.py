@@ -1,7 +1,9 @@
 """scripts/moto_server.py backs a transaction up item by item instead of table by table:
 a cancelled transaction must still leave every item it named as it was, and a committed
-one must still apply every write."""
+one must still apply every write. It also gives moto's SQS a cheaper clock: visibility and
+delays must still take effect when they should."""
 
+import time
 import unittest
 
 import boto3
@@ -79,6 +81,31 @@ class TransactionsBackUpOnlyTheirItems(unittest.TestCase):
                                   UpdateExpression="SET v = :v",
                                   ExpressionAttributeValues={":v": s("later")})
         self.assertIn(("updated", "later"), self.items()[0])
+
+
+class QueuesKeepTheirTiming(unittest.TestCase):
+    def setUp(self):
+        self.sqs = boto3.client("sqs")
+        self.url = self.sqs.create_queue(
+            QueueName=f"moto-timing-{suffix()}", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+
+    def receive(self):
+        messages = self.sqs.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["All"]).get("Messages", [])
+        return sorted(m["Body"] for m in messages)
+
+    def test_a_received_message_is_hidden_until_its_visibility_timeout_ends(self):
+        self.sqs.send_message(QueueUrl=self.url, MessageBody="now")
+        self.sqs.send_message(QueueUrl=self.url, MessageBody="later", DelaySeconds=1)
+        self.assertEqual(self.receive(), ["now"])
+        self.assertEqual(self.receive(), [])
+        time.sleep(1.2)
+        self.assertEqual(self.receive(), ["later", "now"])
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
+        self.assertEqual(attributes["ApproximateNumberOfMessagesNotVisible"], "2")
+        self.assertEqual(attributes["VisibilityTimeout"], "1")
 
 
 if __name__ == "__main__":
