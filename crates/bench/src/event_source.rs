@@ -31,6 +31,31 @@ const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// DynamoDB requests behind it. 100 still leaves every poller a full batch.
 pub const QUEUE_DEPTH: usize = 100;
 
+/// How the event source mapping gathers a batch: up to `size` messages, waiting up to
+/// `window` for more once the first arrived (Lambda's `BatchSize` and
+/// `MaximumBatchingWindowInSeconds`). SQS hands out at most 10 per receive.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub size: usize,
+    pub window: Duration,
+}
+
+impl Batching {
+    /// The template's standard-queue settings, chosen for coalescing (README).
+    pub const TEMPLATE: Batching = Batching {
+        size: 100,
+        window: Duration::from_secs(1),
+    };
+    /// Lambda's defaults for an SQS trigger, as the original function was deployed.
+    pub const LAMBDA_DEFAULT: Batching = Batching {
+        size: 10,
+        window: Duration::ZERO,
+    };
+}
+
+/// While a batch is gathered, how long a poller waits before asking an empty queue again.
+const GATHER_POLL: Duration = Duration::from_millis(100);
+
 /// What became of one invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -164,6 +189,7 @@ impl EventSource {
         &self,
         invokers: &[Invoker],
         messages: Vec<String>,
+        batching: Batching,
         timeout: Duration,
         bound: Duration,
     ) {
@@ -171,17 +197,22 @@ impl EventSource {
         self.top_up().await;
         let give_up_at = Instant::now() + bound;
         let drained = AtomicBool::new(false);
-        let pollers = invokers
-            .iter()
-            .map(|invoker| self.poll_until_drained(invoker, timeout, give_up_at, &drained));
+        let pollers = invokers.iter().map(|invoker| {
+            self.poll_until_drained(invoker, batching, timeout, give_up_at, &drained)
+        });
         futures_util::future::join_all(pollers).await;
         self.progress.lock().unwrap().drained = drained.load(Ordering::SeqCst);
     }
 
-    /// Receives one batch of at most `max` and hands it to `invoker`; false if the queue
+    /// Gathers one batch as `batching` says and hands it to `invoker`; false if the queue
     /// had nothing visible.
-    pub async fn poll_once(&self, invoker: &Invoker, max: usize, timeout: Duration) -> bool {
-        let Some(batch) = self.receive(max).await else {
+    pub async fn poll_once(
+        &self,
+        invoker: &Invoker,
+        batching: Batching,
+        timeout: Duration,
+    ) -> bool {
+        let Some(batch) = self.gather(batching).await else {
             return false;
         };
         self.progress
@@ -197,13 +228,14 @@ impl EventSource {
     async fn poll_until_drained(
         &self,
         invoker: &Invoker,
+        batching: Batching,
         timeout: Duration,
         give_up_at: Instant,
         drained: &AtomicBool,
     ) {
         while !drained.load(Ordering::SeqCst) && Instant::now() < give_up_at {
             self.top_up().await;
-            if self.poll_once(invoker, 10, timeout).await {
+            if self.poll_once(invoker, batching, timeout).await {
                 continue;
             }
             let all_sent = self.feed.lock().unwrap().waiting.is_empty();
@@ -239,6 +271,20 @@ impl EventSource {
             *last = Some(Instant::now());
         }
         due
+    }
+
+    /// Receives until the batch is full or its window has passed since the first message.
+    async fn gather(&self, batching: Batching) -> Option<Batch> {
+        let mut batch = self.receive(batching.size).await?;
+        let window_ends = Instant::now() + batching.window;
+        while batch.records.len() < batching.size && Instant::now() < window_ends {
+            self.top_up().await;
+            match self.receive(batching.size - batch.records.len()).await {
+                Some(more) => batch.records.extend(more.records),
+                None => tokio::time::sleep(GATHER_POLL.min(window_ends - Instant::now())).await,
+            }
+        }
+        Some(batch)
     }
 
     async fn receive(&self, max: usize) -> Option<Batch> {

@@ -155,8 +155,10 @@ fn header(out: &mut String, r: &Results) {
             "queue",
             format!(
                 "standard, visibility timeout {VISIBILITY_TIMEOUT_SECS} s, redrive to a DLQ \
-                 after {MAX_RECEIVE_COUNT} receives; batches of up to 10 (short polls, 250 ms \
-                 apart when idle); one poller per container; at most {QUEUE_DEPTH} messages \
+                 after {MAX_RECEIVE_COUNT} receives; short polls, 250 ms apart when idle; the \
+                 function's batches as its template gathers them (up to 100 messages over up \
+                 to 1 s), the original's as Lambda's defaults do (up to 10, no window); one \
+                 poller per container; at most {QUEUE_DEPTH} messages \
                  in the queue at once, topped up as batches are deleted (moto's receive time \
                  grows with the queue)"
             ),

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::container::Container;
 use crate::counting_proxy::{CountingProxy, RequestCounts};
-use crate::event_source::{EventSource, Invoker, Progress};
+use crate::event_source::{Batching, EventSource, Invoker, Progress};
 use crate::fixtures::{aws_config, Order, Queues, Tables, REGION};
 use crate::machine::{self, BinaryFile, Machine};
 use crate::original::OriginalSync;
@@ -42,6 +42,23 @@ pub enum Algorithm {
     Function,
     /// The original TypeScript algorithm's port, in process.
     Original,
+}
+
+/// A warm-up receives its one message and invokes at once.
+const ONE_MESSAGE: Batching = Batching {
+    size: 1,
+    window: Duration::ZERO,
+};
+
+impl Algorithm {
+    /// Each as deployed: the function with its template's batching, the original with
+    /// Lambda's defaults.
+    pub fn batching(self) -> Batching {
+        match self {
+            Algorithm::Function => Batching::TEMPLATE,
+            Algorithm::Original => Batching::LAMBDA_DEFAULT,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -476,6 +493,7 @@ impl Bench {
             .drain(
                 &invokers,
                 setup.plan.bodies.clone(),
+                algorithm.batching(),
                 FUNCTION_TIMEOUT,
                 spec.bound,
             )
@@ -558,7 +576,10 @@ impl Bench {
     ) -> Result<(), String> {
         for (invoker, order) in invokers.iter().zip(&setup.warm_ups) {
             setup.queues.send(&self.sqs, &[order.message_body()]).await;
-            if !source.poll_once(invoker, 1, FUNCTION_TIMEOUT).await {
+            if !source
+                .poll_once(invoker, ONE_MESSAGE, FUNCTION_TIMEOUT)
+                .await
+            {
                 return Err("the warm-up message was not received".into());
             }
         }
