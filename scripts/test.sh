@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# `make test`'s test run. The exactly-once invariant test is bound by moto, which serves
-# one request at a time, not by the CPU: it runs next to all the other tests, each with its
-# own moto, so the run takes about as long as the longer of the two instead of their sum.
-# The operator commands' tests (tests/ops: make status, make dlq-redrive, make smoke against
-# the double; Python, about 15 s, mostly waiting) run next to them too, on a moto of their own.
+# `make test`'s run: the lint and every test. What waits runs next to what computes:
+# - the Python tooling installs (pip, about a minute) while the tests build;
+# - the lint (fmt, clippy, the template checks, cargo deny) runs next to the tests, in a
+#   target directory of its own so that clippy's build never holds the tests' build lock;
+# - the exactly-once invariant test is bound by moto serving one request at a time and by
+#   Polar's rate limit, not by the CPU: it runs next to all the other tests, each with its
+#   own moto, so the run takes about as long as the longer of the two instead of their sum;
+# - the operator commands' tests (tests/ops: make status, make dlq-redrive, make smoke
+#   against the double, the moto wrapper; Python, mostly waiting) run next to them too, on
+#   a moto of their own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 invariant=every_discount_ends_exactly_once_whatever_happens_on_the_way
+mkdir -p target
 log=target/invariant-test.log
 ops_log=target/ops-test.log
+lint_log=target/lint.log
+dev_env_log=target/dev-env.log
 
+make --no-print-directory dev-env >"$dev_env_log" 2>&1 &
+dev_env_pid=$!
 # One build for all three runs: `--workspace` everywhere, so features unify the same way.
 cargo test --workspace --locked --no-run || exit 1
-mkdir -p target
+wait "$dev_env_pid" || { cat "$dev_env_log"; exit 1; }
+
+CARGO_TARGET_DIR=target/lint make --no-print-directory lint >"$lint_log" 2>&1 &
+lint_pid=$!
 scripts/with-moto.sh cargo test --workspace --locked --test exactly_once_invariant -- --nocapture >"$log" 2>&1 &
 invariant_pid=$!
 scripts/with-moto.sh .venv/bin/python -m unittest discover -s tests/ops -t tests/ops -v >"$ops_log" 2>&1 &
@@ -23,8 +36,13 @@ wait "$invariant_pid"
 invariant_status=$?
 wait "$ops_pid"
 ops_status=$?
+wait "$lint_pid"
+lint_status=$?
 echo "---- exactly_once_invariant ($log) ----"
 cat "$log"
 echo "---- operator commands: tests/ops ($ops_log) ----"
 cat "$ops_log"
-[ "$rest" -eq 0 ] && [ "$invariant_status" -eq 0 ] && [ "$ops_status" -eq 0 ]
+echo "---- lint: make lint ($lint_log) ----"
+cat "$lint_log"
+[ "$lint_status" -eq 0 ] || echo "LINT FAILED (exit $lint_status)"
+[ "$rest" -eq 0 ] && [ "$invariant_status" -eq 0 ] && [ "$ops_status" -eq 0 ] && [ "$lint_status" -eq 0 ]
