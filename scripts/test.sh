@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`'s run: the lint and every test. What waits runs next to what computes:
-# - the Python tooling installs (pip, about a minute) while the tests build;
+# - the Python tooling installs (pip, about a minute) while the invariant test builds, and
+#   the other tests build while it runs;
 # - the lint (fmt, clippy, the template checks, cargo deny) runs next to the tests, in a
 #   target directory of its own so that clippy's build never holds the tests' build lock;
 # - the exactly-once invariant test is bound by moto serving one request at a time and by
@@ -20,14 +21,17 @@ dev_env_log=target/dev-env.log
 
 make --no-print-directory dev-env >"$dev_env_log" 2>&1 &
 dev_env_pid=$!
-# One build for all three runs: `--workspace` everywhere, so features unify the same way.
-cargo test --workspace --locked --no-run || exit 1
+# The invariant test first (with the function binary it spawns), so that it starts as early
+# as it can; the other tests build while it runs. `--workspace` everywhere, so that features
+# unify the same way and nothing is built twice.
+cargo test --workspace --locked --no-run --test exactly_once_invariant || exit 1
 wait "$dev_env_pid" || { cat "$dev_env_log"; exit 1; }
-
-CARGO_TARGET_DIR=target/lint make --no-print-directory lint >"$lint_log" 2>&1 &
-lint_pid=$!
 scripts/with-moto.sh cargo test --workspace --locked --test exactly_once_invariant -- --nocapture >"$log" 2>&1 &
 invariant_pid=$!
+
+cargo test --workspace --locked --no-run || { kill "$invariant_pid"; exit 1; }
+CARGO_TARGET_DIR=target/lint make --no-print-directory lint >"$lint_log" 2>&1 &
+lint_pid=$!
 scripts/with-moto.sh .venv/bin/python -m unittest discover -s tests/ops -t tests/ops -v >"$ops_log" 2>&1 &
 ops_pid=$!
 scripts/with-moto.sh cargo test --workspace --locked --no-fail-fast -- --skip "$invariant"

@@ -28,7 +28,8 @@ const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// workload waits in the bench and is sent as batches are deleted. moto's ReceiveMessage
 /// takes about 0.5 ms per message in the queue, and moto serves one request at a time, so
 /// 2,000 queued messages would make every receive take a second and stall the function's
-/// DynamoDB requests behind it. 100 still leaves every poller a full batch.
+/// DynamoDB requests behind it. 100 is one of the function's batches: pollers share it, so
+/// the flash sale's batches hold 20 to 60 messages.
 pub const QUEUE_DEPTH: usize = 100;
 
 /// How the event source mapping gathers a batch: up to `size` messages, waiting up to
