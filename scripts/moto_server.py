@@ -74,6 +74,8 @@ def _restore(table, hash_key, range_key, before):
 
 # moto's `copy`, except that a table's "copy" is the table itself: the whole-table backup
 # becomes free, and its restore (putting the table back in place) a no-op.
+# Swapped in for one transaction at a time: requests are serialized (above), so no other
+# request sees it.
 _tables_by_reference = types.SimpleNamespace(
     deepcopy=lambda value, *a: value if isinstance(value, Table) else copy.deepcopy(value, *a)
 )

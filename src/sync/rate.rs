@@ -101,7 +101,7 @@ impl RateLimiter {
     pub fn ready_in(&self, slots: u32) -> Duration {
         let now = Instant::now();
         let due = Self::due(*self.lock(), now);
-        self.start_of(due, now, slots - 1) - now
+        self.start_of(due, now, slots.saturating_sub(1)) - now
     }
 
     /// Reserves `slots` consecutive slots, all or none (GCRA); gives when the first and the

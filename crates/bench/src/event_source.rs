@@ -54,6 +54,17 @@ impl Batching {
     };
 }
 
+impl std::fmt::Display for Batching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.window.is_zero() {
+            write!(f, "up to {}, no window", self.size)
+        } else {
+            let window = self.window.as_secs_f64();
+            write!(f, "up to {} messages over up to {window} s", self.size)
+        }
+    }
+}
+
 /// While a batch is gathered, how long a poller waits before asking an empty queue again.
 const GATHER_POLL: Duration = Duration::from_millis(100);
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::event_source::QUEUE_DEPTH;
 use crate::machine::{BinaryFile, Machine};
 use crate::workloads::{
-    Bench, CriticalPath, Measurement, Size, WorkloadSpec, FUNCTION_TIMEOUT, MAX_RECEIVE_COUNT,
-    POLAR_REQUESTS_PER_MINUTE, VISIBILITY_TIMEOUT_SECS,
+    Algorithm, Bench, CriticalPath, Measurement, Size, WorkloadSpec, FUNCTION_TIMEOUT,
+    MAX_RECEIVE_COUNT, POLAR_REQUESTS_PER_MINUTE, VISIBILITY_TIMEOUT_SECS,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -156,11 +156,12 @@ fn header(out: &mut String, r: &Results) {
             format!(
                 "standard, visibility timeout {VISIBILITY_TIMEOUT_SECS} s, redrive to a DLQ \
                  after {MAX_RECEIVE_COUNT} receives; short polls, 250 ms apart when idle; the \
-                 function's batches as its template gathers them (up to 100 messages over up \
-                 to 1 s), the original's as Lambda's defaults do (up to 10, no window); one \
-                 poller per container; at most {QUEUE_DEPTH} messages \
+                 function's batches as its template gathers them ({}), the original's as \
+                 Lambda's defaults do ({}); one poller per container; at most {QUEUE_DEPTH} messages \
                  in the queue at once, topped up as batches are deleted (moto's receive time \
-                 grows with the queue)"
+                 grows with the queue)",
+                Algorithm::Function.batching(),
+                Algorithm::Original.batching(),
             ),
         ),
         (
