@@ -1,7 +1,8 @@
 """scripts/moto_server.py backs a transaction up item by item instead of table by table:
 a cancelled transaction must still leave every item it named as it was, and a committed
 one must still apply every write. It also gives moto's SQS a cheaper clock: visibility and
-delays must still take effect when they should."""
+delays must still take effect when they should. And it parses each expression text once:
+every request must still be checked and applied with its own names and values."""
 
 import time
 import unittest
@@ -81,6 +82,54 @@ class TransactionsBackUpOnlyTheirItems(unittest.TestCase):
                                   UpdateExpression="SET v = :v",
                                   ExpressionAttributeValues={":v": s("later")})
         self.assertIn(("updated", "later"), self.items()[0])
+
+
+class ExpressionsParsedOnceTakeEachRequestsNamesAndValues(unittest.TestCase):
+    CONDITION = "#v = :expected"
+    UPDATE = "SET #v = :new"
+
+    def setUp(self):
+        self.dynamodb = boto3.client("dynamodb")
+        self.table = f"moto-expressions-{suffix()}"
+        self.dynamodb.create_table(
+            TableName=self.table, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        self.dynamodb.put_item(TableName=self.table,
+                               Item={"pk": s("a"), "v": s("1"), "w": s("1")})
+
+    def update(self, attribute, expected, new, transact=False):
+        update = {"TableName": self.table, "Key": {"pk": s("a")},
+                  "UpdateExpression": self.UPDATE, "ConditionExpression": self.CONDITION,
+                  "ExpressionAttributeNames": {"#v": attribute},
+                  "ExpressionAttributeValues": {":expected": s(expected), ":new": s(new)}}
+        if transact:
+            self.dynamodb.transact_write_items(TransactItems=[{"Update": update}])
+        else:
+            self.dynamodb.update_item(**update)
+
+    def item(self):
+        item = self.dynamodb.get_item(TableName=self.table, Key={"pk": s("a")})["Item"]
+        return item["v"]["S"], item["w"]["S"]
+
+    def test_the_same_texts_are_checked_against_each_requests_values(self):
+        self.update("v", expected="1", new="2")
+        with self.assertRaises(self.dynamodb.exceptions.ConditionalCheckFailedException):
+            self.update("v", expected="1", new="3")
+        self.update("v", expected="2", new="3")
+        self.assertEqual(self.item(), ("3", "1"))
+
+    def test_the_same_texts_resolve_each_requests_names(self):
+        self.update("v", expected="1", new="2")
+        self.update("w", expected="1", new="5")
+        self.assertEqual(self.item(), ("2", "5"))
+
+    def test_a_transaction_applies_the_same_texts_with_its_own_values(self):
+        self.update("v", expected="1", new="2")
+        with self.assertRaises(self.dynamodb.exceptions.TransactionCanceledException):
+            self.update("v", expected="1", new="4", transact=True)
+        self.update("v", expected="2", new="4", transact=True)
+        self.assertEqual(self.item(), ("4", "1"))
 
 
 class QueuesKeepTheirTiming(unittest.TestCase):
