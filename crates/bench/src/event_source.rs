@@ -435,3 +435,39 @@ fn record(message: &aws_sdk_sqs::types::Message, source_arn: &str) -> SqsMessage
     record.aws_region = Some(REGION.into());
     record
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The standard-queue value of a `!If [IsFifo, fifo, standard]` line of the template.
+    fn standard_queue_value(template: &str, key: &str) -> String {
+        let line = template
+            .lines()
+            .find(|line| line.trim_start().starts_with(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("template.yaml sets {key}"));
+        let values = line
+            .split_once("[IsFifo,")
+            .and_then(|(_, rest)| rest.trim_end().strip_suffix(']'))
+            .unwrap_or_else(|| panic!("{key} is chosen per queue type: {line}"));
+        values
+            .rsplit(',')
+            .next()
+            .expect("a standard-queue value")
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_function_is_benched_with_the_batches_its_template_deploys() {
+        let template = include_str!("../../../template.yaml");
+        assert_eq!(
+            standard_queue_value(template, "BatchSize"),
+            Batching::TEMPLATE.size.to_string()
+        );
+        assert_eq!(
+            standard_queue_value(template, "MaximumBatchingWindowInSeconds"),
+            Batching::TEMPLATE.window.as_secs().to_string()
+        );
+    }
+}
