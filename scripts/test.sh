@@ -4,9 +4,10 @@
 #   the other tests build while it runs;
 # - the lint (fmt, clippy, the template checks, cargo deny) runs next to the tests, in a
 #   target directory of its own so that clippy's build never holds the tests' build lock;
-# - the exactly-once invariant test is bound by moto serving one request at a time and by
-#   Polar's rate limit, not by the CPU: it runs next to all the other tests, each with its
-#   own moto, so the run takes about as long as the longer of the two instead of their sum;
+# - the exactly-once invariant test is bound by its moto serving one request at a time (one
+#   core of Python) and by Polar's rate limit: it runs next to all the other tests, each
+#   with its own moto, so the run takes about as long as the longer of the two instead of
+#   their sum;
 # - the operator commands' tests (tests/ops: make status, make dlq-redrive, make smoke
 #   against the double, the moto wrapper; Python, mostly waiting) run next to them too, on
 #   a moto of their own.
