@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::guarded_polar::StepRoom;
 use super::validate::code_mismatch;
 use super::{
     may_have_landed, Failure, Outcome, SyncError, Synced, Syncer, MAX_ORDERS_PER_WRITE,
@@ -23,6 +24,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         lease: &Lease,
         to_count: &[&SyncRequest],
         deadline: Deadline,
+        mut room: Option<StepRoom<'_>>,
     ) -> HashMap<OrderId, Outcome> {
         let mut outcomes: HashMap<OrderId, Outcome> = HashMap::new();
         let steps: Vec<_> = to_count.chunks(MAX_ORDERS_PER_WRITE).collect();
@@ -40,7 +42,15 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     LeaseAfter::Kept
                 };
                 match self
-                    .count(discount, lease, step, deadline, lease_after, &mut outcomes)
+                    .count(
+                        discount,
+                        lease,
+                        step,
+                        deadline,
+                        lease_after,
+                        room.take(),
+                        &mut outcomes,
+                    )
                     .await
                 {
                     Ok(after) => lease_now = after,
@@ -73,6 +83,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     /// One step: reads the discount, drops orders whose code Polar does not know, and
     /// applies the rest in one write. Records each order's outcome in `outcomes`; tells
     /// whether the lease is still held.
+    #[allow(clippy::too_many_arguments)]
     async fn count(
         &self,
         discount: DiscountId,
@@ -80,11 +91,12 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &[&SyncRequest],
         deadline: Deadline,
         lease_after: LeaseAfter,
+        room: Option<StepRoom<'_>>,
         outcomes: &mut HashMap<OrderId, Outcome>,
     ) -> Result<LeaseAfter, Failure> {
         let read = self
             .polar
-            .get_before_write(discount, deadline)
+            .get_before_write(discount, deadline, room)
             .await
             .map_err(Failure::nothing_pending)?;
 

@@ -3,6 +3,7 @@
 //! retried with backoff while the deadline allows. A write whose outcome is unknown is
 //! never retried here.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,20 @@ pub struct GuardedPolar<D> {
     retry: RetryPolicy,
     rate: Option<RateLimiter>,
     metrics: Arc<Metrics>,
+    /// Steps let in by [`Self::check_room_for_step`] that have not reserved their slots.
+    steps_let_in: AtomicU32,
+}
+
+/// A step let in by [`GuardedPolar::check_room_for_step`]: until it is dropped (when the
+/// step reserves its slots, or ends without), later checks count them as already taken.
+pub struct StepRoom<'a> {
+    steps_let_in: &'a AtomicU32,
+}
+
+impl Drop for StepRoom<'_> {
+    fn drop(&mut self) {
+        self.steps_let_in.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl<D: Discounts> GuardedPolar<D> {
@@ -51,6 +66,7 @@ impl<D: Discounts> GuardedPolar<D> {
             retry,
             rate: None,
             metrics,
+            steps_let_in: AtomicU32::new(0),
         }
     }
 
@@ -67,10 +83,12 @@ impl<D: Discounts> GuardedPolar<D> {
     /// Reads the discount for a write that may follow, with the write's slot reserved
     /// together with the read's: a read is never spent on a step whose write would then
     /// find the budget empty before the deadline. Without room for both, nothing is sent.
+    /// The step's `room`, if it still has it, is given up once the slots are reserved.
     pub async fn get_before_write(
         &self,
         id: DiscountId,
         deadline: Deadline,
+        room: Option<StepRoom<'_>>,
     ) -> Result<ReadForWrite, PolarFailure> {
         let write_slot = match &self.rate {
             Some(rate) => Some(
@@ -80,6 +98,7 @@ impl<D: Discounts> GuardedPolar<D> {
             ),
             None => None,
         };
+        drop(room);
         let current = self.get_admitted(id, deadline).await?;
         Ok(ReadForWrite {
             current,
@@ -88,16 +107,22 @@ impl<D: Discounts> GuardedPolar<D> {
     }
 
     /// Fails as [`Self::get_before_write`] would if it were called now, so that a step the
-    /// budget cannot serve costs no lease and no claims either.
-    pub fn check_room_for_step(&self, deadline: Deadline) -> Result<(), PolarFailure> {
-        let Some(rate) = &self.rate else {
-            return Ok(());
+    /// budget cannot serve costs no lease and no claims either. The steps of one batch
+    /// start together, before any of them has reserved its slots: each step let in counts
+    /// as two slots taken until it reserves them (or ends), so that a batch lets in only
+    /// the steps its budget can serve, and turns the others away before they write.
+    pub fn check_room_for_step(&self, deadline: Deadline) -> Result<StepRoom<'_>, PolarFailure> {
+        let room = StepRoom {
+            steps_let_in: &self.steps_let_in,
         };
-        let wait = rate.ready_in(2);
-        if wait > Self::max_wait(deadline) {
-            return Err(over_budget(OverBudget { wait }));
+        let ahead = self.steps_let_in.fetch_add(1, Ordering::SeqCst);
+        if let Some(rate) = &self.rate {
+            let wait = rate.ready_in(2 * (ahead + 1));
+            if wait > Self::max_wait(deadline) {
+                return Err(over_budget(OverBudget { wait }));
+            }
         }
-        Ok(())
+        Ok(room)
     }
 
     /// The read's first attempt has its slot already; a retry waits for another.

@@ -40,7 +40,7 @@ use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{Coordination, Discounts, Lease, OrderLedger, QuickStart, StoreFailure};
 use crate::telemetry::{Count, Metrics};
-use guarded_polar::GuardedPolar;
+use guarded_polar::{GuardedPolar, StepRoom};
 pub use lease::LEASE_GRACE;
 
 /// One DynamoDB transaction marks the orders and clears the journal: at most 100 items.
@@ -207,16 +207,17 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         deadline: Deadline,
         claiming: Claiming,
     ) -> Vec<Outcome> {
-        if let Err(over_budget) = self.polar.check_room_for_step(deadline) {
-            return failed_all(requests, over_budget.into(), &[]);
-        }
+        let mut room = match self.polar.check_room_for_step(deadline) {
+            Ok(room) => Some(room),
+            Err(over_budget) => return failed_all(requests, over_budget.into(), &[]),
+        };
         let lease = Lease {
             token: Uuid::new_v4(),
             expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
         };
         if let Claiming::AllAtOnce = claiming {
             if let Some(outcomes) = self
-                .sync_quickly(discount, &lease, requests, deadline)
+                .sync_quickly(discount, &lease, requests, deadline, &mut room)
                 .await
             {
                 return outcomes;
@@ -246,7 +247,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             }
             Claiming::InOrder => self.claim_in_order(&lease, requests, deadline).await,
         };
-        let counted = self.count_all(discount, &lease, &to_count, deadline).await;
+        let counted = self
+            .count_all(discount, &lease, &to_count, deadline, room)
+            .await;
         decided
             .into_iter()
             .zip(requests)
@@ -264,6 +267,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         lease: &Lease,
         requests: &[SyncRequest],
         deadline: Deadline,
+        room: &mut Option<StepRoom<'_>>,
     ) -> Option<Vec<Outcome>> {
         let mut distinct: Vec<&SyncRequest> = Vec::new();
         for request in requests {
@@ -285,7 +289,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         }
         self.reached(Step::LeaseTaken);
         self.reached(Step::ClaimTaken);
-        let counted = self.count_all(discount, lease, &distinct, deadline).await;
+        let counted = self
+            .count_all(discount, lease, &distinct, deadline, room.take())
+            .await;
         Some(
             requests
                 .iter()

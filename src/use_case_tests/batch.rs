@@ -308,6 +308,62 @@ async fn a_step_whose_write_would_find_no_slot_in_the_rate_budget_takes_no_lease
 }
 
 #[tokio::test]
+async fn a_batch_whose_budget_serves_one_step_takes_one_lease_and_sends_the_others_back_untouched()
+{
+    const THIRD_DISCOUNT: &str = "5a0f7c2e-8d41-4b6a-b3e9-71c2d4f6a803";
+    let discounts = [DISCOUNT, OTHER_DISCOUNT, THIRD_DISCOUNT];
+    let mut store = InMemoryStore::default().with_round_trips();
+    let mut polar = InMemoryDiscounts::default();
+    for (n, discount) in discounts.iter().enumerate() {
+        store = store.with_order(&format!("o{n}"), discount, "X");
+        polar = polar.with(id(discount), "X", Some(10));
+    }
+    // A read and its write fit now (a burst of 2); the next pair is 10 s away, past what a
+    // 5 s deadline lets a step wait.
+    let s = syncer(store, polar).with_rate_limiter(RateLimiter::per_minute(6, 2));
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let seen = steps.clone();
+    let s = s.with_checkpoint(Arc::new(move |step| seen.lock().unwrap().push(step)));
+    let bodies: Vec<(String, String)> = discounts
+        .iter()
+        .enumerate()
+        .map(|(n, discount)| (format!("m{n}"), body(&format!("o{n}"), discount, "X")))
+        .collect();
+    let records: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(m, b)| (m.as_str(), b.as_str()))
+        .collect();
+    let queue = InMemoryQueue::default();
+    let response = process_batch(
+        &s,
+        &queue,
+        &settings(),
+        sqs_event(&records),
+        Deadline::after(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+
+    let leases = steps
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|step| matches!(step, Step::LeaseTaken))
+        .count();
+    assert_eq!(
+        leases, 1,
+        "the steps start together: only the one the budget serves may take a lease and claims"
+    );
+    assert_eq!(s.discounts().calls().len(), 2, "its read and its write");
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(
+        queue.requeued.lock().unwrap().len(),
+        2,
+        "the other two go back to the queue, for when the budget has a slot"
+    );
+}
+
+#[tokio::test]
 async fn a_message_not_started_on_its_last_receive_is_dead_lettered_with_its_reason() {
     let s = syncer(
         InMemoryStore::default().with_order("o1", DISCOUNT, "X"),

@@ -29,9 +29,24 @@ pub struct StoredDiscount {
 pub struct InMemoryStore {
     pub orders: Mutex<HashMap<String, StoredOrder>>,
     pub discounts: Mutex<HashMap<DiscountId, StoredDiscount>>,
+    /// Whether taking a lease first lets other tasks run, as a request to DynamoDB does.
+    round_trips: bool,
 }
 
 impl InMemoryStore {
+    /// Taking a lease lets the other tasks run before it answers, as a request to DynamoDB
+    /// does: the concurrent steps of a batch all start before any takes its lease.
+    pub fn with_round_trips(mut self) -> Self {
+        self.round_trips = true;
+        self
+    }
+
+    async fn round_trip(&self) {
+        if self.round_trips {
+            tokio::task::yield_now().await;
+        }
+    }
+
     pub fn with_order(self, id: &str, discount_id: &str, code: &str) -> Self {
         self.orders.lock().unwrap().insert(
             id.to_owned(),
@@ -112,6 +127,7 @@ impl Coordination for InMemoryStore {
         lease: &Lease,
         now_ms: u64,
     ) -> Result<Acquisition, StoreFailure> {
+        self.round_trip().await;
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
         if let Some(held) = &stored.lease {
@@ -139,6 +155,7 @@ impl Coordination for InMemoryStore {
         now_ms: u64,
         claims: &[&SyncRequest],
     ) -> Result<QuickStart, StoreFailure> {
+        self.round_trip().await;
         let orders = self.orders.lock().unwrap();
         let claimable = claims.iter().all(|request| {
             orders.get(request.order_id.as_str()).is_some_and(|stored| {
