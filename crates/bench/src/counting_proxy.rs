@@ -3,10 +3,16 @@
 //! `AmazonSQS.<Operation>`). The function under test (and the original algorithm's port)
 //! points `AWS_ENDPOINT_URL` at it; the bench's own setup and checks go to moto directly and
 //! are not counted. Every request is counted, SDK retries included.
+//!
+//! It also times how long moto was busy with those requests: moto serves one request at a
+//! time (`scripts/moto_server.py`), so while any of them is in flight, moto is working on
+//! one of them and the others queue behind it. No schedule of the same requests can finish
+//! sooner than that.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -63,10 +69,64 @@ impl RequestCounts {
     }
 }
 
+/// The time during which at least one request was in flight.
+#[derive(Debug, Default)]
+struct Occupancy {
+    in_flight: u32,
+    since: Option<Instant>,
+    busy: Duration,
+}
+
+impl Occupancy {
+    fn enter(&mut self, now: Instant) {
+        if self.in_flight == 0 {
+            self.since = Some(now);
+        }
+        self.in_flight += 1;
+    }
+
+    fn leave(&mut self, now: Instant) {
+        self.in_flight -= 1;
+        if self.in_flight == 0 {
+            if let Some(since) = self.since.take() {
+                self.busy += now - since;
+            }
+        }
+    }
+
+    fn busy(&self, now: Instant) -> Duration {
+        self.busy + self.since.map_or(Duration::ZERO, |since| now - since)
+    }
+
+    fn reset(&mut self, now: Instant) {
+        self.busy = Duration::ZERO;
+        if self.since.is_some() {
+            self.since = Some(now);
+        }
+    }
+}
+
+/// One request in flight, until dropped (also when the client gives up on it).
+struct InFlight<'a>(&'a Mutex<Occupancy>);
+
+impl<'a> InFlight<'a> {
+    fn enter(occupancy: &'a Mutex<Occupancy>) -> Self {
+        occupancy.lock().unwrap().enter(Instant::now());
+        InFlight(occupancy)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().leave(Instant::now());
+    }
+}
+
 struct Upstream {
     base: String,
     client: reqwest::Client,
     counts: Mutex<RequestCounts>,
+    occupancy: Mutex<Occupancy>,
 }
 
 pub struct CountingProxy {
@@ -84,6 +144,7 @@ impl CountingProxy {
             base: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
             counts: Mutex::default(),
+            occupancy: Mutex::default(),
         });
         let router = Router::new().fallback(forward).with_state(upstream.clone());
         let server = tokio::spawn(async move {
@@ -106,9 +167,19 @@ impl CountingProxy {
         self.upstream.counts.lock().unwrap().clone()
     }
 
-    /// Forget what was counted so far (after a warm-up).
+    /// How long moto was busy with the requests that passed through (see the module doc).
+    pub fn moto_busy(&self) -> Duration {
+        self.upstream.occupancy.lock().unwrap().busy(Instant::now())
+    }
+
+    /// Forget what was counted and timed so far (after a warm-up).
     pub fn reset(&self) {
         *self.upstream.counts.lock().unwrap() = RequestCounts::default();
+        self.upstream
+            .occupancy
+            .lock()
+            .unwrap()
+            .reset(Instant::now());
     }
 }
 
@@ -127,6 +198,7 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
         .unwrap_or("other")
         .to_owned();
     *upstream.counts.lock().unwrap().0.entry(target).or_default() += 1;
+    let _in_flight = InFlight::enter(&upstream.occupancy);
 
     let Ok(body) = to_bytes(body, 64 * 1024 * 1024).await else {
         return (StatusCode::BAD_REQUEST, "unreadable request body").into_response();
@@ -172,4 +244,39 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove("keep-alive");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, millis: u64) -> Instant {
+        start + Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn overlapping_requests_count_once_and_idle_gaps_not_at_all() {
+        let start = Instant::now();
+        let mut occupancy = Occupancy::default();
+        occupancy.enter(at(start, 0));
+        occupancy.enter(at(start, 5));
+        occupancy.leave(at(start, 8));
+        occupancy.leave(at(start, 10));
+        occupancy.enter(at(start, 30));
+        occupancy.leave(at(start, 34));
+        assert_eq!(occupancy.busy(at(start, 50)), Duration::from_millis(14));
+    }
+
+    #[test]
+    fn a_request_still_in_flight_counts_up_to_now_and_from_a_reset() {
+        let start = Instant::now();
+        let mut occupancy = Occupancy::default();
+        occupancy.enter(at(start, 0));
+        occupancy.enter(at(start, 1));
+        occupancy.leave(at(start, 2));
+        assert_eq!(occupancy.busy(at(start, 7)), Duration::from_millis(7));
+        occupancy.reset(at(start, 10));
+        occupancy.leave(at(start, 12));
+        assert_eq!(occupancy.busy(at(start, 20)), Duration::from_millis(2));
+    }
 }

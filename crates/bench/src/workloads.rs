@@ -136,6 +136,8 @@ pub struct Measurement {
     pub polar_429s: usize,
     pub hot: Option<HotCode>,
     pub aws_requests: RequestCounts,
+    /// How long moto was busy with those requests (`CountingProxy::moto_busy`).
+    pub moto_busy: Duration,
     pub dead_letters: usize,
     /// Distinct orders (all valid: each exists and matches its message) with a message in
     /// the dead-letter queue.
@@ -165,6 +167,7 @@ impl Measurement {
             polar_429s: 0,
             hot: None,
             aws_requests: RequestCounts::default(),
+            moto_busy: Duration::ZERO,
             dead_letters: 0,
             dead_lettered_orders: 0,
             orders_synced: 0,
@@ -499,6 +502,7 @@ impl Bench {
             )
             .await;
         let aws_requests = setup.proxy.counts();
+        let moto_busy = setup.proxy.moto_busy();
         let mut peak_rss_bytes = None;
         for invoker in invokers {
             if let Invoker::Function(container) = invoker {
@@ -510,6 +514,7 @@ impl Bench {
         let mut measurement = self.check(spec, algorithm, &setup, polar_baseline).await;
         measurement.progress = source.progress();
         measurement.aws_requests = aws_requests;
+        measurement.moto_busy = moto_busy;
         measurement.peak_rss_bytes = peak_rss_bytes;
         setup.tables.delete(&self.dynamo).await;
         setup.queues.delete(&self.sqs).await;
@@ -615,6 +620,7 @@ impl Bench {
                 .as_ref()
                 .and_then(|code| plan.hot_code(code, &requests)),
             aws_requests: RequestCounts::default(),
+            moto_busy: Duration::ZERO,
             dead_letters: dead_letters.len(),
             dead_lettered_orders: plan.orders_named_in(&dead_letters),
             orders_synced: synced.len(),
