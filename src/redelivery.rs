@@ -100,16 +100,15 @@ impl RedeliveryPolicy {
                 Some(backoff.full_jitter(requeues + 1))
             }
             // This container's share of Polar's budget had no slot before the deadline: the
-            // budget is busy, not failing. Copies spread out as they come back again.
+            // budget is busy, not failing, and `ready_in` is the message's place in its line.
+            // However often it was turned away, it comes back then, not later, or the
+            // budget would go unused while it waits. The spread keeps the lines of
+            // different containers from bringing messages back at the same instants.
             SyncError::Polar(PolarFailure {
                 kind: PolarFailureKind::OverBudget { ready_in },
                 ..
             }) => {
-                let backoff = Backoff {
-                    base: REQUEUE_SPREAD,
-                    max: MAX_REQUEUE_DELAY,
-                };
-                Some(backoff.full_jitter(requeues + 1).max(*ready_in))
+                Some((*ready_in + REQUEUE_SPREAD.mul_f64(fastrand::f64())).min(MAX_REQUEUE_DELAY))
             }
             // Its order is in the busy holder's journal: that holder settles it.
             SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner, requeues),
@@ -170,6 +169,7 @@ mod tests {
     use super::*;
     use crate::domain::{DiscountId, MessageError, OrderId};
     use crate::ports::{PolarFailure, PolarFailureKind};
+    use std::collections::HashSet;
     use std::sync::Arc;
 
     fn order() -> OrderId {
@@ -453,18 +453,25 @@ mod tests {
             after >= Duration::from_secs(7),
             "not before the slot: {after:?}"
         );
-        let later: Vec<Duration> = (0..200)
+        // Turned away many times, it still comes back at its place in line.
+        let again: Vec<Duration> = (0..200)
             .map(|_| {
                 policy
-                    .requeue_after(&over_budget(Duration::ZERO), 5)
+                    .requeue_after(&over_budget(Duration::from_secs(7)), 8)
                     .unwrap()
             })
             .collect();
-        assert!(later.iter().all(|d| *d <= Duration::from_secs(32)));
+        assert!(again
+            .iter()
+            .all(|d| *d >= Duration::from_secs(7) && *d <= Duration::from_secs(8)));
         assert!(
-            later.iter().any(|d| *d > Duration::from_secs(4)),
-            "copies spread out"
+            again.iter().collect::<HashSet<_>>().len() > 100,
+            "spread out"
         );
+        let far = policy
+            .requeue_after(&over_budget(Duration::from_secs(3600)), 0)
+            .unwrap();
+        assert_eq!(far, MAX_REQUEUE_DELAY, "SQS delays by at most 15 minutes");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use futures_util::stream::{self, StreamExt};
 use thiserror::Error;
 use tracing::{info_span, warn, Instrument, Level};
 
-use super::{Outcome, SyncError, Synced, Syncer};
+use super::{Outcome, SyncError, Synced, Syncer, TurnedAway};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, MessageError, SyncAction, SyncRequest};
 use crate::failure::FailureClass;
@@ -185,13 +185,14 @@ async fn standard<S: OrderLedger + Coordination, D: Discounts>(
         }
     }
 
+    let turned_away = &TurnedAway::default();
     let synced: Vec<(Vec<usize>, Vec<Outcome>)> = stream::iter(groups)
         .map(|(discount, indexes)| async move {
             let requests: Vec<SyncRequest> = indexes
                 .iter()
                 .filter_map(|&i| messages[i].request.as_ref().ok().cloned())
                 .collect();
-            let results = sync_discount(syncer, discount, &requests, deadline)
+            let results = sync_discount(syncer, discount, &requests, deadline, turned_away)
                 .instrument(info_span!("discount", discountId = %discount))
                 .await;
             (indexes, results)
@@ -315,11 +316,14 @@ async fn sync_discount<S: OrderLedger + Coordination, D: Discounts>(
     discount: DiscountId,
     requests: &[SyncRequest],
     deadline: Deadline,
+    turned_away: &TurnedAway,
 ) -> Vec<Outcome> {
     if deadline.remaining() < START_MARGIN {
         return vec![Err(Arc::new(SyncError::DeadlineTooClose)); requests.len()];
     }
-    syncer.sync_discount(discount, requests, deadline).await
+    syncer
+        .sync_discount_of_batch(discount, requests, deadline, turned_away)
+        .await
 }
 
 /// Reports a success, or disposes of a failure; true when the message is acknowledged.

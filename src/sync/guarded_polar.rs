@@ -47,6 +47,10 @@ pub struct GuardedPolar<D> {
     steps_let_in: AtomicU32,
 }
 
+/// The steps of one batch the budget has turned away so far.
+#[derive(Debug, Default)]
+pub struct TurnedAway(AtomicU32);
+
 /// A step let in by [`GuardedPolar::check_room_for_step`]: until it is dropped (when the
 /// step reserves its slots, or ends without), later checks count them as already taken.
 pub struct StepRoom<'a> {
@@ -111,14 +115,24 @@ impl<D: Discounts> GuardedPolar<D> {
     /// start together, before any of them has reserved its slots: each step let in counts
     /// as two slots taken until it reserves them (or ends), so that a batch lets in only
     /// the steps its budget can serve, and turns the others away before they write.
-    pub fn check_room_for_step(&self, deadline: Deadline) -> Result<StepRoom<'_>, PolarFailure> {
+    ///
+    /// A step turned away is told when its slots would be free after those of the steps
+    /// of its batch turned away before it: they come back one after another at the
+    /// budget's pace, rather than all when the next two slots are free, to be turned away
+    /// together again.
+    pub fn check_room_for_step(
+        &self,
+        deadline: Deadline,
+        turned_away: &TurnedAway,
+    ) -> Result<StepRoom<'_>, PolarFailure> {
         let room = StepRoom {
             steps_let_in: &self.steps_let_in,
         };
         let ahead = self.steps_let_in.fetch_add(1, Ordering::SeqCst);
         if let Some(rate) = &self.rate {
-            let wait = rate.ready_in(2 * (ahead + 1));
-            if wait > Self::max_wait(deadline) {
+            if rate.ready_in(2 * (ahead + 1)) > Self::max_wait(deadline) {
+                let before = turned_away.0.fetch_add(1, Ordering::SeqCst);
+                let wait = rate.ready_in(2 * (ahead + before + 1));
                 return Err(over_budget(OverBudget { wait }));
             }
         }

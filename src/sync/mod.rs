@@ -40,6 +40,7 @@ use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{Coordination, Discounts, Lease, OrderLedger, QuickStart, StoreFailure};
 use crate::telemetry::{Count, Metrics};
+pub use guarded_polar::TurnedAway;
 use guarded_polar::{GuardedPolar, StepRoom};
 pub use lease::LEASE_GRACE;
 
@@ -183,8 +184,27 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &[SyncRequest],
         deadline: Deadline,
     ) -> Vec<Outcome> {
-        self.sync_discount_claiming(discount, requests, deadline, Claiming::AllAtOnce)
+        self.sync_discount_of_batch(discount, requests, deadline, &TurnedAway::default())
             .await
+    }
+
+    /// [`Self::sync_discount`] for one discount of a batch; `turned_away` counts the
+    /// batch's steps the rate budget turned away, to line them up for their return.
+    pub async fn sync_discount_of_batch(
+        &self,
+        discount: DiscountId,
+        requests: &[SyncRequest],
+        deadline: Deadline,
+        turned_away: &TurnedAway,
+    ) -> Vec<Outcome> {
+        self.sync_discount_claiming(
+            discount,
+            requests,
+            deadline,
+            Claiming::AllAtOnce,
+            turned_away,
+        )
+        .await
     }
 
     /// Syncs the messages of one discount in order, up to and including the first whose
@@ -196,8 +216,14 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &[SyncRequest],
         deadline: Deadline,
     ) -> Vec<Outcome> {
-        self.sync_discount_claiming(discount, requests, deadline, Claiming::InOrder)
-            .await
+        self.sync_discount_claiming(
+            discount,
+            requests,
+            deadline,
+            Claiming::InOrder,
+            &TurnedAway::default(),
+        )
+        .await
     }
 
     async fn sync_discount_claiming(
@@ -206,8 +232,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &[SyncRequest],
         deadline: Deadline,
         claiming: Claiming,
+        turned_away: &TurnedAway,
     ) -> Vec<Outcome> {
-        let mut room = match self.polar.check_room_for_step(deadline) {
+        let mut room = match self.polar.check_room_for_step(deadline, turned_away) {
             Ok(room) => Some(room),
             Err(over_budget) => return failed_all(requests, over_budget.into(), &[]),
         };

@@ -308,8 +308,7 @@ async fn a_step_whose_write_would_find_no_slot_in_the_rate_budget_takes_no_lease
 }
 
 #[tokio::test]
-async fn a_batch_whose_budget_serves_one_step_takes_one_lease_and_sends_the_others_back_untouched()
-{
+async fn a_batch_whose_budget_serves_one_step_takes_one_lease_and_sends_the_others_back_in_line() {
     const THIRD_DISCOUNT: &str = "5a0f7c2e-8d41-4b6a-b3e9-71c2d4f6a803";
     let discounts = [DISCOUNT, OTHER_DISCOUNT, THIRD_DISCOUNT];
     let mut store = InMemoryStore::default().with_round_trips();
@@ -356,10 +355,30 @@ async fn a_batch_whose_budget_serves_one_step_takes_one_lease_and_sends_the_othe
     );
     assert_eq!(s.discounts().calls().len(), 2, "its read and its write");
     assert!(failures(&response).is_empty(), "{response:?}");
+    let mut delays: Vec<Duration> = queue
+        .requeued
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, after)| *after)
+        .collect();
+    delays.sort();
     assert_eq!(
-        queue.requeued.lock().unwrap().len(),
+        delays.len(),
         2,
         "the other two go back to the queue, for when the budget has a slot"
+    );
+    // Slots 0 and 1 are the served step's; a step needs 2 more, 10 s apart: slots 2 and 3
+    // start 10 s and 20 s from now, slots 4 and 5 at 30 s and 40 s. Each comes back in its
+    // turn (up to 1 s later, spread), not both when the first pair is free.
+    let secs = |s: f64| Duration::from_secs_f64(s);
+    assert!(
+        delays[0] > secs(19.9) && delays[0] <= secs(21.0),
+        "{delays:?}"
+    );
+    assert!(
+        delays[1] > secs(39.9) && delays[1] <= secs(41.0),
+        "{delays:?}"
     );
 }
 
