@@ -177,8 +177,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         }
     }
 
-    /// Syncs every message of one discount; the outcomes are in the order of `requests`.
-    pub async fn sync_discount(
+    /// [`Self::sync_discount_of_batch`] for a discount alone in its batch.
+    #[cfg(test)]
+    pub(crate) async fn sync_discount(
         &self,
         discount: DiscountId,
         requests: &[SyncRequest],
@@ -188,8 +189,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             .await
     }
 
-    /// [`Self::sync_discount`] for one discount of a batch; `turned_away` counts the
-    /// batch's steps the rate budget turned away, to line them up for their return.
+    /// Syncs every message of one discount of a batch; the outcomes are in the order of
+    /// `requests`. `turned_away` counts the batch's steps the rate budget turned away, to
+    /// line them up for their return.
     pub async fn sync_discount_of_batch(
         &self,
         discount: DiscountId,
