@@ -118,9 +118,19 @@ pub trait Coordination: Send + Sync {
         lease_after: LeaseAfter,
     ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
 
-    /// Gives the lease up. The journal is cleared too: only call this when no write is
-    /// pending or the pending write is known not to have happened.
-    fn release(
+    /// Gives the lease up and leaves the journal, if any, for the next holder (or the
+    /// scheduled reconciliation) to settle: the safe release whenever a journal's write
+    /// may still be owed to Polar.
+    fn release_keeping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+
+    /// Gives the lease up and deletes the journal without marking its orders. Only for a
+    /// journal this lease wrote itself and whose write Polar refused: its orders are
+    /// still to be counted, by their messages' next deliveries.
+    fn release_dropping_journal(
         &self,
         discount: DiscountId,
         lease: &Lease,

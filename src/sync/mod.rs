@@ -99,11 +99,24 @@ fn may_have_landed(error: &Arc<SyncError>, in_pending_journal: bool) -> Arc<Sync
     }
 }
 
-/// A failure under the lease. While a journaled write may have happened, the lease and
-/// the journal are left to expire so that the next holder resolves them by reading back.
+/// What a failure under the lease leaves behind, and so how the lease is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Nothing was written to Polar, and any journal is this lease's own, for a write Polar
+    /// refused: the journal goes with the lease, and the orders' messages try again.
+    Nothing,
+    /// An inherited journal that no read-back proved applied or impossible: the lease is
+    /// given up and the journal kept, for the next holder or the reconciliation to settle.
+    Journal,
+    /// A journaled write of this invocation may still land: the lease and the journal are
+    /// left to expire, so that nobody reads the discount back before the write is over.
+    WriteInFlight,
+}
+
+/// A failure under the lease, with what it leaves behind.
 struct Failure {
     error: SyncError,
-    write_pending: bool,
+    left: Left,
 }
 
 impl Failure {
@@ -111,7 +124,7 @@ impl Failure {
     fn nothing_pending(error: impl Into<SyncError>) -> Self {
         Self {
             error: error.into(),
-            write_pending: false,
+            left: Left::Nothing,
         }
     }
 
@@ -119,8 +132,22 @@ impl Failure {
     fn write_pending(error: impl Into<SyncError>) -> Self {
         Self {
             error: error.into(),
-            write_pending: true,
+            left: Left::WriteInFlight,
         }
+    }
+
+    /// The failure of work on an inherited journal: short of a proof, the journal stays.
+    fn keeping_journal(self) -> Self {
+        let left = match self.left {
+            Left::Nothing => Left::Journal,
+            left => left,
+        };
+        Self { left, ..self }
+    }
+
+    /// Whether the orders of the journal may still be counted, or marked, by someone else.
+    fn journal_outlives(&self) -> bool {
+        self.left != Left::Nothing
     }
 }
 
@@ -261,11 +288,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         if let Some(journal) = pending {
             let journaled = journal.orders.clone();
             if let Err(failure) = self.recover(discount, &lease, journal, deadline).await {
-                if failure.write_pending {
-                    return failed_all(requests, failure.error, &journaled);
-                }
-                self.release(discount, &lease).await;
-                return failed_all(requests, failure.error, &[]);
+                self.give_up_after(discount, &lease, failure.left).await;
+                return failed_all(requests, failure.error, &journaled);
             }
             self.metrics.count(Count::JournalsRecovered, 1);
         }

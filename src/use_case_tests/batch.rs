@@ -443,7 +443,7 @@ async fn a_message_whose_write_may_have_landed_says_so_when_dead_lettered() {
         letters[0]
             .1
             .reason
-            .contains("reconciliation will mark the order"),
+            .contains("reconciliation will count the order if needed and mark it"),
         "{}",
         letters[0].1.reason
     );

@@ -32,7 +32,10 @@ async fn a_waiter_takes_the_lease_as_soon_as_its_holder_gives_it_up() {
         let s = s.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            s.store().release(id(DISCOUNT), &holder).await.unwrap();
+            s.store()
+                .release_dropping_journal(id(DISCOUNT), &holder)
+                .await
+                .unwrap();
         })
     };
     let started = std::time::Instant::now();

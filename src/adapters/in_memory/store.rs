@@ -1,6 +1,7 @@
 //! The orders table and `SYNC_TABLE` in memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -31,6 +32,8 @@ pub struct InMemoryStore {
     pub discounts: Mutex<HashMap<DiscountId, StoredDiscount>>,
     /// Whether taking a lease first lets other tasks run, as a request to DynamoDB does.
     round_trips: bool,
+    /// How many of the next `record_intent` calls are throttled.
+    throttled_intents: AtomicU32,
 }
 
 impl InMemoryStore {
@@ -39,6 +42,11 @@ impl InMemoryStore {
     pub fn with_round_trips(mut self) -> Self {
         self.round_trips = true;
         self
+    }
+
+    /// The next `times` journal writes are throttled, as DynamoDB throttles a hot key.
+    pub fn throttle_intents(&self, times: u32) {
+        self.throttled_intents.store(times, Ordering::SeqCst);
     }
 
     async fn round_trip(&self) {
@@ -187,6 +195,12 @@ impl Coordination for InMemoryStore {
         lease: &Lease,
         journal: &Journal,
     ) -> Result<(), StoreFailure> {
+        let throttled =
+            self.throttled_intents
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if throttled.is_ok() {
+            return Err(StoreFailure::Transient("throttled (scripted)".into()));
+        }
         self.holding(discount, lease, |stored| {
             stored.journal = Some(journal.clone())
         })
@@ -217,7 +231,20 @@ impl Coordination for InMemoryStore {
         })
     }
 
-    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreFailure> {
+    async fn release_keeping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> Result<(), StoreFailure> {
+        let _ = self.holding(discount, lease, |stored| stored.lease = None);
+        Ok(())
+    }
+
+    async fn release_dropping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> Result<(), StoreFailure> {
         let _ = self.holding(discount, lease, |stored| {
             stored.lease = None;
             stored.journal = None;
