@@ -23,7 +23,7 @@ pub struct Delivery {
     pub source_arn: Option<String>,
     /// `ApproximateReceiveCount`: 1 on the first delivery.
     pub receive_count: u32,
-    /// `MessageGroupId` on FIFO queues.
+    /// `MessageGroupId`: FIFO queues' message groups, or a fair queue's tenant.
     pub group_id: Option<String>,
     /// Set on a copy the function sent again (`OriginalMessageId`): the id of the message
     /// checkout sent, which dead letters and logs name.
@@ -34,6 +34,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Whether the message came from a FIFO queue, as its source queue's name says.
+    /// `MessageGroupId` does not tell: standard queues accept one too (fair queues).
+    pub fn from_fifo_queue(&self) -> bool {
+        self.source_arn
+            .as_deref()
+            .is_some_and(|arn| arn.ends_with(".fifo"))
+    }
+
     /// The id of the message as checkout sent it, through any copies the function made.
     pub fn original_id(&self) -> &str {
         self.original_message_id

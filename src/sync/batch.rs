@@ -98,7 +98,7 @@ where
         .collect::<Result<Vec<_>, _>>()?;
     let policy = &settings.redelivery;
     let metrics = syncer.metrics();
-    let acknowledged: Vec<bool> = if messages.iter().any(|m| m.delivery.group_id.is_some()) {
+    let acknowledged: Vec<bool> = if messages.iter().any(|m| m.delivery.from_fifo_queue()) {
         fifo(syncer, queue, policy, &messages, deadline).await
     } else {
         let outcomes = standard(
@@ -397,7 +397,7 @@ async fn dispose<Q: Queue>(
     let class = error.class();
     let reason = crate::error_chain(&*error);
     metrics.count(failure_count(&error), 1);
-    if delivery.group_id.is_none() {
+    if !delivery.from_fifo_queue() {
         if let Some(after) = policy.requeue_after(&error, delivery.requeues) {
             match queue.requeue(delivery, after).await {
                 Ok(()) => {

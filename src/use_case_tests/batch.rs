@@ -19,6 +19,8 @@ pub(super) fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
     event
 }
 
+const FIFO_QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:redemptions.fifo";
+
 fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
     let mut event = sqs_event(
         &messages
@@ -27,6 +29,7 @@ fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
             .collect::<Vec<_>>(),
     );
     for (record, (_, group, _)) in event.records.iter_mut().zip(messages) {
+        record.event_source_arn = Some(FIFO_QUEUE_ARN.into());
         record
             .attributes
             .insert("MessageGroupId".into(), group.to_string());
@@ -175,6 +178,35 @@ async fn on_a_fifo_queue_a_failure_holds_back_the_rest_of_its_group_unprocessed(
         "other groups go on"
     );
     assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(9)));
+}
+
+#[tokio::test]
+async fn a_standard_queue_with_message_groups_is_not_taken_for_a_fifo_queue() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o3", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let (b2, b3) = (
+        body("o2-not-written-yet", DISCOUNT, "X"),
+        body("o3", DISCOUNT, "X"),
+    );
+    // A fair queue: standard, with a tenant's MessageGroupId on every message.
+    let mut event = fifo_event(&[("m2", "tenant-a", &b2), ("m3", "tenant-a", &b3)]);
+    for record in &mut event.records {
+        record.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:redemptions".into());
+    }
+
+    let response = process_batch(&s, &queue, &settings(), event, deadline())
+        .await
+        .unwrap();
+
+    assert_eq!(failures(&response), ["m2"]);
+    assert_eq!(
+        s.store().action("o3"),
+        Some(SyncAction::Decremented),
+        "no group order to keep on a standard queue: m3 is not held back behind m2"
+    );
 }
 
 #[tokio::test]

@@ -77,6 +77,8 @@ fn one_message_event(id: &str, body: &str, group: Option<&str>) -> SqsEvent {
         .attributes
         .insert("ApproximateReceiveCount".into(), "4".into());
     if let Some(group) = group {
+        message.event_source_arn =
+            Some("arn:aws:sqs:us-east-1:123456789012:redemptions.fifo".into());
         message
             .attributes
             .insert("MessageGroupId".into(), group.to_owned());
