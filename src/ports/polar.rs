@@ -65,9 +65,9 @@ impl PolarFailure {
             | PolarFailureKind::Unavailable
             | PolarFailureKind::OverBudget { .. }
             | PolarFailureKind::TooLate => FailureClass::Transient,
-            PolarFailureKind::Unauthorized | PolarFailureKind::Misconfigured => {
-                FailureClass::Configuration
-            }
+            PolarFailureKind::Unauthorized
+            | PolarFailureKind::TokenReplaced
+            | PolarFailureKind::Misconfigured => FailureClass::Configuration,
             PolarFailureKind::Rejected => FailureClass::Permanent,
         }
     }
@@ -78,7 +78,9 @@ impl PolarFailure {
             PolarFailureKind::RateLimited { retry_after } => Some(RetryHint {
                 not_before: retry_after,
             }),
-            PolarFailureKind::Unavailable => Some(RetryHint { not_before: None }),
+            PolarFailureKind::Unavailable | PolarFailureKind::TokenReplaced => {
+                Some(RetryHint { not_before: None })
+            }
             // The limiter already waited as long as the deadline allows.
             PolarFailureKind::OverBudget { .. }
             | PolarFailureKind::TooLate
@@ -97,6 +99,10 @@ pub enum PolarFailureKind {
     Unavailable,
     /// The access token was refused.
     Unauthorized,
+    /// The access token was refused, and another one is now loaded (rotated in SSM): worth
+    /// another attempt, admitted by the rate budget and timed against the deadline like
+    /// any other.
+    TokenReplaced,
     /// An answer only a wrong deployment gets: unknown route or API version, unreadable body.
     Misconfigured,
     /// Polar refused this request for good.
@@ -116,6 +122,9 @@ impl fmt::Display for PolarFailureKind {
             Self::Unavailable => f.write_str("Polar unavailable"),
             Self::Unauthorized => f.write_str(
                 "Polar refused the access token (check the token and its discounts:write scope)",
+            ),
+            Self::TokenReplaced => f.write_str(
+                "Polar refused the access token; the one now in SSM is used from the next request",
             ),
             Self::Misconfigured => {
                 f.write_str("Polar answered as to a wrong deployment (check POLAR_API_URL)")
