@@ -16,8 +16,9 @@ use crate::adapters::{fetch_token, DynamoStore, SqsQueue, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
 use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, Queue};
-use crate::redelivery::RedeliveryPolicy;
-use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
+use crate::sync::{
+    process_batch, BatchSettings, Checkpoint, RateLimiter, RedeliveryPolicy, RetryPolicy, Syncer,
+};
 use crate::telemetry::{emf, Count, Distribution, Recorded};
 
 pub struct Handler<S, D, Q> {

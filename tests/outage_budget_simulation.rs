@@ -33,10 +33,10 @@ use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use polar_discount_sync::config::Config;
 use polar_discount_sync::ports::{PolarFailure, PolarFailureKind};
-use polar_discount_sync::redelivery::{
-    Disposition, RedeliveryPolicy, MAX_RECEIVE_COUNT, OUTAGE_BUDGET,
+use polar_discount_sync::sync::{
+    Disposition, RateLimiter, RedeliveryPolicy, RetryPolicy, SyncError, MAX_RECEIVE_COUNT,
+    OUTAGE_BUDGET, START_MARGIN,
 };
-use polar_discount_sync::sync::{RateLimiter, RetryPolicy, SyncError, START_MARGIN};
 use tokio::time::{sleep, Instant};
 
 /// The backlog; `OUTAGE_MESSAGES=N` tries another (the assertions then still apply).

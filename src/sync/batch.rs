@@ -10,18 +10,15 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use thiserror::Error;
-use tracing::{info_span, warn, Instrument, Level};
+use tracing::{info_span, Instrument};
 
-use super::{Outcome, SyncError, Synced, Syncer, TurnedAway};
+use super::disposal::{report_held_back, settle, Message};
+use super::{Outcome, RedeliveryPolicy, SyncError, Syncer, TurnedAway};
 use crate::deadline::Deadline;
-use crate::domain::{DiscountId, MessageError, SyncAction, SyncRequest};
-use crate::failure::FailureClass;
+use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::ports::{
-    Coordination, DeadLetterReason, Delivery, Discounts, OrderLedger, Queue, ORIGINAL_MESSAGE_ID,
-    REQUEUE_COUNT,
+    Coordination, Delivery, Discounts, OrderLedger, Queue, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
 };
-use crate::redelivery::{Disposition, RedeliveryPolicy};
-use crate::telemetry::{Count, Metrics};
 
 /// A discount's messages are not started with less time than this left: they go back to
 /// the queue untouched. Small on purpose: a step cut off by the deadline is a crash, which
@@ -41,41 +38,6 @@ pub enum BatchError {
     /// Without a message id a failure cannot be reported, so the whole batch is retried.
     #[error("SQS record {index} has no messageId")]
     MissingMessageId { index: usize },
-}
-
-struct Message {
-    delivery: Delivery,
-    request: Result<SyncRequest, Arc<SyncError>>,
-}
-
-/// What every outcome line names, so that one Logs Insights query finds an order's history.
-struct Named<'a> {
-    message_id: &'a str,
-    order_id: Option<&'a str>,
-    discount_id: Option<String>,
-    receive_count: u32,
-}
-
-impl<'a> Named<'a> {
-    fn of(message: &'a Message) -> Self {
-        let request = message.request.as_ref().ok();
-        Self {
-            message_id: &message.delivery.message_id,
-            order_id: request.map(|r| r.order_id.as_str()),
-            discount_id: request.map(|r| r.discount_id.to_string()),
-            receive_count: message.delivery.receive_count,
-        }
-    }
-}
-
-/// One line per message and outcome: `messageId`, `orderId`, `discountId`, `receiveCount`,
-/// `outcome`, then the action or the error.
-macro_rules! outcome_line {
-    ($level:expr, $named:expr, $outcome:expr, $($rest:tt)+) => {
-        tracing::event!($level, messageId = $named.message_id, orderId = $named.order_id,
-            discountId = $named.discount_id.as_deref(), receiveCount = $named.receive_count,
-            outcome = $outcome, $($rest)+)
-    };
 }
 
 pub async fn process_batch<S, D, Q>(
@@ -295,12 +257,7 @@ where
             settled.push((index, acknowledged));
             if !acknowledged {
                 for &held_back in run[position + 1..].iter().chain(&rest[run.len()..]) {
-                    outcome_line!(
-                        Level::INFO,
-                        Named::of(&messages[held_back]),
-                        "held_back",
-                        "not acknowledged: an earlier message of its group failed"
-                    );
+                    report_held_back(&messages[held_back]);
                     settled.push((held_back, false));
                 }
                 return settled;
@@ -324,139 +281,4 @@ async fn sync_discount<S: OrderLedger + Coordination, D: Discounts>(
     syncer
         .sync_discount_of_batch(discount, requests, deadline, turned_away)
         .await
-}
-
-/// Reports a success, or disposes of a failure; true when the message is acknowledged.
-async fn settle<Q: Queue>(
-    queue: &Q,
-    policy: &RedeliveryPolicy,
-    metrics: &Metrics,
-    message: &Message,
-    outcome: Outcome,
-) -> bool {
-    match outcome {
-        Ok(synced) => {
-            report_success(metrics, message, &synced);
-            true
-        }
-        Err(error) => dispose(queue, policy, metrics, message, error).await,
-    }
-}
-
-fn report_success(metrics: &Metrics, message: &Message, synced: &Synced) {
-    let named = Named::of(message);
-    match synced {
-        Synced::Applied(action) => {
-            metrics.count(action_count(*action), 1);
-            outcome_line!(Level::INFO, named, "synced", %action, "order synced to Polar");
-        }
-        Synced::AlreadySynced => {
-            metrics.count(Count::OrdersAlreadySynced, 1);
-            outcome_line!(
-                Level::INFO,
-                named,
-                "already_synced",
-                "order already synced; nothing to do"
-            );
-        }
-    }
-}
-
-fn action_count(action: SyncAction) -> Count {
-    match action {
-        SyncAction::Decremented => Count::OrdersDecremented,
-        SyncAction::Deleted => Count::OrdersDeleted,
-        SyncAction::SkippedUnlimited => Count::OrdersSkippedUnlimited,
-        SyncAction::AlreadyDeleted => Count::OrdersAlreadyDeleted,
-    }
-}
-
-/// Contention is counted on its own: it is not a failure of the message.
-fn failure_count(error: &SyncError) -> Count {
-    match (error, error.class()) {
-        (SyncError::LeaseHeld { .. }, _) => Count::LeaseContention,
-        (_, FailureClass::Transient) => Count::TransientFailures,
-        (_, FailureClass::Configuration) => Count::ConfigurationErrors,
-        (_, FailureClass::Permanent) => Count::PermanentFailures,
-    }
-}
-
-/// Decides and carries out what becomes of a failed message; true when it is acknowledged
-/// (it was sent again as a new message, or went to the dead-letter queue).
-async fn dispose<Q: Queue>(
-    queue: &Q,
-    policy: &RedeliveryPolicy,
-    metrics: &Metrics,
-    message: &Message,
-    error: Arc<SyncError>,
-) -> bool {
-    let delivery = &message.delivery;
-    let named = Named::of(message);
-    let message_id = delivery.message_id.as_str();
-    let kind = error.kind();
-    let class = error.class();
-    let reason = crate::error_chain(&*error);
-    metrics.count(failure_count(&error), 1);
-    if !delivery.from_fifo_queue() {
-        if let Some(after) = policy.requeue_after(&error, delivery.requeues) {
-            match queue.requeue(delivery, after).await {
-                Ok(()) => {
-                    outcome_line!(Level::INFO, named, "requeued", errorClass = %class,
-                        errorKind = kind, visibleInMs = after.as_millis() as u64, reason = %reason,
-                        "discount busy: message sent again as a new message");
-                    return true;
-                }
-                Err(err) => warn!(messageId = message_id, error = %crate::error_chain(&err),
-                    "could not send the message again; it goes back to the queue"),
-            }
-        }
-    }
-    let max_receive_count = match queue.max_receive_count(delivery).await {
-        Ok(max) => max,
-        Err(err) => {
-            warn!(messageId = message_id, error = %crate::error_chain(&err),
-                "could not read the queue's redrive policy");
-            None
-        }
-    };
-    match policy.decide(&error, delivery.receive_count, max_receive_count) {
-        Disposition::DeadLetter { class } => {
-            let dead_letter = DeadLetterReason {
-                class,
-                kind,
-                reason: reason.clone(),
-            };
-            match queue.dead_letter(delivery, &dead_letter).await {
-                Ok(()) => {
-                    metrics.count(Count::DeadLettered, 1);
-                    outcome_line!(Level::ERROR, named, "dead_lettered", errorClass = %class,
-                        errorKind = kind, reason = %reason, "message moved to the dead-letter queue");
-                    true
-                }
-                Err(err) => {
-                    outcome_line!(Level::ERROR, named, "not_dead_lettered", errorClass = %class,
-                        errorKind = kind, reason = %reason,
-                        deadLetterError = %crate::error_chain(&err),
-                        "could not dead-letter the message; it stays in the queue");
-                    false
-                }
-            }
-        }
-        Disposition::RetryAfter(after) => {
-            if let Err(err) = queue.retry_later(delivery, after).await {
-                warn!(messageId = message_id, error = %crate::error_chain(&err),
-                    "could not delay the redelivery; the queue's visibility timeout applies");
-            }
-            let retry_in_ms = after.as_millis() as u64;
-            if class == FailureClass::Configuration {
-                outcome_line!(Level::ERROR, named, "retried", errorClass = %class, errorKind = kind,
-                    retryInMs = retry_in_ms, reason = %reason,
-                    "CONFIGURATION ERROR: fix the deployment; the message will be retried");
-            } else {
-                outcome_line!(Level::WARN, named, "retried", errorClass = %class, errorKind = kind,
-                    retryInMs = retry_in_ms, reason = %reason, "message will be retried");
-            }
-            false
-        }
-    }
 }

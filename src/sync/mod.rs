@@ -13,12 +13,14 @@
 mod batch;
 mod claim;
 mod count;
+mod disposal;
 mod error;
 mod guarded_polar;
 mod lease;
 mod rate;
 mod reconcile;
 mod recover;
+mod redelivery;
 mod retry;
 mod validate;
 mod write;
@@ -34,6 +36,7 @@ pub use batch::{process_batch, BatchSettings, START_MARGIN};
 pub use error::SyncError;
 pub use rate::{RateLimiter, RateShare, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
 pub use reconcile::Reconciliation;
+pub use redelivery::{Disposition, RedeliveryPolicy, MAX_RECEIVE_COUNT, OUTAGE_BUDGET};
 pub use retry::RetryPolicy;
 
 use crate::deadline::{epoch_ms, Deadline};

@@ -40,7 +40,7 @@ fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
 pub(super) fn settings() -> BatchSettings {
     BatchSettings {
         max_concurrent_discounts: 4,
-        redelivery: crate::redelivery::RedeliveryPolicy::default(),
+        redelivery: crate::sync::RedeliveryPolicy::default(),
     }
 }
 

@@ -91,7 +91,7 @@ fn one_message_event(id: &str, body: &str, group: Option<&str>) -> SqsEvent {
 fn batch_settings() -> BatchSettings {
     BatchSettings {
         max_concurrent_discounts: 4,
-        redelivery: crate::redelivery::RedeliveryPolicy::default(),
+        redelivery: crate::sync::RedeliveryPolicy::default(),
     }
 }
 

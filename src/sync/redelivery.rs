@@ -11,11 +11,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::{SyncError, LEASE_GRACE};
 use crate::backoff::Backoff;
 use crate::deadline::epoch_ms;
 use crate::failure::FailureClass;
 use crate::ports::{PolarFailure, PolarFailureKind};
-use crate::sync::{SyncError, LEASE_GRACE};
 
 /// The longest Polar outage that must dead-letter nothing.
 pub const OUTAGE_BUDGET: Duration = Duration::from_secs(6 * 60 * 60);
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 640, 1280, 1800, 1800]);
     }
 
-    const TEMPLATE: &str = include_str!("../template.yaml");
+    const TEMPLATE: &str = include_str!("../../template.yaml");
 
     /// The lines under `header` (one whole line of template.yaml) that are indented deeper.
     fn template_block(header: &str) -> Vec<&'static str> {
