@@ -186,6 +186,12 @@ const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Kept at the end of a batch once its last step may have started its last request: that
+/// step's commit (one DynamoDB attempt), then the disposal (one SQS attempt per failed
+/// message, all at once), then the answer. From the attempt timeout, the worst case: such a
+/// call takes about 10 ms in the region (README, "The deadline").
+const ANSWER_RESERVE: Duration = Duration::from_millis(2 * AWS_ATTEMPT_TIMEOUT.as_millis() as u64);
+
 fn with_aws_timeouts(aws: &SdkConfig) -> SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(AWS_CONNECT_TIMEOUT)
@@ -237,6 +243,7 @@ pub async fn handler_with(
     let settings = BatchSettings {
         max_concurrent_discounts: config.max_concurrent_discounts,
         redelivery: RedeliveryPolicy::default(),
+        answer_reserve: ANSWER_RESERVE,
     };
     let mut syncer = Syncer::new(store, polar, retry).with_rate_limiter(rate);
     if let Some(checkpoint) = wiring.checkpoint {

@@ -10,7 +10,8 @@ pub use polar::{
     BoxError, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
 };
 pub use queue::{
-    DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
+    DeadLetterReason, Delivery, Queue, QueueFailure, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
+    REQUEUE_COUNT,
 };
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,

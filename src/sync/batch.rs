@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
@@ -12,13 +12,15 @@ use futures_util::stream::{self, StreamExt};
 use thiserror::Error;
 use tracing::{info_span, Instrument};
 
-use super::disposal::{report_held_back, settle, Message};
+use super::disposal::{report_held_back, Disposal, Message};
 use super::{Outcome, RedeliveryPolicy, SyncError, Syncer, TurnedAway};
-use crate::deadline::Deadline;
+use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::ports::{
-    Coordination, Delivery, Discounts, OrderLedger, Queue, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
+    Coordination, Delivery, Discounts, OrderLedger, Queue, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
+    REQUEUE_COUNT,
 };
+use crate::telemetry::Distribution;
 
 /// A discount's messages are not started with less time than this left: they go back to
 /// the queue untouched. Small on purpose: a step cut off by the deadline is a crash, which
@@ -31,7 +33,15 @@ pub struct BatchSettings {
     /// Discounts synced at the same time within one invocation.
     pub max_concurrent_discounts: usize,
     pub redelivery: RedeliveryPolicy,
+    /// Kept at the end of the invocation for what follows the last step that may start:
+    /// its commit, the disposal of every failure, and the answer. No step starts, and no
+    /// Polar request is sent, within it.
+    pub answer_reserve: Duration,
 }
+
+/// Kept at the very end for the answer itself: queue calls still running then are
+/// abandoned, their messages reported failed.
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Error)]
 pub enum BatchError {
@@ -58,10 +68,21 @@ where
         .enumerate()
         .map(|(index, record)| parse(index, record))
         .collect::<Result<Vec<_>, _>>()?;
-    let policy = &settings.redelivery;
     let metrics = syncer.metrics();
+    let disposal = Disposal {
+        queue,
+        policy: &settings.redelivery,
+        metrics,
+        answer_by: deadline.earlier_by(ANSWER_MARGIN),
+    };
+    // Never more than a quarter of the invocation, so that a short timeout still syncs.
+    let deadline = deadline.earlier_by(settings.answer_reserve.min(deadline.remaining() / 4));
+    let now_ms = epoch_ms(SystemTime::now());
+    if let Some(oldest) = messages.iter().filter_map(|m| m.delivery.age(now_ms)).max() {
+        metrics.observe(Distribution::OldestMessageAge, oldest.as_secs_f64());
+    }
     let acknowledged: Vec<bool> = if messages.iter().any(|m| m.delivery.from_fifo_queue()) {
-        fifo(syncer, queue, policy, &messages, deadline).await
+        fifo(syncer, &disposal, &messages, deadline).await
     } else {
         let outcomes = standard(
             syncer,
@@ -74,7 +95,7 @@ where
             messages
                 .iter()
                 .zip(outcomes)
-                .map(|(message, outcome)| settle(queue, policy, metrics, message, outcome)),
+                .map(|(message, outcome)| disposal.settle(message, outcome)),
         )
         .await
     };
@@ -119,6 +140,12 @@ fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
             .get(REQUEUE_COUNT)
             .and_then(|attribute| attribute.string_value.as_deref()?.parse().ok())
             .unwrap_or(0),
+        first_sent_at_ms: record
+            .message_attributes
+            .get(FIRST_SENT_AT)
+            .and_then(|attribute| attribute.string_value.as_deref())
+            .or(record.attributes.get("SentTimestamp").map(String::as_str))
+            .and_then(|ms| ms.parse().ok()),
     };
     Ok(Message { delivery, request })
 }
@@ -180,8 +207,7 @@ async fn standard<S: OrderLedger + Coordination, D: Discounts>(
 /// order.
 async fn fifo<S, D, Q>(
     syncer: &Syncer<S, D>,
-    queue: &Q,
-    policy: &RedeliveryPolicy,
+    disposal: &Disposal<'_, Q>,
     messages: &[Message],
     deadline: Deadline,
 ) -> Vec<bool>
@@ -201,7 +227,7 @@ where
     let settled = join_all(
         groups
             .iter()
-            .map(|(_, indexes)| fifo_group(syncer, queue, policy, messages, indexes, deadline)),
+            .map(|(_, indexes)| fifo_group(syncer, disposal, messages, indexes, deadline)),
     )
     .await;
     let mut acknowledged = vec![false; messages.len()];
@@ -213,8 +239,7 @@ where
 
 async fn fifo_group<S, D, Q>(
     syncer: &Syncer<S, D>,
-    queue: &Q,
-    policy: &RedeliveryPolicy,
+    disposal: &Disposal<'_, Q>,
     messages: &[Message],
     indexes: &[usize],
     deadline: Deadline,
@@ -252,8 +277,7 @@ where
             Err(err) => (&rest[..1], vec![Err(err.clone())]),
         };
         for (position, (&index, outcome)) in run.iter().zip(outcomes).enumerate() {
-            let acknowledged =
-                settle(queue, policy, syncer.metrics(), &messages[index], outcome).await;
+            let acknowledged = disposal.settle(&messages[index], outcome).await;
             settled.push((index, acknowledged));
             if !acknowledged {
                 for &held_back in run[position + 1..].iter().chain(&rest[run.len()..]) {

@@ -20,7 +20,7 @@ mod lease;
 mod rate;
 mod reconcile;
 mod recover;
-mod redelivery;
+pub(crate) mod redelivery;
 mod retry;
 mod validate;
 mod write;

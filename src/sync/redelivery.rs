@@ -78,6 +78,19 @@ const REQUEUE_SPREAD: Duration = Duration::from_secs(1);
 /// SQS delays a message by at most 15 minutes.
 const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
 
+/// How long after checkout sent it a message may still be sent again as a new one. A copy's
+/// receive count and `SentTimestamp` start over, so without a bound a message kept busy
+/// (a lease that never frees, a budget always spent) would never reach the dead-letter
+/// queue, nor count in the queue's age. Past it, a failure is an ordinary one, counted by
+/// the queue's receives, and dead-lettered with its reason after as many receives as the
+/// outage budget takes.
+pub const MAX_REQUEUE_AGE: Duration = OUTAGE_BUDGET;
+
+/// The most times a message is sent again, for copies whose first-sent time is unknown or
+/// that are sent back faster than the age bound counts: copies sent back at the longest
+/// delay SQS allows reach [`MAX_REQUEUE_AGE`] at this count (6 h / 15 min = 24).
+pub const MAX_REQUEUES: u32 = (OUTAGE_BUDGET.as_secs() / MAX_REQUEUE_DELAY.as_secs()) as u32;
+
 impl RedeliveryPolicy {
     /// Contention is not a failure. A message whose discount was busy for the whole
     /// invocation is sent again as a new message (its receive count starts over), visible
@@ -114,6 +127,12 @@ impl RedeliveryPolicy {
             SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner, requeues),
             _ => None,
         }
+    }
+
+    /// Whether a message sent again `requeues` times, checkout's first send `age` ago, may
+    /// be sent again once more; otherwise its failure counts as any other.
+    pub fn may_send_again(&self, requeues: u32, age: Option<Duration>) -> bool {
+        requeues < MAX_REQUEUES && age.is_none_or(|age| age < MAX_REQUEUE_AGE)
     }
 
     /// The shortest time from a message's first receive to receive number `receive`: every

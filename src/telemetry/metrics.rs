@@ -67,6 +67,10 @@ pub enum Distribution {
     PolarLatency,
     /// Orders counted by one Polar write (k).
     OrdersPerWrite,
+    /// Per batch, how long ago checkout sent its oldest message (through any copies the
+    /// function sent again). SQS's own `ApproximateAgeOfOldestMessage` leaves out messages
+    /// received three times or more, and every copy starts young.
+    OldestMessageAge,
 }
 
 impl Distribution {
@@ -74,6 +78,7 @@ impl Distribution {
         match self {
             Self::PolarLatency => "PolarLatency",
             Self::OrdersPerWrite => "OrdersPerWrite",
+            Self::OldestMessageAge => "OldestMessageAge",
         }
     }
 
@@ -82,6 +87,7 @@ impl Distribution {
         match self {
             Self::PolarLatency => "Milliseconds",
             Self::OrdersPerWrite => "Count",
+            Self::OldestMessageAge => "Seconds",
         }
     }
 }

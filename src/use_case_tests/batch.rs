@@ -41,6 +41,7 @@ pub(super) fn settings() -> BatchSettings {
     BatchSettings {
         max_concurrent_discounts: 4,
         redelivery: crate::sync::RedeliveryPolicy::default(),
+        answer_reserve: Duration::from_secs(1),
     }
 }
 
@@ -519,4 +520,58 @@ async fn a_429_holds_back_the_containers_requests_for_other_discounts_until_its_
         "the other discount's read went out {:?} after the 429",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_queue_call_that_hangs_in_the_disposal_still_lets_the_batch_answer_in_time() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    let queue = InMemoryQueue {
+        hangs: true,
+        ..InMemoryQueue::with_dead_letter_queue(Some(5))
+    };
+    let b1 = body("o1", DISCOUNT, "X");
+    let event = sqs_event(&[("m1", &b1), ("bad", "{broken")]);
+    let deadline = Deadline::after(Duration::from_secs(3));
+
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        process_batch(&s, &queue, &settings(), event, deadline),
+    )
+    .await
+    .expect("the batch answers even though SQS does not");
+
+    let response = answered.unwrap();
+    assert!(
+        deadline.remaining() > Duration::ZERO,
+        "answered before the deadline"
+    );
+    assert_eq!(
+        failures(&response),
+        ["bad"],
+        "a message whose dead-lettering did not finish comes back"
+    );
+    assert_eq!(s.store().action("o1"), Some(SyncAction::Decremented));
+}
+
+#[tokio::test]
+async fn no_step_starts_in_the_time_kept_to_answer() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(5));
+    let b1 = body("o1", DISCOUNT, "X");
+    // Enough for a step were no time kept to answer.
+    let deadline = Deadline::after(crate::sync::START_MARGIN + Duration::from_millis(500));
+
+    let response = process_batch(&s, &queue, &settings(), sqs_event(&[("m1", &b1)]), deadline)
+        .await
+        .unwrap();
+
+    assert_eq!(failures(&response), ["m1"]);
+    assert!(s.discounts().calls().is_empty());
+    assert_eq!(s.store().action("o1"), None);
 }
