@@ -7,12 +7,13 @@ mod queue;
 mod store;
 
 pub use polar::{
-    BoxError, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
+    BoxError, DiscountLookup, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind,
+    WriteOutcome,
 };
 pub use queue::{
     DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
 };
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, QuickStart, StoreFailure,
+    OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
 };
