@@ -43,9 +43,9 @@ pub enum BatchError {
     MissingMessageId { index: usize },
 }
 
-struct Message {
-    delivery: Delivery,
-    request: Result<SyncRequest, Arc<SyncError>>,
+pub(super) struct Message {
+    pub(super) delivery: Delivery,
+    pub(super) request: Result<SyncRequest, Arc<SyncError>>,
 }
 
 /// What every outcome line names, so that one Logs Insights query finds an order's history.
@@ -126,7 +126,7 @@ where
     Ok(response)
 }
 
-fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
+pub(super) fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
     let message_id = record
         .message_id
         .ok_or(BatchError::MissingMessageId { index })?;
