@@ -416,8 +416,8 @@ async fn in_shadow_mode_the_binary_logs_the_plan_writes_nothing_anywhere_and_ack
         serde_json::json!([2, 3, 1, "decremented", "PATCH"])
     );
     assert_eq!(
-        plan(summer)["orderIds"],
-        serde_json::json!(["ord_301", "ord_302"])
+        (&plan(summer)["orderIds"], &plan(summer)["shadow"]),
+        (&serde_json::json!(["ord_301", "ord_302"]), &true.into())
     );
     assert_eq!(
         fields(plan(last_use)),

@@ -377,18 +377,20 @@ impl<S: OrderReader + JournalIndex, D: DiscountLookup> Shadow<S, D> {
         match (step.write, step.before) {
             (Some(Intent::SetMaxRedemptions(after)), Some(before)) => {
                 self.metrics.count(Count::ShadowPolarWrites, 1);
-                info!(event = "shadow_plan", discountId = %discount, k, before, after, %action,
+                info!(event = "shadow_plan", shadow = true, discountId = %discount, k, before, after, %action,
                     write = "PATCH", orderIds = %orders,
                     "shadow mode: would set max_redemptions from {before} to {after}");
             }
             (Some(Intent::Delete), Some(before)) => {
                 self.metrics.count(Count::ShadowPolarWrites, 1);
-                info!(event = "shadow_plan", discountId = %discount, k, before, after = 0_i64,
+                info!(event = "shadow_plan", shadow = true, discountId = %discount, k, before, after = 0_i64,
                     %action, write = "DELETE", oversoldBy = step.oversold_by, orderIds = %orders,
                     "shadow mode: would delete the discount (its last use)");
             }
-            _ => info!(event = "shadow_plan", discountId = %discount, k, %action, write = "none",
-                orderIds = %orders, "shadow mode: would write nothing on Polar ({action})"),
+            _ => {
+                info!(event = "shadow_plan", shadow = true, discountId = %discount, k, %action, write = "none",
+                orderIds = %orders, "shadow mode: would write nothing on Polar ({action})")
+            }
         }
     }
 }

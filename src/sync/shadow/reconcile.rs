@@ -134,14 +134,14 @@ impl<S: OrderReader + JournalIndex, D: DiscountLookup> Shadow<S, D> {
             }
         };
         match &plan {
-            JournalPlan::MarkOrders(action) => info!(event = "shadow_journal",
+            JournalPlan::MarkOrders(action) => info!(event = "shadow_journal", shadow = true,
                 orderIds = %Ids(&journal.orders), %action, write = "none",
                 "shadow mode: would mark the journal's orders ({action}) and clear it"),
             JournalPlan::Write(steps) => {
                 for step in steps {
                     self.report_step(step);
                 }
-                info!(event = "shadow_journal", orderIds = %Ids(&journal.orders),
+                info!(event = "shadow_journal", shadow = true, orderIds = %Ids(&journal.orders),
                     "shadow mode: would make the journaled write again, then mark the orders");
             }
         }
