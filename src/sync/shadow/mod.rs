@@ -9,7 +9,9 @@
 //! such (`would_dead_letter`, `would_retry`) and sent nowhere. A message is acknowledged
 //! on its first receive, so the decision is the one the sync takes on a first receive.
 //! A FIFO batch is planned like a standard one, one plan per discount: the same totals,
-//! though the sync may split a discount's orders of one group into more writes.
+//! though the sync may split a discount's orders of one group into more writes. A record
+//! without a `messageId`, for which the sync fails the whole invocation, is logged and
+//! skipped: the others are still planned and acknowledged.
 
 mod reconcile;
 
