@@ -42,6 +42,9 @@ EMF_METRICS = {
     "DeadLettered", "LeaseContention", "JournalsRecovered", "JournalsReconciled",
     "ReconciliationFailures", "UnknownWriteOutcomes", "PolarRateLimited", "Oversold",
     "ExternalChanges", "PolarLatency", "OrdersPerWrite",
+    # Shadow mode's (SHADOW_MODE=true): what it would have synced or written.
+    "ShadowOrdersDecremented", "ShadowOrdersDeleted", "ShadowOrdersSkippedUnlimited",
+    "ShadowOrdersAlreadyDeleted", "ShadowPolarWrites", "ShadowWouldDeadLetter", "ShadowWouldRetry",
 }
 STATEFUL = ("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Logs::LogGroup")
 SQS_NAME_LIMIT = 80

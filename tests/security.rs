@@ -15,7 +15,7 @@ use polar_discount_sync::config::AccessToken;
 use polar_discount_sync::deadline::Deadline;
 use polar_discount_sync::domain::DiscountId;
 use polar_discount_sync::lambda::handler_from_config;
-use polar_discount_sync::ports::{Discounts, Lookup, PolarFailureKind};
+use polar_discount_sync::ports::{DiscountLookup, Lookup, PolarFailureKind};
 use polar_double::{DoubleConfig, Fault, FaultAction};
 use support::{as_refs, body, Record, World, TOKEN};
 

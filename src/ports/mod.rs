@@ -7,7 +7,8 @@ mod queue;
 mod store;
 
 pub use polar::{
-    BoxError, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
+    BoxError, DiscountLookup, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind,
+    WriteOutcome,
 };
 pub use queue::{
     DeadLetterReason, Delivery, Queue, QueueFailure, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
@@ -15,5 +16,5 @@ pub use queue::{
 };
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, QuickStart, StoreFailure,
+    OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
 };

@@ -140,15 +140,21 @@ impl fmt::Display for PolarFailureKind {
     }
 }
 
-/// Each call is sent only if a whole request, and the moment it may still take to land
-/// after the client gave up on it, fit before `deadline`; otherwise it fails `TooLate`.
-pub trait Discounts: Send + Sync {
+/// Reading a discount: all a plan needs, and all that shadow mode is given.
+///
+/// Each call of this trait and of [`Discounts`] is sent only if a whole request, and the
+/// moment it may still take to land after the client gave up on it, fit before
+/// `deadline`; otherwise it fails `TooLate`.
+pub trait DiscountLookup: Send + Sync {
     fn get(
         &self,
         id: DiscountId,
         deadline: Deadline,
     ) -> impl Future<Output = Result<Lookup, PolarFailure>> + Send;
+}
 
+/// Changing a discount's limit: the writes that count redemptions.
+pub trait Discounts: DiscountLookup {
     fn set_max_redemptions(
         &self,
         id: DiscountId,

@@ -109,7 +109,7 @@ where
     Ok(response)
 }
 
-fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
+pub(super) fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
     let message_id = record
         .message_id
         .ok_or(BatchError::MissingMessageId { index })?;

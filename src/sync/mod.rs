@@ -7,7 +7,8 @@
 //! Polar), `count` (one read and one coalesced write per step), `write` (journal, the
 //! write and its ambiguous outcomes, commit), `recover` (finish what a previous holder
 //! journaled), and `reconcile` (the scheduled run that settles journals whose owner is
-//! gone). `guarded_polar` puts the rate budget and retries around the Polar port;
+//! gone). `shadow` is the read-only twin for `SHADOW_MODE`: it plans and logs what the
+//! protocol would write. `guarded_polar` puts the rate budget and retries around the Polar port;
 //! `batch` turns an SQS batch into discount groups and failures into redeliveries.
 
 mod batch;
@@ -22,6 +23,7 @@ mod reconcile;
 mod recover;
 pub(crate) mod redelivery;
 mod retry;
+pub mod shadow;
 mod validate;
 mod write;
 
@@ -32,12 +34,13 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
-pub use batch::{process_batch, BatchSettings, START_MARGIN};
+pub use batch::{process_batch, BatchError, BatchSettings, START_MARGIN};
 pub use error::SyncError;
 pub use rate::{RateLimiter, RateShare, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
 pub use reconcile::Reconciliation;
 pub use redelivery::{Disposition, RedeliveryPolicy, MAX_RECEIVE_COUNT, OUTAGE_BUDGET};
 pub use retry::RetryPolicy;
+pub use shadow::{Shadow, ShadowReconciliation};
 
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};

@@ -34,6 +34,17 @@ pub enum Count {
     Oversold,
     /// A journaled write found someone else's change on Polar.
     ExternalChanges,
+    /// Shadow mode (`SHADOW_MODE=true`): messages whose order it would have synced, by
+    /// action. Nothing was written; the names keep these apart from the real counts.
+    ShadowOrdersDecremented,
+    ShadowOrdersDeleted,
+    ShadowOrdersSkippedUnlimited,
+    ShadowOrdersAlreadyDeleted,
+    /// Shadow mode: PATCH and DELETE requests it would have sent to Polar.
+    ShadowPolarWrites,
+    /// Shadow mode: messages it would have dead-lettered, or retried; all are acknowledged.
+    ShadowWouldDeadLetter,
+    ShadowWouldRetry,
 }
 
 impl Count {
@@ -56,6 +67,13 @@ impl Count {
             Self::PolarRateLimited => "PolarRateLimited",
             Self::Oversold => "Oversold",
             Self::ExternalChanges => "ExternalChanges",
+            Self::ShadowOrdersDecremented => "ShadowOrdersDecremented",
+            Self::ShadowOrdersDeleted => "ShadowOrdersDeleted",
+            Self::ShadowOrdersSkippedUnlimited => "ShadowOrdersSkippedUnlimited",
+            Self::ShadowOrdersAlreadyDeleted => "ShadowOrdersAlreadyDeleted",
+            Self::ShadowPolarWrites => "ShadowPolarWrites",
+            Self::ShadowWouldDeadLetter => "ShadowWouldDeadLetter",
+            Self::ShadowWouldRetry => "ShadowWouldRetry",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, QuickStart, StoreFailure,
+    OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -125,6 +125,19 @@ impl OrderLedger for InMemoryStore {
             None if names_request => ClaimOutcome::Claimed,
             None => ClaimOutcome::Mismatched(record),
         })
+    }
+}
+
+impl OrderReader for InMemoryStore {
+    async fn read_order(&self, order: &OrderId) -> Result<Option<OrderSnapshot>, StoreFailure> {
+        let orders = self.orders.lock().unwrap();
+        Ok(orders.get(order.as_str()).map(|stored| OrderSnapshot {
+            record: stored.record.clone().unwrap_or(OrderRecord {
+                discount_id: None,
+                discount_code: None,
+            }),
+            synced: stored.synced.is_some(),
+        }))
     }
 }
 
@@ -261,5 +274,18 @@ impl JournalIndex for InMemoryStore {
             .filter(|(_, stored)| stored.journal.is_some())
             .map(|(discount, _)| *discount)
             .collect())
+    }
+
+    async fn pending_journal(
+        &self,
+        discount: DiscountId,
+    ) -> Result<Option<PendingJournal>, StoreFailure> {
+        let discounts = self.discounts.lock().unwrap();
+        Ok(discounts.get(&discount).and_then(|stored| {
+            Some(PendingJournal {
+                journal: stored.journal.clone()?,
+                lease_expires_at_ms: stored.lease.as_ref().map(|lease| lease.expires_at_ms),
+            })
+        }))
     }
 }

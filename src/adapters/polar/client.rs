@@ -10,7 +10,7 @@ use crate::adapters::fetch_token;
 use crate::config::{AccessToken, PolarApiUrl};
 use crate::deadline::Deadline;
 use crate::domain::DiscountId;
-use crate::ports::{Discounts, Lookup, PolarFailure, WriteOutcome};
+use crate::ports::{DiscountLookup, Discounts, Lookup, PolarFailure, WriteOutcome};
 
 /// Pins the response shapes the models were written against.
 const POLAR_API_VERSION: &str = "2026-04";
@@ -284,7 +284,7 @@ fn error_for(
     }
 }
 
-impl Discounts for PolarClient {
+impl DiscountLookup for PolarClient {
     async fn get(&self, id: DiscountId, deadline: Deadline) -> Result<Lookup, PolarFailure> {
         let operation = Operation::Get;
         let request = self.within(
@@ -326,7 +326,9 @@ impl Discounts for PolarClient {
         }
         Err(error_for(operation, id, status, retry_after, &body).into())
     }
+}
 
+impl Discounts for PolarClient {
     async fn set_max_redemptions(
         &self,
         id: DiscountId,
