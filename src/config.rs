@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Url;
 use thiserror::Error;
 
-use crate::sync::{RateShare, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
+use crate::sync::{RateShares, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
 
 pub const DEFAULT_POLAR_API_URL: &str = "https://api.polar.sh/v1";
 /// Polar's sandbox, whose organizations have a lower rate limit.
@@ -125,8 +125,8 @@ pub enum ConfigError {
 impl Config {
     /// This container's share of the rate limit: R/N a minute, plus a burst that keeps
     /// all N containers together within the organization's limit in any minute.
-    pub fn polar_rate_share(&self) -> RateShare {
-        RateShare::of(
+    pub fn polar_rate_shares(&self) -> RateShares {
+        RateShares::of(
             self.polar_api_url.organization_limit_per_minute(),
             self.polar_rate_limit_per_minute,
             self.maximum_concurrency,
@@ -232,6 +232,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::sync::RateShare;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = vars
@@ -306,17 +307,29 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_budget_is_shared_between_the_containers() {
+    fn the_rate_budget_is_shared_between_the_reconciliation_and_the_queues_containers() {
         let config = config(BASE).unwrap();
         assert_eq!(config.polar_rate_limit_per_minute, 400);
         assert_eq!(config.maximum_concurrency, 2);
-        assert_eq!(config.polar_rate_share().per_minute, 200);
+        assert_eq!(
+            config.polar_rate_shares(),
+            RateShares {
+                batches: RateShare {
+                    per_minute: 190,
+                    burst: 50
+                },
+                reconciliation: RateShare {
+                    per_minute: 20,
+                    burst: 1
+                }
+            }
+        );
         let mut vars = BASE.to_vec();
         vars.extend([
             ("POLAR_RATE_LIMIT_PER_MINUTE", "90"),
             ("MAXIMUM_CONCURRENCY", "5"),
         ]);
-        assert_eq!(config_of(&vars).polar_rate_share().per_minute, 18);
+        assert_eq!(config_of(&vars).polar_rate_shares().batches.per_minute, 17);
     }
 
     #[test]
@@ -326,9 +339,9 @@ mod tests {
         let sandbox = config_of(&vars);
         assert_eq!(sandbox.polar_rate_limit_per_minute, 80);
         assert_eq!(
-            sandbox.polar_rate_share(),
+            sandbox.polar_rate_shares().batches,
             RateShare {
-                per_minute: 40,
+                per_minute: 38,
                 burst: 10
             }
         );

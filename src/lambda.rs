@@ -313,7 +313,7 @@ pub async fn handler_with(
         reserve: config.polar_request_timeout + Duration::from_secs(1),
         ..RetryPolicy::default()
     };
-    let rate = RateLimiter::new(config.polar_rate_share());
+    let shares = config.polar_rate_shares();
     if config.shadow_mode {
         warn!(
             shadowMode = true,
@@ -328,7 +328,7 @@ pub async fn handler_with(
             RedeliveryPolicy::default(),
             config.max_concurrent_discounts,
         )
-        .with_rate_limiter(rate);
+        .with_rate_limiter(RateLimiter::new(shares.batches));
         return Ok(Handler::shadow(shadow));
     }
     let queue = SqsQueue::new(
@@ -341,7 +341,9 @@ pub async fn handler_with(
         redelivery: RedeliveryPolicy::default(),
         answer_reserve: ANSWER_RESERVE,
     };
-    let mut syncer = Syncer::new(store, polar, retry).with_rate_limiter(rate);
+    let mut syncer = Syncer::new(store, polar, retry)
+        .with_rate_limiter(RateLimiter::new(shares.batches))
+        .with_reconciliation_rate_limiter(RateLimiter::new(shares.reconciliation));
     if let Some(checkpoint) = wiring.checkpoint {
         syncer = syncer.with_checkpoint(checkpoint);
     }

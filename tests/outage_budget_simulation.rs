@@ -465,7 +465,7 @@ async fn simulate(outage: Outage, seed: u64, messages: usize) -> (Report, Config
         request_timeout: config.polar_request_timeout,
         max_concurrent_discounts: config.max_concurrent_discounts,
     };
-    let share = config.polar_rate_share();
+    let share = config.polar_rate_shares().batches;
     let containers: Vec<_> = (0..config.maximum_concurrency as usize)
         .map(|id| Container {
             id,
@@ -536,7 +536,7 @@ async fn outage_of_the_whole_budget_dead_letters_nothing(outage: Outage, seed: u
     let (report, config) = simulate(outage, seed, messages).await;
     let budget = config.polar_rate_limit_per_minute as usize;
     let containers = config.maximum_concurrency as usize;
-    let share = config.polar_rate_share();
+    let share = config.polar_rate_shares().batches;
     let (per_container, burst) = (share.per_minute as usize, share.burst as usize);
     let drain_minutes = report.drain.as_secs_f64() / 60.0;
     println!(

@@ -3,11 +3,13 @@
 //! retried with backoff while the deadline allows. A write whose outcome is unknown is
 //! never retried here.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::warn;
 
 use super::rate::{OverBudget, RateLimiter, ReservedSlot};
 use super::{RetryPolicy, START_MARGIN};
@@ -16,7 +18,20 @@ use crate::domain::{DiscountId, Intent};
 use crate::ports::{
     DiscountLookup, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
 };
-use crate::telemetry::{Count, Metrics};
+use crate::telemetry::{Count, Distribution, Metrics};
+
+tokio::task_local! {
+    /// Set while the scheduled reconciliation runs in this task.
+    static RECONCILIATION: ();
+}
+
+/// Runs `work` with its Polar requests counted in the reconciliation's own share of the
+/// budget. A container runs one invocation at a time, but the budget is the organization's:
+/// the reconciliation runs outside the queue's `MaximumConcurrency`, so its requests must
+/// not come out of a share the queue's containers count on.
+pub async fn as_reconciliation<F: Future>(work: F) -> F::Output {
+    RECONCILIATION.scope((), work).await
+}
 
 /// A discount as just read, and the slot reserved for the write that may follow.
 pub struct ReadForWrite {
@@ -44,6 +59,8 @@ pub struct GuardedPolar<D> {
     discounts: D,
     retry: RetryPolicy,
     rate: Option<RateLimiter>,
+    /// The scheduled reconciliation's own share, if it has one.
+    reconciliation_rate: Option<RateLimiter>,
     metrics: Arc<Metrics>,
     /// Steps let in by [`Self::check_room_for_step`] that have not reserved their slots.
     steps_let_in: AtomicU32,
@@ -71,8 +88,25 @@ impl<D: DiscountLookup> GuardedPolar<D> {
             discounts,
             retry,
             rate: None,
+            reconciliation_rate: None,
             metrics,
             steps_let_in: AtomicU32::new(0),
+        }
+    }
+
+    /// Requests made under [`as_reconciliation`] come out of `rate` instead.
+    pub fn with_reconciliation_rate_limiter(mut self, rate: RateLimiter) -> Self {
+        self.reconciliation_rate = Some(rate);
+        self
+    }
+
+    /// The budget this request comes out of: the reconciliation's while it runs, if it has
+    /// its own.
+    fn limiter(&self) -> Option<&RateLimiter> {
+        let reconciling = RECONCILIATION.try_with(|_| ()).is_ok();
+        match (&self.reconciliation_rate, reconciling) {
+            (Some(reconciliation), true) => Some(reconciliation),
+            _ => self.rate.as_ref(),
         }
     }
 
@@ -123,15 +157,24 @@ impl<D: DiscountLookup> GuardedPolar<D> {
             PolarFailureKind::RateLimited {
                 retry_after: Some(retry_after),
             },
-        ) = (&self.rate, failure.kind)
+        ) = (self.limiter(), failure.kind)
         {
-            rate.pause_for(retry_after);
+            let share = rate.pause_for(retry_after);
+            self.metrics.observe(Distribution::PolarRateShare, share);
+            warn!(
+                event = "rate_share_halved",
+                sharePerMinute = share.round() as u64,
+                "Polar answered 429 although this container kept to its share: the \
+                 containers together send more than the organization's limit (a trigger \
+                 MaximumConcurrency above MAXIMUM_CONCURRENCY, or another tool on the same \
+                 organization); halving this container's share, which grows back slowly"
+            );
         }
     }
 
     /// Waits for a slot in the rate budget, for as long as new work may still start.
     async fn admit(&self, deadline: Deadline) -> Result<(), PolarFailure> {
-        match &self.rate {
+        match self.limiter() {
             Some(rate) => rate
                 .admit(Self::max_wait(deadline))
                 .await
@@ -162,7 +205,7 @@ impl<D: Discounts> GuardedPolar<D> {
         deadline: Deadline,
         room: Option<StepRoom<'_>>,
     ) -> Result<ReadForWrite, PolarFailure> {
-        let write_slot = match &self.rate {
+        let write_slot = match self.limiter() {
             Some(rate) => Some(
                 rate.admit_with_next(Self::max_wait(deadline))
                     .await
@@ -197,7 +240,7 @@ impl<D: Discounts> GuardedPolar<D> {
             steps_let_in: &self.steps_let_in,
         };
         let ahead = self.steps_let_in.fetch_add(1, Ordering::SeqCst);
-        if let Some(rate) = &self.rate {
+        if let Some(rate) = self.limiter() {
             if rate.ready_in(2 * (ahead + 1)) > Self::max_wait(deadline) {
                 let before = turned_away.0.fetch_add(1, Ordering::SeqCst);
                 let wait = rate.ready_in(2 * (ahead + before + 1));

@@ -36,7 +36,9 @@ use uuid::Uuid;
 
 pub use batch::{process_batch, BatchError, BatchSettings, START_MARGIN};
 pub use error::SyncError;
-pub use rate::{RateLimiter, RateShare, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
+pub use rate::{
+    RateLimiter, RateShare, RateShares, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE,
+};
 pub use reconcile::Reconciliation;
 pub use redelivery::{Disposition, RedeliveryPolicy, MAX_RECEIVE_COUNT, OUTAGE_BUDGET};
 pub use retry::RetryPolicy;
@@ -185,6 +187,12 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     /// Spends at most this container's share of Polar's rate limit.
     pub fn with_rate_limiter(mut self, rate: RateLimiter) -> Self {
         self.polar = self.polar.with_rate_limiter(rate);
+        self
+    }
+
+    /// The scheduled reconciliation spends this share instead.
+    pub fn with_reconciliation_rate_limiter(mut self, rate: RateLimiter) -> Self {
+        self.polar = self.polar.with_reconciliation_rate_limiter(rate);
         self
     }
 

@@ -40,12 +40,63 @@ impl RateShare {
     }
 }
 
+/// The budget for all of an organization's Polar requests, split between the containers
+/// that may send them: the scheduled reconciliation gets a small share of its own, and
+/// the queue's containers split the rest (the template reserves one more concurrent
+/// execution than the queue's `MaximumConcurrency`, for the reconciliation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateShares {
+    pub batches: RateShare,
+    pub reconciliation: RateShare,
+}
+
+impl RateShares {
+    /// The reconciliation's share: a twentieth of the budget (20 a minute of the default
+    /// 400: 10 journals a minute), with no burst; the queue's `containers` split the rest
+    /// of the budget and of Polar's headroom over it.
+    pub fn of(limit: u32, budget_per_minute: u32, containers: u32) -> Self {
+        let reconciliation = (budget_per_minute / 20).max(1);
+        Self {
+            batches: RateShare::of(
+                limit.saturating_sub(reconciliation),
+                budget_per_minute.saturating_sub(reconciliation),
+                containers,
+            ),
+            reconciliation: RateShare {
+                per_minute: reconciliation,
+                burst: 1,
+            },
+        }
+    }
+}
+
+/// After a 429 the share is halved, down to this fraction of the configured one at most.
+const MAX_SLOWDOWN: u32 = 8;
+/// A halved share grows back by this fraction of the configured one each minute without a
+/// 429: slowly, so that containers that together spend more than Polar allows (a
+/// `MAXIMUM_CONCURRENCY` that drifted from the trigger's, another tool on the same
+/// organization) settle below the limit with a 429 now and then, not one a second.
+const RECOVERY_PER_MINUTE: f64 = 0.02;
+
 #[derive(Debug)]
 pub struct RateLimiter {
     spacing: Duration,
     burst_tolerance: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
     /// When the next request would be due if requests were perfectly spaced (GCRA).
-    next_due: Mutex<Option<Instant>>,
+    next_due: Option<Instant>,
+    /// Set by a 429: the spacing then, from which the share grows back.
+    slowed: Option<Slowdown>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slowdown {
+    since: Instant,
+    spacing: Duration,
 }
 
 /// The budget is spent: the next slot is later than the caller can wait.
@@ -56,26 +107,61 @@ pub struct OverBudget {
 }
 
 impl RateLimiter {
+    /// A container's limiter as it starts: as if it had just sent, without its burst, which
+    /// it earns by staying quiet. The container it replaces may have spent its burst and
+    /// its last slot within the last minute, and Polar counts both.
     pub fn new(share: RateShare) -> Self {
-        Self::per_minute(share.per_minute, share.burst)
+        let limiter = Self::per_minute(share.per_minute, share.burst);
+        limiter.lock().next_due = Some(Instant::now() + limiter.burst_tolerance + limiter.spacing);
+        limiter
     }
 
-    /// `per_minute` requests a minute on average, up to `burst` of them back to back.
+    /// `per_minute` requests a minute on average, up to `burst` of them back to back, the
+    /// burst available at once.
     pub fn per_minute(per_minute: u32, burst: u32) -> Self {
         let spacing = Duration::from_secs(60) / per_minute.max(1);
         Self {
             spacing,
             burst_tolerance: spacing * burst.saturating_sub(1),
-            next_due: Mutex::new(None),
+            state: Mutex::default(),
         }
     }
 
     /// Polar answered 429. Its limit is the organization's, so no request of this container
-    /// goes out before `retry_after` has passed, and none in a burst right after.
-    pub fn pause_for(&self, retry_after: Duration) {
-        let mut next_due = self.lock();
-        let resume = Instant::now() + retry_after + self.burst_tolerance;
-        *next_due = Some(next_due.map_or(resume, |due| due.max(resume)));
+    /// goes out before `retry_after` has passed, and none in a burst right after. And since
+    /// the containers' shares add up to more than Polar allows, this one's is halved; it
+    /// grows back slowly. Returns the share now, in requests a minute.
+    pub fn pause_for(&self, retry_after: Duration) -> f64 {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let resume = now + retry_after + self.burst_tolerance;
+        state.next_due = Some(state.next_due.map_or(resume, |due| due.max(resume)));
+        let spacing = (self.spacing_at(&state, now) * 2).min(self.spacing * MAX_SLOWDOWN);
+        state.slowed = Some(Slowdown {
+            since: now,
+            spacing,
+        });
+        per_minute(spacing)
+    }
+
+    /// The share now, in requests a minute.
+    pub fn share_per_minute(&self) -> f64 {
+        per_minute(self.spacing_at(&self.lock(), Instant::now()))
+    }
+
+    /// The spacing at `now`: the configured one, or a halved share growing back.
+    fn spacing_at(&self, state: &State, now: Instant) -> Duration {
+        let Some(slowed) = state.slowed else {
+            return self.spacing;
+        };
+        let minutes = now.saturating_duration_since(slowed.since).as_secs_f64() / 60.0;
+        let configured = per_minute(self.spacing);
+        let grown = per_minute(slowed.spacing) + configured * RECOVERY_PER_MINUTE * minutes;
+        if grown >= configured {
+            self.spacing
+        } else {
+            Duration::from_secs_f64(60.0 / grown)
+        }
     }
 
     /// Reserves a slot and waits for it, unless it would have to wait longer than `max_wait`.
@@ -99,24 +185,27 @@ impl RateLimiter {
 
     /// How long until `slots` consecutive slots could all have started, reserving nothing.
     pub fn ready_in(&self, slots: u32) -> Duration {
+        let state = self.lock();
         let now = Instant::now();
-        let due = Self::due(*self.lock(), now);
-        self.start_of(due, now, slots.saturating_sub(1)) - now
+        let spacing = self.spacing_at(&state, now);
+        let due = Self::due(state.next_due, now);
+        self.start_of(due, now, spacing, slots.saturating_sub(1)) - now
     }
 
     /// Reserves `slots` consecutive slots, all or none (GCRA); gives when the first and the
     /// last may start.
     fn reserve(&self, slots: u32, max_wait: Duration) -> Result<(Instant, Instant), OverBudget> {
-        let mut next_due = self.lock();
+        let mut state = self.lock();
         let now = Instant::now();
-        let due = Self::due(*next_due, now);
-        let last = self.start_of(due, now, slots - 1);
+        let spacing = self.spacing_at(&state, now);
+        let due = Self::due(state.next_due, now);
+        let last = self.start_of(due, now, spacing, slots - 1);
         let wait = last - now;
         if wait > max_wait {
             return Err(OverBudget { wait });
         }
-        *next_due = Some(due + self.spacing * slots);
-        Ok((self.start_of(due, now, 0), last))
+        state.next_due = Some(due + spacing * slots);
+        Ok((self.start_of(due, now, spacing, 0), last))
     }
 
     /// When the next slot is due if requests were perfectly spaced (never in the past).
@@ -125,15 +214,19 @@ impl RateLimiter {
     }
 
     /// When the `slot`-th slot from `due` (0: `due`'s own) may start, the burst allowed.
-    fn start_of(&self, due: Instant, now: Instant, slot: u32) -> Instant {
-        now + (due + self.spacing * slot).saturating_duration_since(now + self.burst_tolerance)
+    fn start_of(&self, due: Instant, now: Instant, spacing: Duration, slot: u32) -> Instant {
+        now + (due + spacing * slot).saturating_duration_since(now + self.burst_tolerance)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.next_due
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .expect("the limiter never panics holding its lock")
     }
+}
+
+fn per_minute(spacing: Duration) -> f64 {
+    60.0 / spacing.as_secs_f64()
 }
 
 /// A slot reserved ahead by [`RateLimiter::admit_with_next`]. Unused, it is simply spent:
@@ -199,10 +292,24 @@ mod tests {
         );
     }
 
+    /// Sends flat out on `limiter` until `until`, recording when.
+    async fn flat_out(limiter: &RateLimiter, start: Instant, until: Duration) -> Vec<Duration> {
+        let mut sent = Vec::new();
+        while let Some(left) = until.checked_sub(start.elapsed()) {
+            if limiter.admit(left).await.is_err() || start.elapsed() >= until {
+                break;
+            }
+            sent.push(start.elapsed());
+        }
+        tokio::time::sleep_until(start + until).await;
+        sent
+    }
+
     #[tokio::test(start_paused = true)]
     async fn containers_spending_flat_out_never_send_polar_more_than_its_limit_in_any_minute() {
         const PRODUCTION: u32 = POLAR_LIMIT_PER_MINUTE;
         const SANDBOX: u32 = POLAR_SANDBOX_LIMIT_PER_MINUTE;
+        const RUN: Duration = Duration::from_secs(240);
         for (limit, budget, containers) in [
             (PRODUCTION, 400, 2),
             (PRODUCTION, 400, 3),
@@ -214,30 +321,148 @@ mod tests {
             (SANDBOX, 80, 4),
             (SANDBOX, 100, 3),
         ] {
-            let share = RateShare::of(limit, budget, containers);
+            let shares = RateShares::of(limit, budget, containers);
             let start = Instant::now();
-            // Each container starts quiet, with its whole burst, and then spends its share.
-            let flat_out = (0..containers).map(|_| async move {
-                let limiter = RateLimiter::new(share);
+            // Each of the queue's containers is replaced every 25 s (a crash, a scale-in and
+            // out) by one that starts at once; the first of each was quiet before, with its
+            // whole burst. The reconciliation runs flat out beside them, as after an outage,
+            // in containers of its own, replaced every 40 s.
+            let queue_slots = (0..containers).map(|_| async move {
                 let mut sent = Vec::new();
-                while start.elapsed() < Duration::from_secs(180) {
-                    limiter.admit(Duration::from_secs(3600)).await.unwrap();
-                    sent.push(start.elapsed());
+                let mut limiter =
+                    RateLimiter::per_minute(shares.batches.per_minute, shares.batches.burst);
+                let mut until = Duration::ZERO;
+                while until < RUN {
+                    until = (until + Duration::from_secs(25)).min(RUN);
+                    sent.extend(flat_out(&limiter, start, until).await);
+                    limiter = RateLimiter::new(shares.batches);
                 }
                 sent
             });
-            let mut all: Vec<Duration> = futures_util::future::join_all(flat_out)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+            let reconciliation = async move {
+                let mut sent = Vec::new();
+                let mut until = Duration::ZERO;
+                while until < RUN {
+                    until = (until + Duration::from_secs(40)).min(RUN);
+                    let limiter = RateLimiter::new(shares.reconciliation);
+                    sent.extend(flat_out(&limiter, start, until).await);
+                }
+                sent
+            };
+            let (slots, reconciled) = futures_util::future::join(
+                futures_util::future::join_all(queue_slots),
+                reconciliation,
+            )
+            .await;
+            let mut all: Vec<Duration> = slots.into_iter().flatten().chain(reconciled).collect();
             all.sort();
             let most = most_in_any(Duration::from_secs(60), &all);
             assert!(
                 most <= limit as usize,
                 "L = {limit}, R = {budget}, N = {containers}: {most} requests in 60 s"
             );
+            assert!(
+                most as f64 >= 0.9 * budget as f64,
+                "L = {limit}, R = {budget}, N = {containers}: only {most} requests in 60 s"
+            );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_container_starts_without_its_burst() {
+        let limiter = RateLimiter::new(RateShare {
+            per_minute: 60,
+            burst: 10,
+        });
+        let start = Instant::now();
+        limiter.admit(Duration::from_secs(60)).await.unwrap();
+        limiter.admit(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(2),
+            "spaced from the start, as if it had just sent"
+        );
+        // Quiet for as long as the burst takes to earn, it has it.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let quiet = Instant::now();
+        for _ in 0..10 {
+            limiter.admit(Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(quiet.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_halves_the_share_down_to_an_eighth_and_it_grows_back_slowly() {
+        let limiter = RateLimiter::per_minute(200, 1);
+        assert_eq!(limiter.pause_for(Duration::ZERO), 100.0);
+        assert_eq!(limiter.pause_for(Duration::ZERO), 50.0);
+        assert_eq!(limiter.pause_for(Duration::ZERO), 25.0);
+        assert_eq!(
+            limiter.pause_for(Duration::ZERO),
+            25.0,
+            "an eighth at least"
+        );
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        // 2% of 200 a minute: 25 + 40 after 10 minutes.
+        assert!((limiter.share_per_minute() - 65.0).abs() < 0.01);
+        tokio::time::sleep(Duration::from_secs(60 * 60)).await;
+        assert_eq!(
+            limiter.share_per_minute(),
+            200.0,
+            "back to the configured share"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn containers_whose_shares_add_up_to_more_than_polar_allows_settle_below_it() {
+        // Four containers, each configured as one of two: 4 x (190 + 50) a minute against
+        // Polar's 500, which answers 429 with the time until its window has room.
+        let shares = RateShares::of(POLAR_LIMIT_PER_MINUTE, 400, 2);
+        let start = Instant::now();
+        let accepted = std::sync::Mutex::new(std::collections::VecDeque::<Instant>::new());
+        let refused = std::sync::Mutex::new(Vec::<Duration>::new());
+        let window = Duration::from_secs(60);
+        let polar = |now: Instant| -> Result<(), Duration> {
+            let mut accepted = accepted.lock().unwrap();
+            while accepted.front().is_some_and(|t| *t + window <= now) {
+                accepted.pop_front();
+            }
+            if accepted.len() < POLAR_LIMIT_PER_MINUTE as usize {
+                accepted.push_back(now);
+                Ok(())
+            } else {
+                refused.lock().unwrap().push(now - start);
+                Err(*accepted.front().unwrap() + window - now)
+            }
+        };
+        let containers = (0..4).map(|_| async {
+            let limiter = RateLimiter::new(shares.batches);
+            while start.elapsed() < Duration::from_secs(40 * 60) {
+                limiter.admit(Duration::from_secs(3600)).await.unwrap();
+                if let Err(retry_after) = polar(Instant::now()) {
+                    limiter.pause_for(retry_after);
+                }
+            }
+        });
+        futures_util::future::join_all(containers).await;
+        let refused = refused.into_inner().unwrap();
+        let in_minutes = |from: u64, to: u64| {
+            refused
+                .iter()
+                .filter(|t| (from * 60..to * 60).contains(&t.as_secs()))
+                .count()
+        };
+        let first = in_minutes(0, 10);
+        let last = in_minutes(30, 40);
+        eprintln!(
+            "429s in minutes 0-10: {first}, 10-20: {}, 20-30: {}, 30-40: {last}",
+            in_minutes(10, 20),
+            in_minutes(20, 30)
+        );
+        assert!(
+            last * 10 <= first.max(10),
+            "429s in minutes 0-10: {first}, in minutes 30-40: {last}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -251,8 +476,8 @@ mod tests {
         limiter.admit(Duration::from_secs(60)).await.unwrap();
         assert_eq!(
             start.elapsed(),
-            Duration::from_millis(3100),
-            "spaced, no burst"
+            Duration::from_millis(3200),
+            "spaced at half the share, no burst"
         );
     }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
 
+use super::guarded_polar::as_reconciliation;
 use super::lease::LEASE_GRACE;
 use super::{Left, SyncError, Syncer, START_MARGIN};
 use crate::deadline::{epoch_ms, Deadline};
@@ -45,6 +46,13 @@ enum Settlement {
 
 impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
     pub async fn reconcile(&self, deadline: Deadline) -> Result<Reconciliation, SyncError> {
+        as_reconciliation(self.reconcile_in_its_share(deadline)).await
+    }
+
+    async fn reconcile_in_its_share(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Reconciliation, SyncError> {
         let discounts = self
             .with_store_retry(deadline, || self.store.journaled_discounts())
             .await?;

@@ -89,6 +89,9 @@ pub enum Distribution {
     /// function sent again). SQS's own `ApproximateAgeOfOldestMessage` leaves out messages
     /// received three times or more, and every copy starts young.
     OldestMessageAge,
+    /// A container's share of Polar's rate limit (requests a minute), each time a 429
+    /// halved it.
+    PolarRateShare,
 }
 
 impl Distribution {
@@ -97,6 +100,7 @@ impl Distribution {
             Self::PolarLatency => "PolarLatency",
             Self::OrdersPerWrite => "OrdersPerWrite",
             Self::OldestMessageAge => "OldestMessageAge",
+            Self::PolarRateShare => "PolarRateShare",
         }
     }
 
@@ -106,6 +110,7 @@ impl Distribution {
             Self::PolarLatency => "Milliseconds",
             Self::OrdersPerWrite => "Count",
             Self::OldestMessageAge => "Seconds",
+            Self::PolarRateShare => "Count/Second",
         }
     }
 }
