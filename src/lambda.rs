@@ -1,5 +1,6 @@
 //! The Lambda edge: building the handler from the environment, telling an SQS batch from
-//! the scheduled reconciliation event, and reporting init failures to the Runtime API.
+//! the orders table's stream and the scheduled reconciliation event, and reporting init
+//! failures to the Runtime API.
 
 use std::time::{Duration, Instant};
 
@@ -12,30 +13,36 @@ use thiserror::Error;
 use tracing::{error, info};
 
 use crate::adapters::polar::{HttpTimeouts, PolarClient};
-use crate::adapters::{fetch_token, DynamoStore, SqsQueue, TokenError};
+use crate::adapters::{fetch_token, DynamoStore, SqsQueue, SqsRelay, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
-use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, Queue};
+use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, Queue, Relay};
 use crate::redelivery::RedeliveryPolicy;
+use crate::relay::{relay_records, StreamBatchResponse};
 use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
 use crate::telemetry::{emf, Count, Distribution, Recorded};
 
-pub struct Handler<S, D, Q> {
+pub struct Handler<S, D, Q, R> {
     syncer: Syncer<S, D>,
     queue: Q,
+    relay: R,
     settings: BatchSettings,
 }
 
-/// What an invocation carries: the two events the function is subscribed to.
+/// What an invocation carries: the events the function is subscribed to.
 #[derive(Debug)]
 pub enum Invocation {
     Batch(SqsEvent),
+    /// The orders table's DynamoDB stream: the event's `Records`, each read on its own.
+    Stream(Vec<Value>),
     /// EventBridge's scheduled event: settle the journals whose owner is gone.
     Reconcile,
 }
 
 #[derive(Debug, Error)]
-#[error("the event is neither an SQS batch nor EventBridge's scheduled event")]
+#[error(
+    "the event is neither an SQS batch, a DynamoDB stream batch nor EventBridge's scheduled event"
+)]
 pub struct UnknownEvent(#[source] serde_json::Error);
 
 impl Invocation {
@@ -45,19 +52,47 @@ impl Invocation {
         if scheduled {
             return Ok(Self::Reconcile);
         }
+        if let Some(records) = stream_records(&event) {
+            return Ok(Self::Stream(records));
+        }
         serde_json::from_value(event)
             .map(Self::Batch)
             .map_err(UnknownEvent)
     }
 }
 
-impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts, Q: Queue> Handler<S, D, Q> {
-    pub fn new(syncer: Syncer<S, D>, queue: Q, settings: BatchSettings) -> Self {
+/// The records of a DynamoDB Streams event: one of them at least says so.
+fn stream_records(event: &Value) -> Option<Vec<Value>> {
+    let records = event.get("Records")?.as_array()?;
+    let from_dynamodb = records
+        .iter()
+        .any(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:dynamodb"));
+    from_dynamodb.then(|| records.clone())
+}
+
+impl<S, D, Q, R> Handler<S, D, Q, R>
+where
+    S: OrderLedger + Coordination + JournalIndex,
+    D: Discounts,
+    Q: Queue,
+    R: Relay,
+{
+    pub fn new(syncer: Syncer<S, D>, queue: Q, relay: R, settings: BatchSettings) -> Self {
         Self {
             syncer,
             queue,
+            relay,
             settings,
         }
+    }
+
+    /// A DynamoDB Streams batch of the orders table: relays what may have no message.
+    pub async fn handle_stream(
+        &self,
+        records: &[Value],
+        deadline: Deadline,
+    ) -> Result<StreamBatchResponse, lambda_runtime::Error> {
+        Ok(relay_records(&self.relay, self.syncer.metrics(), records, deadline).await?)
     }
 
     pub async fn handle(
@@ -98,6 +133,24 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts, Q: Queue> Handl
                     messages,
                     response.batch_item_failures.len(),
                     started,
+                );
+                serde_json::to_value(response)?
+            }
+            Invocation::Stream(records) => {
+                let deadline = Deadline::from_epoch_ms(context.deadline);
+                let response = self.handle_stream(&records, deadline).await;
+                let recorded = self.syncer.metrics().take();
+                emf::publish(&recorded, &function_name, &request_id);
+                let response = response?;
+                info!(
+                    event = "stream_invocation",
+                    records = records.len(),
+                    relayed = recorded.count(Count::StreamRecordsRelayed),
+                    ignored = recorded.count(Count::StreamRecordsIgnored),
+                    deadLettered = recorded.count(Count::StreamRecordsDeadLettered),
+                    notAcknowledged = response.batch_item_failures.len(),
+                    durationMs = started.elapsed().as_millis() as u64,
+                    "stream batch finished"
                 );
                 serde_json::to_value(response)?
             }
@@ -152,7 +205,7 @@ pub enum InitError {
 }
 
 /// The handler as a deployment runs it.
-pub type ProductionHandler = Handler<DynamoStore, PolarClient, SqsQueue>;
+pub type ProductionHandler = Handler<DynamoStore, PolarClient, SqsQueue, SqsRelay>;
 
 /// What tests may change in the production wiring; `Wiring::default()` is production.
 #[derive(Clone, Default)]
@@ -228,10 +281,17 @@ pub async fn handler_with(
         ..RetryPolicy::default()
     };
     let rate = RateLimiter::new(config.polar_rate_share());
+    let sqs = aws_sdk_sqs::Client::new(aws);
     let queue = SqsQueue::new(
-        aws_sdk_sqs::Client::new(aws),
+        sqs.clone(),
         config.dead_letter_queue_url.clone(),
         config.max_receive_count,
+    );
+    let relay = SqsRelay::new(
+        sqs,
+        config.redemption_queue_url.clone(),
+        config.dead_letter_queue_url.clone(),
+        config.stream_relay_delay,
     );
     let settings = BatchSettings {
         max_concurrent_discounts: config.max_concurrent_discounts,
@@ -241,7 +301,7 @@ pub async fn handler_with(
     if let Some(checkpoint) = wiring.checkpoint {
         syncer = syncer.with_checkpoint(checkpoint);
     }
-    Ok(Handler::new(syncer, queue, settings))
+    Ok(Handler::new(syncer, queue, relay, settings))
 }
 
 /// Tells the Runtime API why init failed, so the failure shows as `Runtime.InitError`
@@ -283,6 +343,22 @@ mod tests {
         let batch = serde_json::json!({"Records": []});
         assert!(matches!(Invocation::parse(batch), Ok(Invocation::Batch(_))));
         assert!(Invocation::parse(serde_json::json!({"source": "aws.s3"})).is_err());
+    }
+
+    #[test]
+    fn a_dynamodb_streams_event_is_told_from_an_sqs_batch_by_its_event_source() {
+        let stream = serde_json::json!({"Records": [{
+            "eventID": "1", "eventName": "INSERT", "eventSource": "aws:dynamodb",
+            "dynamodb": {"SequenceNumber": "111", "NewImage": {"id": {"S": "ord_1"}}}
+        }]});
+        assert!(matches!(
+            Invocation::parse(stream),
+            Ok(Invocation::Stream(records)) if records.len() == 1
+        ));
+        let sqs = serde_json::json!({"Records": [{
+            "messageId": "m-1", "body": "{}", "eventSource": "aws:sqs"
+        }]});
+        assert!(matches!(Invocation::parse(sqs), Ok(Invocation::Batch(_))));
     }
 
     #[test]

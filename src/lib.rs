@@ -11,6 +11,7 @@ pub mod failure;
 pub mod lambda;
 pub mod ports;
 pub mod redelivery;
+pub mod relay;
 pub mod sync;
 pub mod telemetry;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod polar;
 mod queue;
+mod relay;
 mod store;
 
 pub use polar::{
@@ -12,6 +13,7 @@ pub use polar::{
 pub use queue::{
     DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
 };
+pub use relay::{Relay, RelayFailure, RelayedMessage, UnreadableRecord};
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
     OrderRecord, QuickStart, StoreFailure,

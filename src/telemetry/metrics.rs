@@ -34,6 +34,14 @@ pub enum Count {
     Oversold,
     /// A journaled write found someone else's change on Polar.
     ExternalChanges,
+    /// Orders table stream records relayed to the redemption queue.
+    StreamRecordsRelayed,
+    /// Stream records that needed no message (removed, no discount, synced, own writes).
+    StreamRecordsIgnored,
+    /// Unreadable stream records sent to the dead-letter queue.
+    StreamRecordsDeadLettered,
+    /// Stream records whose relay (or dead-lettering) failed: delivered again.
+    StreamRelayFailures,
 }
 
 impl Count {
@@ -56,6 +64,10 @@ impl Count {
             Self::PolarRateLimited => "PolarRateLimited",
             Self::Oversold => "Oversold",
             Self::ExternalChanges => "ExternalChanges",
+            Self::StreamRecordsRelayed => "StreamRecordsRelayed",
+            Self::StreamRecordsIgnored => "StreamRecordsIgnored",
+            Self::StreamRecordsDeadLettered => "StreamRecordsDeadLettered",
+            Self::StreamRelayFailures => "StreamRelayFailures",
         }
     }
 }

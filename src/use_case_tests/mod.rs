@@ -8,6 +8,7 @@ mod journal;
 mod metrics;
 mod polar_failures;
 mod reconcile;
+mod relay;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
