@@ -258,5 +258,11 @@ mod tests {
             assert_eq!(id, deduplication_id(order), "stable");
         }
         assert_ne!(deduplication_id("ord_1"), deduplication_id("ord_2"));
+        // scripts/backfill.py derives the same id, so that a relay and a backfill of one
+        // order within SQS's deduplication window are one message (tests/ops/test_backfill.py).
+        assert_eq!(
+            deduplication_id("ord_1"),
+            "order-341fb35e2c016788d2106af198a41b2e61581e5d018095fb5abad7f58890c145"
+        );
     }
 }
