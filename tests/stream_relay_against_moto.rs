@@ -477,3 +477,60 @@ async fn the_relay_costs_one_sqs_request_per_ten_orders_and_no_dynamodb_request(
     assert_eq!(requests, 10, "95 messages in batches of 10");
     assert_eq!(queues.outstanding().await, 95);
 }
+
+#[tokio::test]
+async fn a_relayed_message_whose_order_checkout_already_had_synced_costs_reads_and_no_polar_request(
+) {
+    let world = World::start().await;
+    let discount = world.discount("TWICE", Some(100));
+    let orders: Vec<(String, Uuid, String)> = (0..20)
+        .map(|i| (format!("ord_{i:02}"), discount, "TWICE".to_owned()))
+        .collect();
+    world.put_orders(&orders).await;
+    let (handler, dynamo_requests) = world.counting_handler().await;
+    let checkout: Vec<(String, String)> = orders
+        .iter()
+        .map(|(order, discount, code)| {
+            (
+                format!("checkout-{order}"),
+                support::body(order, *discount, code),
+            )
+        })
+        .collect();
+    let relayed: Vec<(String, String)> = checkout
+        .iter()
+        .map(|(id, body)| (id.replace("checkout", "relayed"), body.clone()))
+        .collect();
+
+    for chunk in checkout.chunks(10) {
+        assert!(world
+            .deliver(&handler, &support::as_refs(chunk))
+            .await
+            .is_empty());
+    }
+    let by_checkout = dynamo_requests.swap(0, Ordering::SeqCst);
+    let polar_before = world.polar_requests().len();
+    for chunk in relayed.chunks(10) {
+        assert!(world
+            .deliver(&handler, &support::as_refs(chunk))
+            .await
+            .is_empty());
+    }
+    let by_relayed = dynamo_requests.load(Ordering::SeqCst);
+
+    println!(
+        "duplicate cost: 20 orders synced by checkout's messages with {by_checkout} DynamoDB \
+         requests ({:.2} per order); their 20 relayed duplicates cost {by_relayed} DynamoDB \
+         requests ({:.2} per order) and {} Polar requests",
+        by_checkout as f64 / 20.0,
+        by_relayed as f64 / 20.0,
+        world.polar_requests().len() - polar_before
+    );
+    assert_eq!(
+        world.polar_requests().len(),
+        polar_before,
+        "no Polar request"
+    );
+    assert_eq!(world.max_redemptions(discount), Some(Some(80)), "each once");
+    assert!(by_relayed > 0, "a duplicate reads its order");
+}
