@@ -284,9 +284,12 @@ async fn the_binary_relays_the_sample_stream_event_to_the_queue_and_without_the_
         support::stream::failed_sequence_numbers(&response).expect("a partial batch response")
     };
 
-    let without_queue = queues.env(&world);
+    let mut without_queue = queues.env(&world);
+    without_queue.push(("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()));
+    let log = std::env::temp_dir().join(format!("polar-sync-stream-{}.log", Uuid::new_v4()));
     let api = RuntimeApi::start().await.unwrap();
-    let _function = FunctionProcess::spawn(Path::new(BINARY), &without_queue, &api).unwrap();
+    let _function =
+        FunctionProcess::spawn_logging_to(Path::new(BINARY), &without_queue, &api, &log).unwrap();
     let outcome = api
         .invoke(
             event_file("dynamodb-stream-insert.json"),
@@ -295,6 +298,23 @@ async fn the_binary_relays_the_sample_stream_event_to_the_queue_and_without_the_
         .await;
     assert_eq!(stream_answer(outcome), [RELAYABLE_SEQUENCE_NUMBER]);
     assert_eq!(queues.outstanding().await, 0);
+    let lines = json_lines(&log);
+    let missing = lines
+        .iter()
+        .find(|line| line["sequenceNumber"] == RELAYABLE_SEQUENCE_NUMBER)
+        .unwrap_or_else(|| panic!("no outcome line for the record in {lines:#?}"));
+    assert_eq!(
+        (&missing["level"], &missing["outcome"]),
+        (&"ERROR".into(), &"relay_failed".into())
+    );
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .contains("REDEMPTION_QUEUE_URL is missing"),
+        "{missing}"
+    );
+    let _ = std::fs::remove_file(&log);
 
     let mut with_queue = queues.env(&world);
     with_queue.push(("REDEMPTION_QUEUE_URL".into(), queues.source_url.clone()));
