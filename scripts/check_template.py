@@ -45,8 +45,12 @@ EMF_METRICS = {
     "OrdersAlreadySynced", "TransientFailures", "ConfigurationErrors", "PermanentFailures",
     "DeadLettered", "LeaseContention", "JournalsRecovered", "JournalsReconciled",
     "ReconciliationFailures", "UnknownWriteOutcomes", "PolarRateLimited", "Oversold",
-    "ExternalChanges", "PolarLatency", "OrdersPerWrite", "StreamRecordsRelayed",
-    "StreamRecordsIgnored", "StreamRecordsDeadLettered", "StreamRelayFailures",
+    "ExternalChanges", "PolarLatency", "OrdersPerWrite",
+    # Shadow mode's (SHADOW_MODE=true): what it would have synced or written.
+    "ShadowOrdersDecremented", "ShadowOrdersDeleted", "ShadowOrdersSkippedUnlimited",
+    "ShadowOrdersAlreadyDeleted", "ShadowPolarWrites", "ShadowWouldDeadLetter", "ShadowWouldRetry",
+    # The orders table's stream relay.
+    "StreamRecordsRelayed", "StreamRecordsIgnored", "StreamRecordsDeadLettered", "StreamRelayFailures",
 }
 STATEFUL = ("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Logs::LogGroup")
 SQS_NAME_LIMIT = 80

@@ -45,6 +45,9 @@ pub struct Config {
     pub max_concurrent_discounts: usize,
     pub polar_connect_timeout: Duration,
     pub polar_request_timeout: Duration,
+    /// `SHADOW_MODE`: read, plan and log what would be written, but write nothing and
+    /// acknowledge every message (for running beside another implementation).
+    pub shadow_mode: bool,
 }
 
 /// Where the Polar organization access token comes from.
@@ -220,6 +223,16 @@ impl Config {
                 }
             },
         };
+        let shadow_mode = match get("SHADOW_MODE").as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "SHADOW_MODE",
+                    reason: format!("{other:?} is neither \"true\" nor \"false\""),
+                })
+            }
+        };
         Ok(Self {
             orders_table: required("ORDERS_TABLE")?,
             sync_table: required("SYNC_TABLE")?,
@@ -238,6 +251,7 @@ impl Config {
             max_concurrent_discounts: 100,
             polar_connect_timeout: Duration::from_secs(2),
             polar_request_timeout: Duration::from_secs(5),
+            shadow_mode,
         })
     }
 }
@@ -417,6 +431,27 @@ mod tests {
             vars.push((name, bad));
             let err = config(&vars).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn shadow_mode_is_off_unless_set_to_true_and_anything_but_true_or_false_is_refused_by_name() {
+        assert!(!config(BASE).unwrap().shadow_mode);
+        for (raw, on) in [
+            ("true", true),
+            ("false", false),
+            (" true ", true),
+            ("", false),
+        ] {
+            let mut vars = BASE.to_vec();
+            vars.push(("SHADOW_MODE", raw));
+            assert_eq!(config_of(&vars).shadow_mode, on, "{raw:?}");
+        }
+        for bad in ["yes", "1", "TRUE", "on"] {
+            let mut vars = BASE.to_vec();
+            vars.push(("SHADOW_MODE", bad));
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains("SHADOW_MODE") && err.contains(bad), "{err}");
         }
     }
 

@@ -19,6 +19,11 @@ impl Deadline {
             .unwrap_or(Duration::ZERO)
     }
 
+    /// This deadline moved `by` earlier: time kept back for what must follow.
+    pub fn earlier_by(self, by: Duration) -> Self {
+        Self(self.0 - by)
+    }
+
     pub fn epoch_ms(&self) -> u64 {
         epoch_ms(self.0)
     }

@@ -1,35 +1,48 @@
-//! The Lambda edge: building the handler from the environment, telling an SQS batch from
-//! the orders table's stream and the scheduled reconciliation event, and reporting init
-//! failures to the Runtime API.
+//! The Lambda edge: building the handler from the environment (syncing, or in shadow mode
+//! only planning), telling an SQS batch from the orders table's stream and the scheduled
+//! reconciliation event, and reporting init failures and invocation errors to the Runtime
+//! API under stable names.
 
 use std::time::{Duration, Instant};
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_runtime::LambdaEvent;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use thiserror::Error;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::adapters::polar::{HttpTimeouts, PolarClient};
 use crate::adapters::{fetch_token, DynamoStore, SqsQueue, SqsRelay, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
-use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, Queue, Relay};
-use crate::redelivery::RedeliveryPolicy;
-use crate::relay::{relay_records, StreamBatchResponse};
-use crate::sync::{process_batch, BatchSettings, Checkpoint, RateLimiter, RetryPolicy, Syncer};
-use crate::telemetry::{emf, Count, Distribution, Recorded};
+use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, OrderReader, Queue, Relay};
+use crate::relay::{plan_records, relay_records, StreamBatchResponse, StreamError};
+use crate::sync::{
+    process_batch, shadow, BatchError, BatchSettings, Checkpoint, RateLimiter, RedeliveryPolicy,
+    RetryPolicy, Shadow, SyncError, Syncer,
+};
+use crate::telemetry::{emf, Count, Distribution, Metrics, Recorded};
 
 pub struct Handler<S, D, Q, R> {
-    syncer: Syncer<S, D>,
-    queue: Q,
-    relay: R,
-    settings: BatchSettings,
+    mode: Mode<S, D, Q, R>,
 }
 
-/// What an invocation carries: the events the function is subscribed to.
+/// What the function does with its events: sync them, or (`SHADOW_MODE`) only plan them.
+enum Mode<S, D, Q, R> {
+    Sync {
+        syncer: Syncer<S, D>,
+        queue: Q,
+        /// Where the orders table's stream records are relayed.
+        relay: R,
+        settings: BatchSettings,
+    },
+    /// Holds no queue and, through its bounds, reads only.
+    Shadow(Shadow<S, D>),
+}
+
+/// What an invocation carries: the two events the function is subscribed to.
 #[derive(Debug)]
 pub enum Invocation {
     Batch(SqsEvent),
@@ -70,53 +83,115 @@ fn stream_records(event: &Value) -> Option<Vec<Value>> {
     from_dynamodb.then(|| records.clone())
 }
 
+/// Why a whole invocation failed. The Runtime API gets each as a [`Diagnostic`] whose
+/// `errorType` is [`InvocationError::error_type`]: a stable name to alarm and search on.
+#[derive(Debug, Error)]
+pub enum InvocationError {
+    #[error(transparent)]
+    UnknownEvent(#[from] UnknownEvent),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("the scheduled reconciliation could not list the journals")]
+    Reconciliation(#[source] SyncError),
+    #[error("the answer could not be serialised")]
+    Answer(#[from] serde_json::Error),
+}
+
+impl InvocationError {
+    /// The `errorType` the Runtime API receives; part of what operators rely on.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::UnknownEvent(_) => "UnknownEvent",
+            Self::Batch(BatchError::MissingMessageId { .. }) => "MissingMessageId",
+            Self::Stream(StreamError::Unreportable { .. }) => "UnreportableStreamRecord",
+            Self::Reconciliation(_) => "ReconciliationFailed",
+            Self::Answer(_) => "AnswerNotSerializable",
+        }
+    }
+}
+
+impl From<InvocationError> for Diagnostic {
+    fn from(err: InvocationError) -> Self {
+        Diagnostic {
+            error_type: err.error_type().to_owned(),
+            error_message: crate::error_chain(&err),
+        }
+    }
+}
+
 impl<S, D, Q, R> Handler<S, D, Q, R>
 where
-    S: OrderLedger + Coordination + JournalIndex,
+    S: OrderLedger + Coordination + JournalIndex + OrderReader,
     D: Discounts,
     Q: Queue,
     R: Relay,
 {
     pub fn new(syncer: Syncer<S, D>, queue: Q, relay: R, settings: BatchSettings) -> Self {
         Self {
-            syncer,
-            queue,
-            relay,
-            settings,
+            mode: Mode::Sync {
+                syncer,
+                queue,
+                relay,
+                settings,
+            },
         }
     }
 
-    /// A DynamoDB Streams batch of the orders table: relays what may have no message.
-    pub async fn handle_stream(
-        &self,
-        records: &[Value],
-        deadline: Deadline,
-    ) -> Result<StreamBatchResponse, lambda_runtime::Error> {
-        Ok(relay_records(&self.relay, self.syncer.metrics(), records, deadline).await?)
+    /// A handler that plans and logs, and writes nothing (`SHADOW_MODE=true`).
+    pub fn shadow(shadow: Shadow<S, D>) -> Self {
+        Self {
+            mode: Mode::Shadow(shadow),
+        }
+    }
+
+    pub fn is_shadow(&self) -> bool {
+        matches!(self.mode, Mode::Shadow(_))
+    }
+
+    fn metrics(&self) -> &Metrics {
+        match &self.mode {
+            Mode::Sync { syncer, .. } => syncer.metrics(),
+            Mode::Shadow(shadow) => shadow.metrics(),
+        }
     }
 
     pub async fn handle(
         &self,
         event: LambdaEvent<SqsEvent>,
-    ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    ) -> Result<SqsBatchResponse, InvocationError> {
         let deadline = Deadline::from_epoch_ms(event.context.deadline);
-        let response = process_batch(
-            &self.syncer,
-            &self.queue,
-            &self.settings,
-            event.payload,
-            deadline,
-        )
-        .await?;
+        let response = match &self.mode {
+            Mode::Sync {
+                syncer,
+                queue,
+                settings,
+                ..
+            } => process_batch(syncer, queue, settings, event.payload, deadline).await?,
+            Mode::Shadow(shadow) => shadow.plan_batch(event.payload, deadline).await.response(),
+        };
         Ok(response)
+    }
+
+    /// A DynamoDB Streams batch of the orders table: relays what may have no message (in
+    /// shadow mode: logs what it would relay, sends nothing, acknowledges every record).
+    pub async fn handle_stream(
+        &self,
+        records: &[Value],
+        deadline: Deadline,
+    ) -> Result<StreamBatchResponse, InvocationError> {
+        match &self.mode {
+            Mode::Sync { syncer, relay, .. } => {
+                Ok(relay_records(relay, syncer.metrics(), records, deadline).await?)
+            }
+            Mode::Shadow(_) => Ok(plan_records(records)),
+        }
     }
 
     /// Any event the function receives: an SQS batch answers with its batch item
     /// failures, the scheduled event with the reconciliation's counts.
-    pub async fn handle_event(
-        &self,
-        event: LambdaEvent<Value>,
-    ) -> Result<Value, lambda_runtime::Error> {
+    pub async fn handle_event(&self, event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
         let LambdaEvent { payload, context } = event;
         let started = Instant::now();
         let function_name = context.env_config.function_name.clone();
@@ -125,21 +200,25 @@ where
             Invocation::Batch(batch) => {
                 let messages = batch.records.len();
                 let response = self.handle(LambdaEvent::new(batch, context)).await;
-                let recorded = self.syncer.metrics().take();
+                let recorded = self.metrics().take();
                 emf::publish(&recorded, &function_name, &request_id);
                 let response = response?;
-                summarize(
-                    &recorded,
-                    messages,
-                    response.batch_item_failures.len(),
-                    started,
-                );
+                if self.is_shadow() {
+                    shadow::summarize(&recorded, messages, started);
+                } else {
+                    summarize(
+                        &recorded,
+                        messages,
+                        response.batch_item_failures.len(),
+                        started,
+                    );
+                }
                 serde_json::to_value(response)?
             }
             Invocation::Stream(records) => {
                 let deadline = Deadline::from_epoch_ms(context.deadline);
                 let response = self.handle_stream(&records, deadline).await;
-                let recorded = self.syncer.metrics().take();
+                let recorded = self.metrics().take();
                 emf::publish(&recorded, &function_name, &request_id);
                 let response = response?;
                 info!(
@@ -156,9 +235,16 @@ where
             }
             Invocation::Reconcile => {
                 let deadline = Deadline::from_epoch_ms(context.deadline);
-                let reconciled = self.syncer.reconcile(deadline).await;
-                emf::publish(&self.syncer.metrics().take(), &function_name, &request_id);
-                serde_json::to_value(reconciled?)?
+                let answer = match &self.mode {
+                    Mode::Sync { syncer, .. } => {
+                        syncer.reconcile(deadline).await.map(serde_json::to_value)
+                    }
+                    Mode::Shadow(shadow) => {
+                        shadow.reconcile(deadline).await.map(serde_json::to_value)
+                    }
+                };
+                emf::publish(&self.metrics().take(), &function_name, &request_id);
+                answer.map_err(InvocationError::Reconciliation)??
             }
         };
         Ok(answer)
@@ -238,6 +324,12 @@ const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Kept at the end of a batch once its last step may have started its last request: that
+/// step's commit (one DynamoDB attempt), then the disposal (one SQS attempt per failed
+/// message, all at once), then the answer. From the attempt timeout, the worst case: such a
+/// call takes about 10 ms in the region (README, "The deadline").
+const ANSWER_RESERVE: Duration = Duration::from_millis(2 * AWS_ATTEMPT_TIMEOUT.as_millis() as u64);
+
 fn with_aws_timeouts(aws: &SdkConfig) -> SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(AWS_CONNECT_TIMEOUT)
@@ -281,6 +373,23 @@ pub async fn handler_with(
         ..RetryPolicy::default()
     };
     let rate = RateLimiter::new(config.polar_rate_share());
+    if config.shadow_mode {
+        warn!(
+            shadowMode = true,
+            "SHADOW_MODE is on: messages are planned and logged, nothing is written to \
+             Polar, the orders table, the sync table or any queue, and every message is \
+             acknowledged"
+        );
+        let shadow = Shadow::new(
+            store,
+            polar,
+            retry,
+            RedeliveryPolicy::default(),
+            config.max_concurrent_discounts,
+        )
+        .with_rate_limiter(rate);
+        return Ok(Handler::shadow(shadow));
+    }
     let sqs = aws_sdk_sqs::Client::new(aws);
     let queue = SqsQueue::new(
         sqs.clone(),
@@ -296,6 +405,7 @@ pub async fn handler_with(
     let settings = BatchSettings {
         max_concurrent_discounts: config.max_concurrent_discounts,
         redelivery: RedeliveryPolicy::default(),
+        answer_reserve: ANSWER_RESERVE,
     };
     let mut syncer = Syncer::new(store, polar, retry).with_rate_limiter(rate);
     if let Some(checkpoint) = wiring.checkpoint {
@@ -359,6 +469,52 @@ mod tests {
             "messageId": "m-1", "body": "{}", "eventSource": "aws:sqs"
         }]});
         assert!(matches!(Invocation::parse(sqs), Ok(Invocation::Batch(_))));
+    }
+
+    #[test]
+    fn every_invocation_error_reaches_the_runtime_api_under_a_stable_name_with_its_chain() {
+        let unknown = Invocation::parse(serde_json::json!({"source": "aws.s3"})).unwrap_err();
+        let not_serializable = serde_json::from_str::<Value>("{").unwrap_err();
+        let listing = SyncError::Store(crate::ports::StoreFailure::Misconfigured(
+            "ResourceNotFoundException: no table sync".into(),
+        ));
+        let errors = [
+            (InvocationError::from(unknown), "UnknownEvent"),
+            (
+                BatchError::MissingMessageId { index: 3 }.into(),
+                "MissingMessageId",
+            ),
+            (
+                StreamError::Unreportable {
+                    index: 0,
+                    what: "relayed",
+                }
+                .into(),
+                "UnreportableStreamRecord",
+            ),
+            (
+                InvocationError::Reconciliation(listing),
+                "ReconciliationFailed",
+            ),
+            (not_serializable.into(), "AnswerNotSerializable"),
+        ];
+        for (err, name) in errors {
+            let chain = crate::error_chain(&err);
+            let diagnostic = Diagnostic::from(err);
+            assert_eq!(diagnostic.error_type, name);
+            assert_eq!(diagnostic.error_message, chain);
+        }
+        let diagnostic = Diagnostic::from(InvocationError::Reconciliation(SyncError::Store(
+            crate::ports::StoreFailure::Misconfigured("no table sync".into()),
+        )));
+        assert!(
+            diagnostic
+                .error_message
+                .contains("could not list the journals")
+                && diagnostic.error_message.contains("no table sync"),
+            "the message carries the sources: {}",
+            diagnostic.error_message
+        );
     }
 
     #[test]

@@ -10,7 +10,6 @@ pub mod domain;
 pub mod failure;
 pub mod lambda;
 pub mod ports;
-pub mod redelivery;
 pub mod relay;
 pub mod sync;
 pub mod telemetry;

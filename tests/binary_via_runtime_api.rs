@@ -3,12 +3,16 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_driver::{FunctionProcess, Outcome, RuntimeApi};
 use polar_double::DiscountSeed;
-use support::World;
+use support::queues::{QueueSettings, Queues};
+use support::sqs::event_json;
+use support::{body, s, Record, SqsBackend, World};
 use uuid::Uuid;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_polar-discount-sync");
@@ -332,5 +336,222 @@ async fn the_binary_relays_the_sample_stream_event_to_the_queue_and_without_the_
         queues.outstanding().await,
         1,
         "ord_501 relayed, ord_502 not"
+    );
+}
+
+/// Every item of `table`, sorted by `key`: what a write would change.
+async fn scan(world: &World, table: &str, key: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = world
+            .dynamo
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(page.items().iter().cloned());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    items.sort_by_key(|item| format!("{:?}", item.get(key)));
+    items
+}
+
+#[tokio::test]
+async fn in_shadow_mode_the_binary_logs_the_plan_writes_nothing_anywhere_and_acknowledges_every_message(
+) {
+    let (world, summer) = world_with_sample_discount().await;
+    let last_use = world.discount("LASTONE", Some(1));
+    let unlimited = world.discount("VIP", None);
+    world.put_order("ord_301", summer, "SUMMER25").await;
+    world.put_order("ord_302", summer, "SUMMER25").await;
+    world.put_order("ord_303", last_use, "LASTONE").await;
+    world.put_order("ord_304", unlimited, "VIP").await;
+    world.put_order("ord_305", summer, "SUMMER25").await;
+    world
+        .dynamo
+        .update_item()
+        .table_name(&world.orders_table)
+        .key("id", s("ord_305"))
+        .update_expression("SET polarDiscountSynced = :t, polarDiscountSyncAction = :a")
+        .expression_attribute_values(":t", AttributeValue::Bool(true))
+        .expression_attribute_values(":a", s("decremented"))
+        .send()
+        .await
+        .expect("ord_305 marked synced, as the original function would");
+    let queues = Queues::create(
+        &world,
+        &SqsBackend::Moto,
+        QueueSettings {
+            fifo: false,
+            visibility_timeout_secs: 180,
+            max_receive_count: 5,
+        },
+    )
+    .await;
+    let records: Vec<Record> = [
+        ("m-301", body("ord_301", summer, "SUMMER25")),
+        ("m-302", body("ord_302", summer, "SUMMER25")),
+        ("m-303", body("ord_303", last_use, "LASTONE")),
+        ("m-304", body("ord_304", unlimited, "VIP")),
+        ("m-305", body("ord_305", summer, "SUMMER25")),
+        ("m-bad", "{\"orderId\": \"ord_306\"".to_owned()),
+        ("m-301-again", body("ord_301", summer, "SUMMER25")),
+    ]
+    .iter()
+    .map(|(id, body)| Record::new(id, body).source_arn(&queues.source_arn))
+    .collect();
+    let orders_before = scan(&world, &world.orders_table, "id").await;
+    let sync_before = scan(&world, &world.sync_table, "pk").await;
+    let log = std::env::temp_dir().join(format!("polar-sync-shadow-{}.log", Uuid::new_v4()));
+    let mut env = queues.env(&world);
+    env.extend([
+        ("SHADOW_MODE".into(), "true".into()),
+        ("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()),
+    ]);
+    let api = RuntimeApi::start().await.unwrap();
+    let _function = FunctionProcess::spawn_logging_to(Path::new(BINARY), &env, &api, &log).unwrap();
+
+    let outcome = api
+        .invoke(event_json(&records), Duration::from_secs(30))
+        .await;
+    let reconciliation = api
+        .invoke(
+            event_file("scheduled-reconcile.json"),
+            Duration::from_secs(30),
+        )
+        .await;
+
+    assert_eq!(
+        failed_ids(&outcome),
+        Vec::<String>::new(),
+        "all acknowledged"
+    );
+    let mut polar = world.polar_requests();
+    polar.sort();
+    let mut expected: Vec<String> = [summer, last_use, unlimited]
+        .iter()
+        .map(|id| format!("GET /v1/discounts/{id}"))
+        .collect();
+    expected.sort();
+    assert_eq!(polar, expected, "one GET per discount, no PATCH or DELETE");
+    assert_eq!(world.max_redemptions(summer), Some(Some(3)));
+    assert_eq!(world.max_redemptions(last_use), Some(Some(1)));
+    assert_eq!(
+        scan(&world, &world.orders_table, "id").await,
+        orders_before,
+        "no order changed"
+    );
+    assert_eq!(
+        scan(&world, &world.sync_table, "pk").await,
+        sync_before,
+        "no lease, journal or TTL written"
+    );
+    assert!(
+        queues.dead_letters().await.is_empty(),
+        "nothing dead-lettered"
+    );
+    assert_eq!(queues.outstanding().await, 0, "nothing sent again");
+    assert_eq!(
+        reconciliation,
+        Outcome::Response(serde_json::json!(
+            {"found": 0, "settled": 0, "cleared": 0, "busy": 0, "failed": 0, "wouldSettle": 0}
+        )),
+        "the shadow reconciliation's answer"
+    );
+
+    let lines = json_lines(&log);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["level"] == "WARN" && line["shadowMode"] == true),
+        "a startup warning says shadow mode is on: {lines:#?}"
+    );
+    let plan = |discount: Uuid| {
+        lines
+            .iter()
+            .find(|line| {
+                line["event"] == "shadow_plan" && line["discountId"] == discount.to_string()
+            })
+            .unwrap_or_else(|| panic!("no plan line for {discount} in {lines:#?}"))
+    };
+    let fields = |line: &serde_json::Value| {
+        serde_json::Value::from(
+            ["k", "before", "after", "action", "write"].map(|f| line[f].clone()),
+        )
+    };
+    assert_eq!(
+        fields(plan(summer)),
+        serde_json::json!([2, 3, 1, "decremented", "PATCH"])
+    );
+    assert_eq!(
+        (&plan(summer)["orderIds"], &plan(summer)["shadow"]),
+        (&serde_json::json!(["ord_301", "ord_302"]), &true.into())
+    );
+    assert_eq!(
+        fields(plan(last_use)),
+        serde_json::json!([1, 1, 0, "deleted", "DELETE"])
+    );
+    assert_eq!(
+        fields(plan(unlimited)),
+        serde_json::json!([1, null, null, "skipped_unlimited", "none"])
+    );
+    let outcome_of = |message: &str| {
+        lines
+            .iter()
+            .find(|line| line["messageId"] == message)
+            .unwrap_or_else(|| panic!("no line for {message} in {lines:#?}"))["outcome"]
+            .clone()
+    };
+    for (message, expected) in [
+        ("m-301", "would_sync"),
+        ("m-301-again", "would_sync"),
+        ("m-303", "would_sync"),
+        ("m-305", "already_synced"),
+        ("m-bad", "would_dead_letter"),
+    ] {
+        assert_eq!(outcome_of(message), expected, "{message}");
+    }
+    let document = lines
+        .iter()
+        .find(|line| line.get("_aws").is_some())
+        .expect("an EMF document");
+    assert_eq!(document["ShadowOrdersDecremented"], 3);
+    assert_eq!(document["ShadowPolarWrites"], 2);
+    assert_eq!(document["ShadowWouldDeadLetter"], 1);
+    assert!(document.get("OrdersDecremented").is_none(), "{document}");
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test]
+async fn the_runtime_api_gets_a_stable_error_type_for_an_event_the_function_does_not_know() {
+    let world = World::start().await;
+    let api = RuntimeApi::start().await.unwrap();
+    let _function = FunctionProcess::spawn(Path::new(BINARY), &world.env(), &api).unwrap();
+
+    let outcome = api
+        .invoke(
+            serde_json::json!({"source": "aws.s3", "detail": {}}),
+            Duration::from_secs(30),
+        )
+        .await;
+
+    let Outcome::Error {
+        error_type,
+        error_message,
+    } = outcome
+    else {
+        panic!("expected an error, got {outcome:?}");
+    };
+    assert_eq!(error_type, "UnknownEvent");
+    assert!(
+        error_message.starts_with("the event is neither an SQS batch"),
+        "{error_message}"
     );
 }

@@ -33,10 +33,10 @@ use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use polar_discount_sync::config::Config;
 use polar_discount_sync::ports::{PolarFailure, PolarFailureKind};
-use polar_discount_sync::redelivery::{
-    Disposition, RedeliveryPolicy, MAX_RECEIVE_COUNT, OUTAGE_BUDGET,
+use polar_discount_sync::sync::{
+    Disposition, RateLimiter, RedeliveryPolicy, RetryPolicy, SyncError, MAX_RECEIVE_COUNT,
+    OUTAGE_BUDGET, START_MARGIN,
 };
-use polar_discount_sync::sync::{RateLimiter, RetryPolicy, SyncError, START_MARGIN};
 use tokio::time::{sleep, Instant};
 
 /// The backlog; `OUTAGE_MESSAGES=N` tries another (the assertions then still apply).
@@ -341,36 +341,30 @@ impl Sim {
             .map(|t| t.min(self.request_timeout))
             .filter(|t| *t >= MIN_REQUEST_TIMEOUT)
             .ok_or_else(|| PolarFailure::new(PolarFailureKind::TooLate, "too late"))?;
-        let mut resent = false;
-        loop {
-            let token = container.token.get();
-            let answer = self.world.borrow_mut().polar(container.id, token);
-            let kind = match answer {
-                Answer::Ok => {
-                    sleep(POLAR_LATENCY).await;
-                    return Ok(());
-                }
-                Answer::ServerError => PolarFailureKind::Unavailable,
-                Answer::Timeout => {
-                    sleep(timeout).await;
-                    return Err(PolarFailure::new(PolarFailureKind::Unavailable, "timeout"));
-                }
-                Answer::RateLimited => PolarFailureKind::RateLimited {
-                    retry_after: Some(MINUTE),
-                },
-                Answer::Unauthorized => PolarFailureKind::Unauthorized,
-            };
-            sleep(POLAR_LATENCY).await;
-            if kind == PolarFailureKind::Unauthorized
-                && !resent
-                && self.token_rotated(container, token).await
-            {
-                // The client sends it once more with the new token, past the limiter.
-                resent = true;
-                continue;
+        let token = container.token.get();
+        let answer = self.world.borrow_mut().polar(container.id, token);
+        let kind = match answer {
+            Answer::Ok => {
+                sleep(POLAR_LATENCY).await;
+                return Ok(());
             }
-            return Err(PolarFailure::new(kind, "polar"));
+            Answer::ServerError => PolarFailureKind::Unavailable,
+            Answer::Timeout => {
+                sleep(timeout).await;
+                return Err(PolarFailure::new(PolarFailureKind::Unavailable, "timeout"));
+            }
+            Answer::RateLimited => PolarFailureKind::RateLimited {
+                retry_after: Some(MINUTE),
+            },
+            Answer::Unauthorized => PolarFailureKind::Unauthorized,
+        };
+        sleep(POLAR_LATENCY).await;
+        if kind == PolarFailureKind::Unauthorized && self.token_rotated(container, token).await {
+            // As the client does: the use case's retry sends it again with the new token,
+            // through the limiter.
+            return Err(PolarFailure::new(PolarFailureKind::TokenReplaced, "polar"));
         }
+        Err(PolarFailure::new(kind, "polar"))
     }
 
     /// The client's `rotated_token`: another request already read a new one, or SSM is read

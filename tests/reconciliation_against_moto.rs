@@ -41,6 +41,24 @@ async fn orphan_a_journal(
     method: &str,
     fault: FaultAction,
 ) -> Uuid {
+    let (discount, started) = orphan_a_journal_now(world, max_redemptions, method, fault).await;
+    sleep_until_the_lease_expired(started).await;
+    discount
+}
+
+async fn sleep_until_the_lease_expired(started: Instant) {
+    let expiry = SHORT_INVOCATION + LEASE_GRACE + Duration::from_millis(500);
+    tokio::time::sleep(expiry.saturating_sub(started.elapsed())).await;
+}
+
+/// [`orphan_a_journal`] without waiting: the lease is still live. Returns the discount
+/// and when the invocation started.
+async fn orphan_a_journal_now(
+    world: &World,
+    max_redemptions: i64,
+    method: &str,
+    fault: FaultAction,
+) -> (Uuid, Instant) {
     let handler = handler(world).await;
     let discount = world.discount("SPRING", Some(max_redemptions));
     world.put_order("ord_1", discount, "SPRING").await;
@@ -58,9 +76,7 @@ async fn orphan_a_journal(
         world.sync_item(discount).await.contains_key("journal"),
         "the journal stays for whoever comes next"
     );
-    let expiry = SHORT_INVOCATION + LEASE_GRACE + Duration::from_millis(500);
-    tokio::time::sleep(expiry.saturating_sub(started.elapsed())).await;
-    discount
+    (discount, started)
 }
 
 fn writes(world: &World, method: &str) -> usize {
@@ -155,4 +171,48 @@ async fn a_run_with_nothing_to_settle_makes_no_polar_request() {
         "the synced discount holds no journal: {counts}"
     );
     assert_eq!(world.polar.requests().len(), requests, "no Polar request");
+}
+
+#[tokio::test]
+async fn in_shadow_mode_a_run_reads_an_orphaned_journal_says_it_would_settle_it_and_leaves_it_to_the_sync(
+) {
+    let world = World::start().await;
+    let (discount, started) =
+        orphan_a_journal_now(&world, 5, "PATCH", FaultAction::ApplyThenDropConnection).await;
+    let mut config = world.config();
+    config.shadow_mode = true;
+    let shadow = handler_with(&config, &world.aws, Wiring::default())
+        .await
+        .expect("handler builds");
+    assert!(shadow.is_shadow());
+
+    assert_eq!(
+        reconcile(&shadow).await,
+        serde_json::json!({"found": 1, "settled": 0, "cleared": 0, "busy": 1, "failed": 0, "wouldSettle": 0}),
+        "a live lease is left alone"
+    );
+    sleep_until_the_lease_expired(started).await;
+    let journal_before = world.sync_item(discount).await;
+    let order_before = world.order("ord_1").await;
+    let polar_before = world.polar.requests().len();
+
+    assert_eq!(
+        reconcile(&shadow).await,
+        serde_json::json!({"found": 1, "settled": 0, "cleared": 0, "busy": 0, "failed": 0, "wouldSettle": 1})
+    );
+    assert_eq!(
+        world.sync_item(discount).await,
+        journal_before,
+        "journal and lease untouched"
+    );
+    assert_eq!(world.order("ord_1").await, order_before, "order not marked");
+    let methods: Vec<String> = world.polar.requests()[polar_before..]
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET"], "one read of the discount, no write");
+
+    let settled = reconcile(&handler(&world).await).await;
+    assert_eq!(settled["settled"], 1, "the sync still finds it: {settled}");
+    assert_eq!(world.action("ord_1").await.as_deref(), Some("decremented"));
 }

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use lambda_driver::RuntimeApi;
 use lambda_runtime::tracing::subscriber;
+use polar_discount_sync::adapters::polar::{HttpTimeouts, PolarClient};
+use polar_discount_sync::config::AccessToken;
+use polar_discount_sync::deadline::Deadline;
+use polar_discount_sync::domain::DiscountId;
 use polar_discount_sync::lambda::handler_from_config;
+use polar_discount_sync::ports::{DiscountLookup, Lookup, PolarFailureKind};
 use polar_double::{DoubleConfig, Fault, FaultAction};
 use support::{as_refs, body, Record, World, TOKEN};
 
@@ -67,6 +72,49 @@ async fn a_token_rotated_in_ssm_is_read_again_after_a_401() {
             .iter()
             .all(|(a, s)| a == "Bearer polar_oat_rotated" && s.is_some_and(|s| s < 300)),
         "{auth:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_401_whose_token_was_rotated_is_not_sent_again_past_the_rate_budget_and_the_deadline() {
+    let world = World::start_with_polar(DoubleConfig {
+        token: Some("polar_oat_rotated".into()),
+        ..DoubleConfig::default()
+    })
+    .await;
+    let parameter = format!("/polar-discount-sync/{}", uuid::Uuid::new_v4().simple());
+    put_token(&world, &parameter, "polar_oat_rotated").await;
+    let config = world.config();
+    let client = PolarClient::new(
+        &config.polar_api_url,
+        AccessToken::new("polar_oat_old".into()),
+        HttpTimeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(5),
+        },
+    )
+    .unwrap()
+    .with_token_rotation(aws_sdk_ssm::Client::new(&world.aws), parameter);
+    let discount = world.discount("ROT", Some(5));
+    let id = DiscountId::parse(&discount.to_string()).unwrap();
+    let deadline = Deadline::after(Duration::from_secs(30));
+
+    let refused = client.get(id, deadline).await.unwrap_err();
+
+    assert_eq!(refused.kind, PolarFailureKind::TokenReplaced);
+    assert!(refused.retry_hint().is_some(), "worth another attempt");
+    assert_eq!(
+        world.polar.requests().len(),
+        1,
+        "the client sends nothing the rate budget did not admit"
+    );
+    assert!(matches!(
+        client.get(id, deadline).await,
+        Ok(Lookup::Found(_))
+    ));
+    assert_eq!(
+        world.polar.requests()[1].authorization.as_deref(),
+        Some("Bearer polar_oat_rotated")
     );
 }
 

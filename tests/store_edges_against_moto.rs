@@ -1,6 +1,7 @@
 //! The DynamoDB adapter at its edges, against moto: a claim that names another discount
-//! writes nothing, a code typed in another case still claims, and an acquire whose answer
-//! was lost finds its own lease when the SDK retries it.
+//! writes nothing, a code typed in another case still claims, an acquire whose answer
+//! was lost finds its own lease when the SDK retries it, and a release keeps or drops the
+//! journal as its name says.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use polar_discount_sync::adapters::DynamoStore;
-use polar_discount_sync::domain::{DiscountId, SyncRequest};
+use polar_discount_sync::domain::{DiscountId, Intent, Journal, OrderId, SyncRequest};
 use polar_discount_sync::ports::{Acquisition, ClaimOutcome, Coordination, Lease, OrderLedger};
 use support::{body, World};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,6 +80,43 @@ async fn a_code_typed_in_another_case_still_claims_the_order() {
         .order("ord_1")
         .await
         .contains_key("polarDiscountSyncClaim"));
+}
+
+#[tokio::test]
+async fn a_release_keeping_the_journal_hands_it_to_the_next_holder_and_never_to_ttl() {
+    let world = World::start().await;
+    let discount = Uuid::new_v4();
+    let id = DiscountId::parse(&discount.to_string()).unwrap();
+    let store = store(&world, world.dynamo.clone());
+    let journal = Journal {
+        orders: vec![OrderId::parse("ord_1".into()).unwrap()],
+        read: 5,
+        intent: Intent::SetMaxRedemptions(4),
+    };
+    let (first, second, third) = (lease(), lease(), lease());
+
+    store.acquire(id, &first, now_ms()).await.unwrap();
+    store.record_intent(id, &first, &journal).await.unwrap();
+    store.release_keeping_journal(id, &first).await.unwrap();
+    let item = world.sync_item(discount).await;
+    assert!(
+        !item.contains_key("expiresAt"),
+        "an item with a journal has no TTL: {item:?}"
+    );
+    assert_eq!(
+        store.acquire(id, &second, now_ms()).await.unwrap(),
+        Acquisition::Acquired {
+            pending: Some(journal.clone())
+        },
+        "the lease is free at once, and the journal is handed on"
+    );
+
+    store.release_dropping_journal(id, &second).await.unwrap();
+    assert!(world.sync_item(discount).await.contains_key("expiresAt"));
+    assert_eq!(
+        store.acquire(id, &third, now_ms()).await.unwrap(),
+        Acquisition::Acquired { pending: None }
+    );
 }
 
 #[tokio::test]

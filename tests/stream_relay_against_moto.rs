@@ -534,3 +534,38 @@ async fn a_relayed_message_whose_order_checkout_already_had_synced_costs_reads_a
     assert_eq!(world.max_redemptions(discount), Some(Some(80)), "each once");
     assert!(by_relayed > 0, "a duplicate reads its order");
 }
+
+#[tokio::test]
+async fn in_shadow_mode_the_stream_is_decided_and_acknowledged_and_nothing_is_sent() {
+    let world = World::start().await;
+    let mut stream = OrdersStream::enable(&world, StreamViewType::NewAndOldImages).await;
+    let queues = Queues::create(&world, &SqsBackend::Moto, settings(false)).await;
+    let discount = world.discount("SHADOW", Some(5));
+    put(&world, &order("ord_shadow", discount, "SHADOW")).await;
+    put(
+        &world,
+        &[
+            ("id", s("ord_numeric")),
+            ("discountId", AttributeValue::N("42".into())),
+            ("discountCode", s("SHADOW")),
+        ],
+    )
+    .await;
+    let records = stream.read_new().await;
+    let mut config = queues.config(&world);
+    config.redemption_queue_url = Some(queues.source_url.clone());
+    config.stream_relay_delay = Duration::ZERO;
+    config.shadow_mode = true;
+    let handler = world
+        .handler_on(&SqsBackend::Moto, &config, Wiring::default())
+        .await;
+
+    let response = relay(&handler, &records).await;
+
+    assert_eq!(response.failed_sequence_numbers(), Vec::<&str>::new());
+    assert_eq!(queues.outstanding().await, 0, "nothing relayed");
+    assert!(
+        queues.dead_letters().await.is_empty(),
+        "nothing dead-lettered"
+    );
+}

@@ -10,7 +10,8 @@ use thiserror::Error;
 use tokio::sync::Mutex;
 
 use crate::ports::{
-    DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
+    DeadLetterReason, Delivery, Queue, QueueFailure, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
+    REQUEUE_COUNT,
 };
 
 /// SQS caps a visibility timeout at 12 hours.
@@ -154,14 +155,18 @@ impl SqsQueue {
             .ok_or(QueueError::MissingField("body"))?;
         let url = self.queue_url(delivery).await?;
         let seconds = after.min(MAX_DELAY).as_secs_f64().ceil() as i32;
-        self.client
+        let mut send = self
+            .client
             .send_message()
             .queue_url(url)
             .message_body(body)
             .delay_seconds(seconds)
             .message_attributes(ORIGINAL_MESSAGE_ID, text(delivery.original_id()))
-            .message_attributes(REQUEUE_COUNT, number(delivery.requeues + 1))
-            .send()
+            .message_attributes(REQUEUE_COUNT, number(delivery.requeues + 1));
+        if let Some(first_sent_at_ms) = delivery.first_sent_at_ms {
+            send = send.message_attributes(FIRST_SENT_AT, number(first_sent_at_ms));
+        }
+        send.send()
             .await
             .map_err(|e| request_error("SendMessage(requeue)")(e.into()))?;
         Ok(())
@@ -243,7 +248,7 @@ pub(super) fn text(value: &str) -> MessageAttributeValue {
         .expect("data type is set")
 }
 
-fn number(value: u32) -> MessageAttributeValue {
+fn number(value: impl ToString) -> MessageAttributeValue {
     MessageAttributeValue::builder()
         .data_type("Number")
         .string_value(value.to_string())

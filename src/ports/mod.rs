@@ -8,13 +8,15 @@ mod relay;
 mod store;
 
 pub use polar::{
-    BoxError, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
+    BoxError, DiscountLookup, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind,
+    WriteOutcome,
 };
 pub use queue::{
-    DeadLetterReason, Delivery, Queue, QueueFailure, ORIGINAL_MESSAGE_ID, REQUEUE_COUNT,
+    DeadLetterReason, Delivery, Queue, QueueFailure, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
+    REQUEUE_COUNT,
 };
 pub use relay::{Relay, RelayFailure, RelayedMessage, UnreadableRecord};
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, QuickStart, StoreFailure,
+    OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
 };

@@ -65,9 +65,9 @@ impl PolarFailure {
             | PolarFailureKind::Unavailable
             | PolarFailureKind::OverBudget { .. }
             | PolarFailureKind::TooLate => FailureClass::Transient,
-            PolarFailureKind::Unauthorized | PolarFailureKind::Misconfigured => {
-                FailureClass::Configuration
-            }
+            PolarFailureKind::Unauthorized
+            | PolarFailureKind::TokenReplaced
+            | PolarFailureKind::Misconfigured => FailureClass::Configuration,
             PolarFailureKind::Rejected => FailureClass::Permanent,
         }
     }
@@ -78,7 +78,9 @@ impl PolarFailure {
             PolarFailureKind::RateLimited { retry_after } => Some(RetryHint {
                 not_before: retry_after,
             }),
-            PolarFailureKind::Unavailable => Some(RetryHint { not_before: None }),
+            PolarFailureKind::Unavailable | PolarFailureKind::TokenReplaced => {
+                Some(RetryHint { not_before: None })
+            }
             // The limiter already waited as long as the deadline allows.
             PolarFailureKind::OverBudget { .. }
             | PolarFailureKind::TooLate
@@ -97,6 +99,10 @@ pub enum PolarFailureKind {
     Unavailable,
     /// The access token was refused.
     Unauthorized,
+    /// The access token was refused, and another one is now loaded (rotated in SSM): worth
+    /// another attempt, admitted by the rate budget and timed against the deadline like
+    /// any other.
+    TokenReplaced,
     /// An answer only a wrong deployment gets: unknown route or API version, unreadable body.
     Misconfigured,
     /// Polar refused this request for good.
@@ -117,6 +123,9 @@ impl fmt::Display for PolarFailureKind {
             Self::Unauthorized => f.write_str(
                 "Polar refused the access token (check the token and its discounts:write scope)",
             ),
+            Self::TokenReplaced => f.write_str(
+                "Polar refused the access token; the one now in SSM is used from the next request",
+            ),
             Self::Misconfigured => {
                 f.write_str("Polar answered as to a wrong deployment (check POLAR_API_URL)")
             }
@@ -131,15 +140,21 @@ impl fmt::Display for PolarFailureKind {
     }
 }
 
-/// Each call is sent only if a whole request, and the moment it may still take to land
-/// after the client gave up on it, fit before `deadline`; otherwise it fails `TooLate`.
-pub trait Discounts: Send + Sync {
+/// Reading a discount: all a plan needs, and all that shadow mode is given.
+///
+/// Each call of this trait and of [`Discounts`] is sent only if a whole request, and the
+/// moment it may still take to land after the client gave up on it, fit before
+/// `deadline`; otherwise it fails `TooLate`.
+pub trait DiscountLookup: Send + Sync {
     fn get(
         &self,
         id: DiscountId,
         deadline: Deadline,
     ) -> impl Future<Output = Result<Lookup, PolarFailure>> + Send;
+}
 
+/// Changing a discount's limit: the writes that count redemptions.
+pub trait Discounts: DiscountLookup {
     fn set_max_redemptions(
         &self,
         id: DiscountId,

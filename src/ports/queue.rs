@@ -12,6 +12,9 @@ use crate::failure::FailureClass;
 pub const ORIGINAL_MESSAGE_ID: &str = "OriginalMessageId";
 /// The message attribute that counts how many times a message was sent again.
 pub const REQUEUE_COUNT: &str = "RequeueCount";
+/// The message attribute that carries, on copies, when checkout's message was first sent
+/// (epoch milliseconds): a copy's own `SentTimestamp` starts over.
+pub const FIRST_SENT_AT: &str = "FirstSentAt";
 
 /// A received SQS message, as far as redelivery needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub struct Delivery {
     pub source_arn: Option<String>,
     /// `ApproximateReceiveCount`: 1 on the first delivery.
     pub receive_count: u32,
-    /// `MessageGroupId` on FIFO queues.
+    /// `MessageGroupId`: FIFO queues' message groups, or a fair queue's tenant.
     pub group_id: Option<String>,
     /// Set on a copy the function sent again (`OriginalMessageId`): the id of the message
     /// checkout sent, which dead letters and logs name.
@@ -31,9 +34,26 @@ pub struct Delivery {
     /// How many times the function sent this message again (`RequeueCount`); 0 for the
     /// message checkout sent.
     pub requeues: u32,
+    /// When checkout sent the message, through any copies (`FirstSentAt`, else SQS's
+    /// `SentTimestamp`), in epoch milliseconds.
+    pub first_sent_at_ms: Option<u64>,
 }
 
 impl Delivery {
+    /// Whether the message came from a FIFO queue, as its source queue's name says.
+    /// `MessageGroupId` does not tell: standard queues accept one too (fair queues).
+    pub fn from_fifo_queue(&self) -> bool {
+        self.source_arn
+            .as_deref()
+            .is_some_and(|arn| arn.ends_with(".fifo"))
+    }
+
+    /// How long ago checkout sent the message, through any copies.
+    pub fn age(&self, now_ms: u64) -> Option<Duration> {
+        self.first_sent_at_ms
+            .map(|sent| Duration::from_millis(now_ms.saturating_sub(sent)))
+    }
+
     /// The id of the message as checkout sent it, through any copies the function made.
     pub fn original_id(&self) -> &str {
         self.original_message_id
@@ -56,6 +76,9 @@ pub enum QueueFailure {
     NoDeadLetterQueue,
     #[error("the queue could not be used")]
     Failed(#[source] BoxError),
+    /// Not done: the invocation must answer first. The message is left unacknowledged.
+    #[error("no time left before the invocation must answer")]
+    OutOfTime,
 }
 
 pub trait Queue: Send + Sync {

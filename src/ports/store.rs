@@ -40,6 +40,23 @@ pub trait OrderLedger: Send + Sync {
     ) -> impl Future<Output = Result<ClaimOutcome, StoreFailure>> + Send;
 }
 
+/// An order as it stands in the orders table, read without changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderSnapshot {
+    pub record: OrderRecord,
+    /// `polarDiscountSynced` is true: the order's redemption is on Polar already.
+    pub synced: bool,
+}
+
+/// Reading orders without changing them: all that shadow mode is given of the orders table.
+pub trait OrderReader: Send + Sync {
+    /// The order as it stands now (a strongly consistent read); `None` if there is none.
+    fn read_order(
+        &self,
+        order: &OrderId,
+    ) -> impl Future<Output = Result<Option<OrderSnapshot>, StoreFailure>> + Send;
+}
+
 /// The exclusive right to change one discount on Polar, held by one invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -118,21 +135,47 @@ pub trait Coordination: Send + Sync {
         lease_after: LeaseAfter,
     ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
 
-    /// Gives the lease up. The journal is cleared too: only call this when no write is
-    /// pending or the pending write is known not to have happened.
-    fn release(
+    /// Gives the lease up and leaves the journal, if any, for the next holder (or the
+    /// scheduled reconciliation) to settle: the safe release whenever a journal's write
+    /// may still be owed to Polar.
+    fn release_keeping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+
+    /// Gives the lease up and deletes the journal without marking its orders. Only for a
+    /// journal this lease wrote itself and whose write Polar refused: its orders are
+    /// still to be counted, by their messages' next deliveries.
+    fn release_dropping_journal(
         &self,
         discount: DiscountId,
         lease: &Lease,
     ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
 }
 
-/// Where the scheduled reconciliation finds journals whose owner may be gone.
+/// A discount's journal as it stands, with the lease that guards it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJournal {
+    pub journal: Journal,
+    /// Epoch milliseconds until which its lease holder may still be working on it; `None`
+    /// when no lease is held.
+    pub lease_expires_at_ms: Option<u64>,
+}
+
+/// Where the scheduled reconciliation finds journals whose owner may be gone. Reads only.
 pub trait JournalIndex: Send + Sync {
     /// Discounts whose coordination record holds a journal now.
     fn journaled_discounts(
         &self,
     ) -> impl Future<Output = Result<Vec<DiscountId>, StoreFailure>> + Send;
+
+    /// The discount's journal, if it holds one now (a strongly consistent read), without
+    /// taking its lease.
+    fn pending_journal(
+        &self,
+        discount: DiscountId,
+    ) -> impl Future<Output = Result<Option<PendingJournal>, StoreFailure>> + Send;
 }
 
 /// Why a store call failed, in the use case's terms. Sources keep the adapter's error.

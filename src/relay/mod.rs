@@ -158,6 +158,41 @@ pub async fn relay_records<R: Relay>(
     Ok(response)
 }
 
+/// Shadow mode (`SHADOW_MODE=true`): each record decided and its outcome line logged with
+/// `shadow=true` (`would_relay`, `ignored`, `would_dead_letter`), nothing sent to any queue,
+/// and every record acknowledged.
+pub fn plan_records(records: &[Value]) -> StreamBatchResponse {
+    for record in records.iter().map(decide) {
+        let sequence_number = record.sequence_number.as_deref();
+        let event_name = record.event_name.as_deref();
+        match &record.decision {
+            Decision::Relay(message) => info!(
+                shadow = true,
+                sequenceNumber = sequence_number,
+                eventName = event_name,
+                orderId = message.order_id.as_str(),
+                discountId = message.discount_id.as_str(),
+                outcome = "would_relay",
+                "shadow: stream record would be relayed; nothing sent"
+            ),
+            Decision::Ignore(reason) => info!(
+                shadow = true,
+                sequenceNumber = sequence_number,
+                eventName = event_name,
+                outcome = "ignored",
+                reason = reason.as_str(),
+                "shadow: stream record ignored"
+            ),
+            Decision::Unreadable(err) => warn!(
+                shadow = true, sequenceNumber = sequence_number, eventName = event_name,
+                outcome = "would_dead_letter", kind = err.kind(), reason = %err,
+                "shadow: unreadable stream record would be dead-lettered; nothing sent"
+            ),
+        }
+    }
+    StreamBatchResponse::default()
+}
+
 fn out_of_time() -> RelayFailure {
     RelayFailure::Failed("the invocation's deadline came before SQS answered".into())
 }

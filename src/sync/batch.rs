@@ -4,24 +4,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use thiserror::Error;
-use tracing::{info_span, warn, Instrument, Level};
+use tracing::{info_span, Instrument};
 
-use super::{Outcome, SyncError, Synced, Syncer, TurnedAway};
-use crate::deadline::Deadline;
-use crate::domain::{DiscountId, MessageError, SyncAction, SyncRequest};
-use crate::failure::FailureClass;
+use super::disposal::{report_held_back, Disposal, Message};
+use super::{Outcome, RedeliveryPolicy, SyncError, Syncer, TurnedAway};
+use crate::deadline::{epoch_ms, Deadline};
+use crate::domain::{DiscountId, MessageError, SyncRequest};
 use crate::ports::{
-    Coordination, DeadLetterReason, Delivery, Discounts, OrderLedger, Queue, ORIGINAL_MESSAGE_ID,
+    Coordination, Delivery, Discounts, OrderLedger, Queue, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
     REQUEUE_COUNT,
 };
-use crate::redelivery::{Disposition, RedeliveryPolicy};
-use crate::telemetry::{Count, Metrics};
+use crate::telemetry::Distribution;
 
 /// A discount's messages are not started with less time than this left: they go back to
 /// the queue untouched. Small on purpose: a step cut off by the deadline is a crash, which
@@ -34,48 +33,21 @@ pub struct BatchSettings {
     /// Discounts synced at the same time within one invocation.
     pub max_concurrent_discounts: usize,
     pub redelivery: RedeliveryPolicy,
+    /// Kept at the end of the invocation for what follows the last step that may start:
+    /// its commit, the disposal of every failure, and the answer. No step starts, and no
+    /// Polar request is sent, within it.
+    pub answer_reserve: Duration,
 }
+
+/// Kept at the very end for the answer itself: queue calls still running then are
+/// abandoned, their messages reported failed.
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Error)]
 pub enum BatchError {
     /// Without a message id a failure cannot be reported, so the whole batch is retried.
     #[error("SQS record {index} has no messageId")]
     MissingMessageId { index: usize },
-}
-
-struct Message {
-    delivery: Delivery,
-    request: Result<SyncRequest, Arc<SyncError>>,
-}
-
-/// What every outcome line names, so that one Logs Insights query finds an order's history.
-struct Named<'a> {
-    message_id: &'a str,
-    order_id: Option<&'a str>,
-    discount_id: Option<String>,
-    receive_count: u32,
-}
-
-impl<'a> Named<'a> {
-    fn of(message: &'a Message) -> Self {
-        let request = message.request.as_ref().ok();
-        Self {
-            message_id: &message.delivery.message_id,
-            order_id: request.map(|r| r.order_id.as_str()),
-            discount_id: request.map(|r| r.discount_id.to_string()),
-            receive_count: message.delivery.receive_count,
-        }
-    }
-}
-
-/// One line per message and outcome: `messageId`, `orderId`, `discountId`, `receiveCount`,
-/// `outcome`, then the action or the error.
-macro_rules! outcome_line {
-    ($level:expr, $named:expr, $outcome:expr, $($rest:tt)+) => {
-        tracing::event!($level, messageId = $named.message_id, orderId = $named.order_id,
-            discountId = $named.discount_id.as_deref(), receiveCount = $named.receive_count,
-            outcome = $outcome, $($rest)+)
-    };
 }
 
 pub async fn process_batch<S, D, Q>(
@@ -96,10 +68,21 @@ where
         .enumerate()
         .map(|(index, record)| parse(index, record))
         .collect::<Result<Vec<_>, _>>()?;
-    let policy = &settings.redelivery;
     let metrics = syncer.metrics();
-    let acknowledged: Vec<bool> = if messages.iter().any(|m| m.delivery.group_id.is_some()) {
-        fifo(syncer, queue, policy, &messages, deadline).await
+    let disposal = Disposal {
+        queue,
+        policy: &settings.redelivery,
+        metrics,
+        answer_by: deadline.earlier_by(ANSWER_MARGIN),
+    };
+    // Never more than a quarter of the invocation, so that a short timeout still syncs.
+    let deadline = deadline.earlier_by(settings.answer_reserve.min(deadline.remaining() / 4));
+    let now_ms = epoch_ms(SystemTime::now());
+    if let Some(oldest) = messages.iter().filter_map(|m| m.delivery.age(now_ms)).max() {
+        metrics.observe(Distribution::OldestMessageAge, oldest.as_secs_f64());
+    }
+    let acknowledged: Vec<bool> = if messages.iter().any(|m| m.delivery.from_fifo_queue()) {
+        fifo(syncer, &disposal, &messages, deadline).await
     } else {
         let outcomes = standard(
             syncer,
@@ -112,7 +95,7 @@ where
             messages
                 .iter()
                 .zip(outcomes)
-                .map(|(message, outcome)| settle(queue, policy, metrics, message, outcome)),
+                .map(|(message, outcome)| disposal.settle(message, outcome)),
         )
         .await
     };
@@ -126,7 +109,7 @@ where
     Ok(response)
 }
 
-fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
+pub(super) fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
     let message_id = record
         .message_id
         .ok_or(BatchError::MissingMessageId { index })?;
@@ -157,6 +140,12 @@ fn parse(index: usize, record: SqsMessage) -> Result<Message, BatchError> {
             .get(REQUEUE_COUNT)
             .and_then(|attribute| attribute.string_value.as_deref()?.parse().ok())
             .unwrap_or(0),
+        first_sent_at_ms: record
+            .message_attributes
+            .get(FIRST_SENT_AT)
+            .and_then(|attribute| attribute.string_value.as_deref())
+            .or(record.attributes.get("SentTimestamp").map(String::as_str))
+            .and_then(|ms| ms.parse().ok()),
     };
     Ok(Message { delivery, request })
 }
@@ -218,8 +207,7 @@ async fn standard<S: OrderLedger + Coordination, D: Discounts>(
 /// order.
 async fn fifo<S, D, Q>(
     syncer: &Syncer<S, D>,
-    queue: &Q,
-    policy: &RedeliveryPolicy,
+    disposal: &Disposal<'_, Q>,
     messages: &[Message],
     deadline: Deadline,
 ) -> Vec<bool>
@@ -239,7 +227,7 @@ where
     let settled = join_all(
         groups
             .iter()
-            .map(|(_, indexes)| fifo_group(syncer, queue, policy, messages, indexes, deadline)),
+            .map(|(_, indexes)| fifo_group(syncer, disposal, messages, indexes, deadline)),
     )
     .await;
     let mut acknowledged = vec![false; messages.len()];
@@ -251,8 +239,7 @@ where
 
 async fn fifo_group<S, D, Q>(
     syncer: &Syncer<S, D>,
-    queue: &Q,
-    policy: &RedeliveryPolicy,
+    disposal: &Disposal<'_, Q>,
     messages: &[Message],
     indexes: &[usize],
     deadline: Deadline,
@@ -290,17 +277,11 @@ where
             Err(err) => (&rest[..1], vec![Err(err.clone())]),
         };
         for (position, (&index, outcome)) in run.iter().zip(outcomes).enumerate() {
-            let acknowledged =
-                settle(queue, policy, syncer.metrics(), &messages[index], outcome).await;
+            let acknowledged = disposal.settle(&messages[index], outcome).await;
             settled.push((index, acknowledged));
             if !acknowledged {
                 for &held_back in run[position + 1..].iter().chain(&rest[run.len()..]) {
-                    outcome_line!(
-                        Level::INFO,
-                        Named::of(&messages[held_back]),
-                        "held_back",
-                        "not acknowledged: an earlier message of its group failed"
-                    );
+                    report_held_back(&messages[held_back]);
                     settled.push((held_back, false));
                 }
                 return settled;
@@ -324,139 +305,4 @@ async fn sync_discount<S: OrderLedger + Coordination, D: Discounts>(
     syncer
         .sync_discount_of_batch(discount, requests, deadline, turned_away)
         .await
-}
-
-/// Reports a success, or disposes of a failure; true when the message is acknowledged.
-async fn settle<Q: Queue>(
-    queue: &Q,
-    policy: &RedeliveryPolicy,
-    metrics: &Metrics,
-    message: &Message,
-    outcome: Outcome,
-) -> bool {
-    match outcome {
-        Ok(synced) => {
-            report_success(metrics, message, &synced);
-            true
-        }
-        Err(error) => dispose(queue, policy, metrics, message, error).await,
-    }
-}
-
-fn report_success(metrics: &Metrics, message: &Message, synced: &Synced) {
-    let named = Named::of(message);
-    match synced {
-        Synced::Applied(action) => {
-            metrics.count(action_count(*action), 1);
-            outcome_line!(Level::INFO, named, "synced", %action, "order synced to Polar");
-        }
-        Synced::AlreadySynced => {
-            metrics.count(Count::OrdersAlreadySynced, 1);
-            outcome_line!(
-                Level::INFO,
-                named,
-                "already_synced",
-                "order already synced; nothing to do"
-            );
-        }
-    }
-}
-
-fn action_count(action: SyncAction) -> Count {
-    match action {
-        SyncAction::Decremented => Count::OrdersDecremented,
-        SyncAction::Deleted => Count::OrdersDeleted,
-        SyncAction::SkippedUnlimited => Count::OrdersSkippedUnlimited,
-        SyncAction::AlreadyDeleted => Count::OrdersAlreadyDeleted,
-    }
-}
-
-/// Contention is counted on its own: it is not a failure of the message.
-fn failure_count(error: &SyncError) -> Count {
-    match (error, error.class()) {
-        (SyncError::LeaseHeld { .. }, _) => Count::LeaseContention,
-        (_, FailureClass::Transient) => Count::TransientFailures,
-        (_, FailureClass::Configuration) => Count::ConfigurationErrors,
-        (_, FailureClass::Permanent) => Count::PermanentFailures,
-    }
-}
-
-/// Decides and carries out what becomes of a failed message; true when it is acknowledged
-/// (it was sent again as a new message, or went to the dead-letter queue).
-async fn dispose<Q: Queue>(
-    queue: &Q,
-    policy: &RedeliveryPolicy,
-    metrics: &Metrics,
-    message: &Message,
-    error: Arc<SyncError>,
-) -> bool {
-    let delivery = &message.delivery;
-    let named = Named::of(message);
-    let message_id = delivery.message_id.as_str();
-    let kind = error.kind();
-    let class = error.class();
-    let reason = crate::error_chain(&*error);
-    metrics.count(failure_count(&error), 1);
-    if delivery.group_id.is_none() {
-        if let Some(after) = policy.requeue_after(&error, delivery.requeues) {
-            match queue.requeue(delivery, after).await {
-                Ok(()) => {
-                    outcome_line!(Level::INFO, named, "requeued", errorClass = %class,
-                        errorKind = kind, visibleInMs = after.as_millis() as u64, reason = %reason,
-                        "discount busy: message sent again as a new message");
-                    return true;
-                }
-                Err(err) => warn!(messageId = message_id, error = %crate::error_chain(&err),
-                    "could not send the message again; it goes back to the queue"),
-            }
-        }
-    }
-    let max_receive_count = match queue.max_receive_count(delivery).await {
-        Ok(max) => max,
-        Err(err) => {
-            warn!(messageId = message_id, error = %crate::error_chain(&err),
-                "could not read the queue's redrive policy");
-            None
-        }
-    };
-    match policy.decide(&error, delivery.receive_count, max_receive_count) {
-        Disposition::DeadLetter { class } => {
-            let dead_letter = DeadLetterReason {
-                class,
-                kind,
-                reason: reason.clone(),
-            };
-            match queue.dead_letter(delivery, &dead_letter).await {
-                Ok(()) => {
-                    metrics.count(Count::DeadLettered, 1);
-                    outcome_line!(Level::ERROR, named, "dead_lettered", errorClass = %class,
-                        errorKind = kind, reason = %reason, "message moved to the dead-letter queue");
-                    true
-                }
-                Err(err) => {
-                    outcome_line!(Level::ERROR, named, "not_dead_lettered", errorClass = %class,
-                        errorKind = kind, reason = %reason,
-                        deadLetterError = %crate::error_chain(&err),
-                        "could not dead-letter the message; it stays in the queue");
-                    false
-                }
-            }
-        }
-        Disposition::RetryAfter(after) => {
-            if let Err(err) = queue.retry_later(delivery, after).await {
-                warn!(messageId = message_id, error = %crate::error_chain(&err),
-                    "could not delay the redelivery; the queue's visibility timeout applies");
-            }
-            let retry_in_ms = after.as_millis() as u64;
-            if class == FailureClass::Configuration {
-                outcome_line!(Level::ERROR, named, "retried", errorClass = %class, errorKind = kind,
-                    retryInMs = retry_in_ms, reason = %reason,
-                    "CONFIGURATION ERROR: fix the deployment; the message will be retried");
-            } else {
-                outcome_line!(Level::WARN, named, "retried", errorClass = %class, errorKind = kind,
-                    retryInMs = retry_in_ms, reason = %reason, "message will be retried");
-            }
-            false
-        }
-    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::guarded_polar::StepRoom;
 use super::validate::code_mismatch;
 use super::{
-    may_have_landed, Failure, Outcome, SyncError, Synced, Syncer, MAX_ORDERS_PER_WRITE,
+    may_have_landed, Failure, Left, Outcome, SyncError, Synced, Syncer, MAX_ORDERS_PER_WRITE,
     START_MARGIN,
 };
 use crate::deadline::Deadline;
@@ -29,7 +29,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         let mut outcomes: HashMap<OrderId, Outcome> = HashMap::new();
         let steps: Vec<_> = to_count.chunks(MAX_ORDERS_PER_WRITE).collect();
         let mut lease_now = LeaseAfter::Kept;
-        let mut write_pending = false;
+        let mut left = Left::Nothing;
         let mut stopped: Option<Arc<SyncError>> = None;
         for (index, step) in steps.iter().enumerate() {
             if stopped.is_none() && deadline.remaining() < START_MARGIN {
@@ -55,12 +55,13 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 {
                     Ok(after) => lease_now = after,
                     Err(failure) => {
-                        write_pending = failure.write_pending;
+                        let journal_outlives = failure.journal_outlives();
+                        left = failure.left;
                         let error = Arc::new(failure.error);
                         for request in step.iter() {
                             outcomes
                                 .entry(request.order_id.clone())
-                                .or_insert_with(|| Err(may_have_landed(&error, write_pending)));
+                                .or_insert_with(|| Err(may_have_landed(&error, journal_outlives)));
                         }
                         stopped = Some(error);
                     }
@@ -74,8 +75,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 }
             }
         }
-        if lease_now == LeaseAfter::Kept && !write_pending {
-            self.release(discount, lease).await;
+        if lease_now == LeaseAfter::Kept {
+            self.give_up_after(discount, lease, left).await;
         }
         outcomes
     }

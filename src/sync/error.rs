@@ -39,9 +39,10 @@ pub enum SyncError {
     },
     #[error("not started: too little time left in the invocation")]
     DeadlineTooClose,
-    /// The order is in a journal whose write may have landed on Polar: whoever takes the
-    /// lease next, or the scheduled reconciliation, will tell and mark it.
-    #[error("the write counting this order on Polar may have landed; the next sync of its discount or the scheduled reconciliation will mark the order")]
+    /// The order is in a journal that outlives this invocation: its write may have landed
+    /// on Polar, or is still to be made. Whoever takes the lease next, or the scheduled
+    /// reconciliation, reads Polar back, counts the order if it was not, and marks it.
+    #[error("the write counting this order on Polar may have landed or is still owed; its journal is kept, and the next sync of its discount or the scheduled reconciliation will count the order if needed and mark it")]
     WriteMayHaveLanded(#[source] Arc<SyncError>),
     #[error("Polar call failed")]
     Polar(#[from] PolarFailure),

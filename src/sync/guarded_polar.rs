@@ -13,7 +13,9 @@ use super::rate::{OverBudget, RateLimiter, ReservedSlot};
 use super::{RetryPolicy, START_MARGIN};
 use crate::deadline::Deadline;
 use crate::domain::{DiscountId, Intent};
-use crate::ports::{Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome};
+use crate::ports::{
+    DiscountLookup, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
+};
 use crate::telemetry::{Count, Metrics};
 
 /// A discount as just read, and the slot reserved for the write that may follow.
@@ -63,7 +65,7 @@ impl Drop for StepRoom<'_> {
     }
 }
 
-impl<D: Discounts> GuardedPolar<D> {
+impl<D: DiscountLookup> GuardedPolar<D> {
     pub fn new(discounts: D, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
         Self {
             discounts,
@@ -84,6 +86,72 @@ impl<D: Discounts> GuardedPolar<D> {
         self.get_admitted(id, deadline).await
     }
 
+    /// The read's first attempt has its slot already; a retry waits for another.
+    async fn get_admitted(
+        &self,
+        id: DiscountId,
+        deadline: Deadline,
+    ) -> Result<Lookup, PolarFailure> {
+        let mut admitted = true;
+        self.retry
+            .run(deadline, PolarFailure::retry_hint, || {
+                let admitted = std::mem::replace(&mut admitted, false);
+                async move {
+                    if !admitted {
+                        self.admit(deadline).await?;
+                    }
+                    let sent = Instant::now();
+                    let lookup = self.discounts.get(id, deadline).await;
+                    self.metrics.observe_latency(sent.elapsed());
+                    if let Err(failure) = &lookup {
+                        self.heed(failure);
+                    }
+                    lookup
+                }
+            })
+            .await
+    }
+
+    /// A 429 is about the organization's limit, not this request: every request of the
+    /// container waits out its `retry-after`.
+    fn heed(&self, failure: &PolarFailure) {
+        if let PolarFailureKind::RateLimited { .. } = failure.kind {
+            self.metrics.count(Count::PolarRateLimited, 1);
+        }
+        if let (
+            Some(rate),
+            PolarFailureKind::RateLimited {
+                retry_after: Some(retry_after),
+            },
+        ) = (&self.rate, failure.kind)
+        {
+            rate.pause_for(retry_after);
+        }
+    }
+
+    /// Waits for a slot in the rate budget, for as long as new work may still start.
+    async fn admit(&self, deadline: Deadline) -> Result<(), PolarFailure> {
+        match &self.rate {
+            Some(rate) => rate
+                .admit(Self::max_wait(deadline))
+                .await
+                .map_err(over_budget),
+            None => Ok(()),
+        }
+    }
+
+    fn max_wait(deadline: Deadline) -> Duration {
+        deadline.remaining().saturating_sub(START_MARGIN)
+    }
+
+    #[cfg(test)]
+    pub fn port(&self) -> &D {
+        &self.discounts
+    }
+}
+
+/// What only the live sync does: steps that write.
+impl<D: Discounts> GuardedPolar<D> {
     /// Reads the discount for a write that may follow, with the write's slot reserved
     /// together with the read's: a read is never spent on a step whose write would then
     /// find the budget empty before the deadline. Without room for both, nothing is sent.
@@ -139,32 +207,6 @@ impl<D: Discounts> GuardedPolar<D> {
         Ok(room)
     }
 
-    /// The read's first attempt has its slot already; a retry waits for another.
-    async fn get_admitted(
-        &self,
-        id: DiscountId,
-        deadline: Deadline,
-    ) -> Result<Lookup, PolarFailure> {
-        let mut admitted = true;
-        self.retry
-            .run(deadline, PolarFailure::retry_hint, || {
-                let admitted = std::mem::replace(&mut admitted, false);
-                async move {
-                    if !admitted {
-                        self.admit(deadline).await?;
-                    }
-                    let sent = Instant::now();
-                    let lookup = self.discounts.get(id, deadline).await;
-                    self.metrics.observe_latency(sent.elapsed());
-                    if let Err(failure) = &lookup {
-                        self.heed(failure);
-                    }
-                    lookup
-                }
-            })
-            .await
-    }
-
     /// Makes the write; its first attempt goes out in `slot` when the read reserved one.
     pub async fn write(
         &self,
@@ -211,43 +253,6 @@ impl<D: Discounts> GuardedPolar<D> {
             outcome: answered.unwrap_or_else(WriteOutcome::NotApplied),
             latency: latency.into_inner().expect("never poisoned"),
         }
-    }
-
-    /// A 429 is about the organization's limit, not this request: every request of the
-    /// container waits out its `retry-after`.
-    fn heed(&self, failure: &PolarFailure) {
-        if let PolarFailureKind::RateLimited { .. } = failure.kind {
-            self.metrics.count(Count::PolarRateLimited, 1);
-        }
-        if let (
-            Some(rate),
-            PolarFailureKind::RateLimited {
-                retry_after: Some(retry_after),
-            },
-        ) = (&self.rate, failure.kind)
-        {
-            rate.pause_for(retry_after);
-        }
-    }
-
-    /// Waits for a slot in the rate budget, for as long as new work may still start.
-    async fn admit(&self, deadline: Deadline) -> Result<(), PolarFailure> {
-        match &self.rate {
-            Some(rate) => rate
-                .admit(Self::max_wait(deadline))
-                .await
-                .map_err(over_budget),
-            None => Ok(()),
-        }
-    }
-
-    fn max_wait(deadline: Deadline) -> Duration {
-        deadline.remaining().saturating_sub(START_MARGIN)
-    }
-
-    #[cfg(test)]
-    pub fn port(&self) -> &D {
-        &self.discounts
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-use super::{SyncError, Syncer, START_MARGIN};
+use super::{Left, SyncError, Syncer, START_MARGIN};
 use crate::backoff::Backoff;
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, Journal, OrderId};
@@ -95,9 +95,15 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         }
     }
 
-    /// Gives the lease up (and clears the journal): only when no write is pending.
-    pub(super) async fn release(&self, discount: DiscountId, lease: &Lease) {
-        if let Err(err) = self.store.release(discount, lease).await {
+    /// Gives the lease up as a failure's leftovers allow: with its own refused journal,
+    /// without touching an inherited one, or not at all while a write may still land.
+    pub(super) async fn give_up_after(&self, discount: DiscountId, lease: &Lease, left: Left) {
+        let released = match left {
+            Left::Nothing => self.store.release_dropping_journal(discount, lease).await,
+            Left::Journal => self.store.release_keeping_journal(discount, lease).await,
+            Left::WriteInFlight => return,
+        };
+        if let Err(err) = released {
             warn!(error = %crate::error_chain(&err), discountId = %discount,
                 "could not release the lease; it will expire");
         }

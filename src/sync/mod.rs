@@ -7,19 +7,23 @@
 //! Polar), `count` (one read and one coalesced write per step), `write` (journal, the
 //! write and its ambiguous outcomes, commit), `recover` (finish what a previous holder
 //! journaled), and `reconcile` (the scheduled run that settles journals whose owner is
-//! gone). `guarded_polar` puts the rate budget and retries around the Polar port;
+//! gone). `shadow` is the read-only twin for `SHADOW_MODE`: it plans and logs what the
+//! protocol would write. `guarded_polar` puts the rate budget and retries around the Polar port;
 //! `batch` turns an SQS batch into discount groups and failures into redeliveries.
 
 mod batch;
 mod claim;
 mod count;
+mod disposal;
 mod error;
 mod guarded_polar;
 mod lease;
 mod rate;
 mod reconcile;
 mod recover;
+pub(crate) mod redelivery;
 mod retry;
+pub mod shadow;
 mod validate;
 mod write;
 
@@ -30,11 +34,13 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
-pub use batch::{process_batch, BatchSettings, START_MARGIN};
+pub use batch::{process_batch, BatchError, BatchSettings, START_MARGIN};
 pub use error::SyncError;
 pub use rate::{RateLimiter, RateShare, POLAR_LIMIT_PER_MINUTE, POLAR_SANDBOX_LIMIT_PER_MINUTE};
 pub use reconcile::Reconciliation;
+pub use redelivery::{Disposition, RedeliveryPolicy, MAX_RECEIVE_COUNT, OUTAGE_BUDGET};
 pub use retry::RetryPolicy;
+pub use shadow::{Shadow, ShadowReconciliation};
 
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
@@ -99,11 +105,24 @@ fn may_have_landed(error: &Arc<SyncError>, in_pending_journal: bool) -> Arc<Sync
     }
 }
 
-/// A failure under the lease. While a journaled write may have happened, the lease and
-/// the journal are left to expire so that the next holder resolves them by reading back.
+/// What a failure under the lease leaves behind, and so how the lease is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Nothing was written to Polar, and any journal is this lease's own, for a write Polar
+    /// refused: the journal goes with the lease, and the orders' messages try again.
+    Nothing,
+    /// An inherited journal that no read-back proved applied or impossible: the lease is
+    /// given up and the journal kept, for the next holder or the reconciliation to settle.
+    Journal,
+    /// A journaled write of this invocation may still land: the lease and the journal are
+    /// left to expire, so that nobody reads the discount back before the write is over.
+    WriteInFlight,
+}
+
+/// A failure under the lease, with what it leaves behind.
 struct Failure {
     error: SyncError,
-    write_pending: bool,
+    left: Left,
 }
 
 impl Failure {
@@ -111,7 +130,7 @@ impl Failure {
     fn nothing_pending(error: impl Into<SyncError>) -> Self {
         Self {
             error: error.into(),
-            write_pending: false,
+            left: Left::Nothing,
         }
     }
 
@@ -119,8 +138,22 @@ impl Failure {
     fn write_pending(error: impl Into<SyncError>) -> Self {
         Self {
             error: error.into(),
-            write_pending: true,
+            left: Left::WriteInFlight,
         }
+    }
+
+    /// The failure of work on an inherited journal: short of a proof, the journal stays.
+    fn keeping_journal(self) -> Self {
+        let left = match self.left {
+            Left::Nothing => Left::Journal,
+            left => left,
+        };
+        Self { left, ..self }
+    }
+
+    /// Whether the orders of the journal may still be counted, or marked, by someone else.
+    fn journal_outlives(&self) -> bool {
+        self.left != Left::Nothing
     }
 }
 
@@ -261,11 +294,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         if let Some(journal) = pending {
             let journaled = journal.orders.clone();
             if let Err(failure) = self.recover(discount, &lease, journal, deadline).await {
-                if failure.write_pending {
-                    return failed_all(requests, failure.error, &journaled);
-                }
-                self.release(discount, &lease).await;
-                return failed_all(requests, failure.error, &[]);
+                self.give_up_after(discount, &lease, failure.left).await;
+                return failed_all(requests, failure.error, &journaled);
             }
             self.metrics.count(Count::JournalsRecovered, 1);
         }

@@ -12,7 +12,7 @@ use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 use super::lease::LEASE_GRACE;
-use super::{SyncError, Syncer, START_MARGIN};
+use super::{Left, SyncError, Syncer, START_MARGIN};
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::DiscountId;
 use crate::ports::{Acquisition, Coordination, Discounts, JournalIndex, Lease, OrderLedger};
@@ -102,7 +102,7 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
             Ok(Acquisition::Held { .. }) => return Settlement::Busy,
             Ok(Acquisition::Acquired { pending: None }) => {
                 // Settled by a message since the scan.
-                self.release(discount, &lease).await;
+                self.give_up_after(discount, &lease, Left::Journal).await;
                 return Settlement::Cleared;
             }
             Ok(Acquisition::Acquired {
@@ -113,7 +113,7 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
         let orders = journal.orders.len();
         match self.recover(discount, &lease, journal, deadline).await {
             Ok(()) => {
-                self.release(discount, &lease).await;
+                self.give_up_after(discount, &lease, Left::Journal).await;
                 info!(
                     event = "journal_reconciled",
                     orders, "a journal left by an invocation that did not finish is settled"
@@ -121,9 +121,7 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
                 Settlement::Settled
             }
             Err(failure) => {
-                if !failure.write_pending {
-                    self.release(discount, &lease).await;
-                }
+                self.give_up_after(discount, &lease, failure.left).await;
                 failed(&failure.error)
             }
         }

@@ -1,5 +1,7 @@
 //! Recovery: a new lease holder first finishes the write a previous holder journaled but
-//! did not commit, deciding from Polar's state alone whether it happened.
+//! did not commit, deciding from Polar's state alone whether it happened. The journal is
+//! only ever cleared by the commit that marks its orders: whatever fails on the way (the
+//! read-back, or a re-write refused or turned away) keeps it for the next try.
 
 use tracing::info;
 
@@ -23,7 +25,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             .polar
             .get(discount, deadline)
             .await
-            .map_err(Failure::write_pending)?;
+            .map_err(|err| Failure::nothing_pending(err).keeping_journal())?;
         match self.resolution(discount, &journal, &current) {
             Some(action) => {
                 self.commit(
@@ -48,5 +50,6 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 .await
                 .map(drop),
         }
+        .map_err(Failure::keeping_journal)
     }
 }

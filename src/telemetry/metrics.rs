@@ -42,6 +42,17 @@ pub enum Count {
     StreamRecordsDeadLettered,
     /// Stream records whose relay (or dead-lettering) failed: delivered again.
     StreamRelayFailures,
+    /// Shadow mode (`SHADOW_MODE=true`): messages whose order it would have synced, by
+    /// action. Nothing was written; the names keep these apart from the real counts.
+    ShadowOrdersDecremented,
+    ShadowOrdersDeleted,
+    ShadowOrdersSkippedUnlimited,
+    ShadowOrdersAlreadyDeleted,
+    /// Shadow mode: PATCH and DELETE requests it would have sent to Polar.
+    ShadowPolarWrites,
+    /// Shadow mode: messages it would have dead-lettered, or retried; all are acknowledged.
+    ShadowWouldDeadLetter,
+    ShadowWouldRetry,
 }
 
 impl Count {
@@ -68,6 +79,13 @@ impl Count {
             Self::StreamRecordsIgnored => "StreamRecordsIgnored",
             Self::StreamRecordsDeadLettered => "StreamRecordsDeadLettered",
             Self::StreamRelayFailures => "StreamRelayFailures",
+            Self::ShadowOrdersDecremented => "ShadowOrdersDecremented",
+            Self::ShadowOrdersDeleted => "ShadowOrdersDeleted",
+            Self::ShadowOrdersSkippedUnlimited => "ShadowOrdersSkippedUnlimited",
+            Self::ShadowOrdersAlreadyDeleted => "ShadowOrdersAlreadyDeleted",
+            Self::ShadowPolarWrites => "ShadowPolarWrites",
+            Self::ShadowWouldDeadLetter => "ShadowWouldDeadLetter",
+            Self::ShadowWouldRetry => "ShadowWouldRetry",
         }
     }
 }
@@ -79,6 +97,10 @@ pub enum Distribution {
     PolarLatency,
     /// Orders counted by one Polar write (k).
     OrdersPerWrite,
+    /// Per batch, how long ago checkout sent its oldest message (through any copies the
+    /// function sent again). SQS's own `ApproximateAgeOfOldestMessage` leaves out messages
+    /// received three times or more, and every copy starts young.
+    OldestMessageAge,
 }
 
 impl Distribution {
@@ -86,6 +108,7 @@ impl Distribution {
         match self {
             Self::PolarLatency => "PolarLatency",
             Self::OrdersPerWrite => "OrdersPerWrite",
+            Self::OldestMessageAge => "OldestMessageAge",
         }
     }
 
@@ -94,6 +117,7 @@ impl Distribution {
         match self {
             Self::PolarLatency => "Milliseconds",
             Self::OrdersPerWrite => "Count",
+            Self::OldestMessageAge => "Seconds",
         }
     }
 }

@@ -19,6 +19,8 @@ pub(super) fn sqs_event(bodies: &[(&str, &str)]) -> SqsEvent {
     event
 }
 
+const FIFO_QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:redemptions.fifo";
+
 fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
     let mut event = sqs_event(
         &messages
@@ -27,6 +29,7 @@ fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
             .collect::<Vec<_>>(),
     );
     for (record, (_, group, _)) in event.records.iter_mut().zip(messages) {
+        record.event_source_arn = Some(FIFO_QUEUE_ARN.into());
         record
             .attributes
             .insert("MessageGroupId".into(), group.to_string());
@@ -37,7 +40,8 @@ fn fifo_event(messages: &[(&str, &str, &str)]) -> SqsEvent {
 pub(super) fn settings() -> BatchSettings {
     BatchSettings {
         max_concurrent_discounts: 4,
-        redelivery: crate::redelivery::RedeliveryPolicy::default(),
+        redelivery: crate::sync::RedeliveryPolicy::default(),
+        answer_reserve: Duration::from_secs(1),
     }
 }
 
@@ -175,6 +179,35 @@ async fn on_a_fifo_queue_a_failure_holds_back_the_rest_of_its_group_unprocessed(
         "other groups go on"
     );
     assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(9)));
+}
+
+#[tokio::test]
+async fn a_standard_queue_with_message_groups_is_not_taken_for_a_fifo_queue() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o3", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+    let (b2, b3) = (
+        body("o2-not-written-yet", DISCOUNT, "X"),
+        body("o3", DISCOUNT, "X"),
+    );
+    // A fair queue: standard, with a tenant's MessageGroupId on every message.
+    let mut event = fifo_event(&[("m2", "tenant-a", &b2), ("m3", "tenant-a", &b3)]);
+    for record in &mut event.records {
+        record.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:redemptions".into());
+    }
+
+    let response = process_batch(&s, &queue, &settings(), event, deadline())
+        .await
+        .unwrap();
+
+    assert_eq!(failures(&response), ["m2"]);
+    assert_eq!(
+        s.store().action("o3"),
+        Some(SyncAction::Decremented),
+        "no group order to keep on a standard queue: m3 is not held back behind m2"
+    );
 }
 
 #[tokio::test]
@@ -443,7 +476,7 @@ async fn a_message_whose_write_may_have_landed_says_so_when_dead_lettered() {
         letters[0]
             .1
             .reason
-            .contains("reconciliation will mark the order"),
+            .contains("reconciliation will count the order if needed and mark it"),
         "{}",
         letters[0].1.reason
     );
@@ -487,4 +520,58 @@ async fn a_429_holds_back_the_containers_requests_for_other_discounts_until_its_
         "the other discount's read went out {:?} after the 429",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_queue_call_that_hangs_in_the_disposal_still_lets_the_batch_answer_in_time() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    let queue = InMemoryQueue {
+        hangs: true,
+        ..InMemoryQueue::with_dead_letter_queue(Some(5))
+    };
+    let b1 = body("o1", DISCOUNT, "X");
+    let event = sqs_event(&[("m1", &b1), ("bad", "{broken")]);
+    let deadline = Deadline::after(Duration::from_secs(3));
+
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        process_batch(&s, &queue, &settings(), event, deadline),
+    )
+    .await
+    .expect("the batch answers even though SQS does not");
+
+    let response = answered.unwrap();
+    assert!(
+        deadline.remaining() > Duration::ZERO,
+        "answered before the deadline"
+    );
+    assert_eq!(
+        failures(&response),
+        ["bad"],
+        "a message whose dead-lettering did not finish comes back"
+    );
+    assert_eq!(s.store().action("o1"), Some(SyncAction::Decremented));
+}
+
+#[tokio::test]
+async fn no_step_starts_in_the_time_kept_to_answer() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(5));
+    let b1 = body("o1", DISCOUNT, "X");
+    // Enough for a step were no time kept to answer.
+    let deadline = Deadline::after(crate::sync::START_MARGIN + Duration::from_millis(500));
+
+    let response = process_batch(&s, &queue, &settings(), sqs_event(&[("m1", &b1)]), deadline)
+        .await
+        .unwrap();
+
+    assert_eq!(failures(&response), ["m1"]);
+    assert!(s.discounts().calls().is_empty());
+    assert_eq!(s.store().action("o1"), None);
 }

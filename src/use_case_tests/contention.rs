@@ -32,7 +32,10 @@ async fn a_waiter_takes_the_lease_as_soon_as_its_holder_gives_it_up() {
         let s = s.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            s.store().release(id(DISCOUNT), &holder).await.unwrap();
+            s.store()
+                .release_dropping_journal(id(DISCOUNT), &holder)
+                .await
+                .unwrap();
         })
     };
     let started = std::time::Instant::now();
@@ -74,6 +77,8 @@ fn one_message_event(id: &str, body: &str, group: Option<&str>) -> SqsEvent {
         .attributes
         .insert("ApproximateReceiveCount".into(), "4".into());
     if let Some(group) = group {
+        message.event_source_arn =
+            Some("arn:aws:sqs:us-east-1:123456789012:redemptions.fifo".into());
         message
             .attributes
             .insert("MessageGroupId".into(), group.to_owned());
@@ -86,7 +91,9 @@ fn one_message_event(id: &str, body: &str, group: Option<&str>) -> SqsEvent {
 fn batch_settings() -> BatchSettings {
     BatchSettings {
         max_concurrent_discounts: 4,
-        redelivery: crate::redelivery::RedeliveryPolicy::default(),
+        redelivery: crate::sync::RedeliveryPolicy::default(),
+        // The tests' deadlines are short: they are about the lease, not the answer's time.
+        answer_reserve: Duration::ZERO,
     }
 }
 
@@ -168,5 +175,107 @@ async fn a_lease_whose_holder_is_gone_and_that_frees_too_late_is_not_waited_for(
         started.elapsed() < Duration::from_millis(500),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// `event`'s message as a copy the function sent again `requeues` times, checkout's
+/// message having been sent `first_sent_ago`.
+fn as_copy(mut event: SqsEvent, requeues: u32, first_sent_ago: Duration) -> SqsEvent {
+    use aws_lambda_events::event::sqs::SqsMessageAttribute;
+    let number = |value: String| {
+        let mut attribute = SqsMessageAttribute::default();
+        attribute.data_type = Some("Number".into());
+        attribute.string_value = Some(value);
+        attribute
+    };
+    let first_sent_at_ms = epoch_ms(SystemTime::now() - first_sent_ago);
+    for record in &mut event.records {
+        record.message_attributes.insert(
+            crate::ports::REQUEUE_COUNT.into(),
+            number(requeues.to_string()),
+        );
+        record.message_attributes.insert(
+            crate::ports::FIRST_SENT_AT.into(),
+            number(first_sent_at_ms.to_string()),
+        );
+        record.attributes.insert(
+            "SentTimestamp".into(),
+            epoch_ms(SystemTime::now()).to_string(),
+        );
+    }
+    event
+}
+
+#[tokio::test]
+async fn a_copy_sent_again_too_often_or_too_long_after_checkout_fails_as_any_other_and_ends_in_the_dead_letter_queue(
+) {
+    use crate::sync::redelivery::{MAX_REQUEUES, MAX_REQUEUE_AGE};
+    let too_old = MAX_REQUEUE_AGE + Duration::from_secs(60);
+    for (requeues, first_sent_ago) in [(MAX_REQUEUES, Duration::from_secs(60)), (1, too_old)] {
+        let s = syncer(
+            InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+            InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+        );
+        hold_lease(&s, DISCOUNT, Duration::from_secs(20));
+        let short = Deadline::after(START_MARGIN + Duration::from_millis(400));
+
+        // Its 4th receive of 4: the last.
+        let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+        let event = as_copy(
+            one_message_event("m1", &body("o1", DISCOUNT, "X"), None),
+            requeues,
+            first_sent_ago,
+        );
+        let response = process_batch(&s, &queue, &batch_settings(), event, short)
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+        assert!(queue.requeued.lock().unwrap().is_empty(), "{requeues}");
+        let letters = queue.dead_letters.lock().unwrap().clone();
+        assert_eq!(letters.len(), 1, "{requeues}, {first_sent_ago:?}");
+        assert_eq!(letters[0].1.kind, "lease_held");
+
+        // An earlier receive: back to the queue after a delay, counted by its receives.
+        let queue = InMemoryQueue::with_dead_letter_queue(Some(8));
+        let event = as_copy(
+            one_message_event("m1", &body("o1", DISCOUNT, "X"), None),
+            requeues,
+            first_sent_ago,
+        );
+        let response = process_batch(&s, &queue, &batch_settings(), event, short)
+            .await
+            .unwrap();
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert!(queue.requeued.lock().unwrap().is_empty());
+        assert_eq!(queue.delayed.lock().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_young_copy_is_still_sent_again_and_the_batch_reports_its_age_since_checkout() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    hold_lease(&s, DISCOUNT, Duration::from_secs(20));
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+    let event = as_copy(
+        one_message_event("m1", &body("o1", DISCOUNT, "X"), None),
+        3,
+        Duration::from_secs(600),
+    );
+    let short = Deadline::after(START_MARGIN + Duration::from_millis(400));
+    let response = process_batch(&s, &queue, &batch_settings(), event, short)
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(queue.requeued.lock().unwrap().len(), 1);
+    let recorded = s.metrics().take();
+    let ages = &recorded.distributions[&crate::telemetry::Distribution::OldestMessageAge];
+    assert_eq!(ages.len(), 1, "one value per batch");
+    assert!(
+        (600.0..610.0).contains(&ages[0]),
+        "the copy's age counts from checkout's send, not the copy's: {ages:?}"
     );
 }

@@ -110,7 +110,8 @@ async fn a_message_that_finds_its_discount_busy_counts_as_contention_not_as_a_fa
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     );
     super::contention::hold_lease(&s, DISCOUNT, Duration::from_secs(600));
-    let short = Deadline::after(START_MARGIN + Duration::from_millis(400));
+    // Past the batch's answer reserve, a moment to look at the lease.
+    let short = Deadline::after(START_MARGIN + Duration::from_millis(1400));
     let recorded = recorded_by(&s, &[("m1", &body("o1", DISCOUNT, "X"))], short).await;
     assert_eq!(
         recorded.counts.into_iter().collect::<Vec<_>>(),

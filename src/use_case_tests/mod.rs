@@ -5,10 +5,12 @@ mod batch;
 mod contention;
 mod counting;
 mod journal;
+mod kept_journal;
 mod metrics;
 mod polar_failures;
 mod reconcile;
 mod relay;
+mod shadow;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -107,4 +109,22 @@ fn assert_marked_once(s: &TestSyncer) {
             order.marks
         );
     }
+}
+
+/// A journal whose invocation died, its lease `expires_at_ms`.
+fn orphaned(s: &TestSyncer, orders: &[&str], read: i64, intent: Intent, expires_at_ms: u64) {
+    s.store().discounts.lock().unwrap().insert(
+        id(DISCOUNT),
+        StoredDiscount {
+            lease: Some(Lease {
+                token: Uuid::new_v4(),
+                expires_at_ms,
+            }),
+            journal: Some(Journal {
+                orders: orders.iter().map(|o| order(o)).collect(),
+                read,
+                intent,
+            }),
+        },
+    );
 }

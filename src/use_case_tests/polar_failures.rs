@@ -206,3 +206,39 @@ async fn a_write_that_was_unanswered_once_is_left_to_the_journal_when_a_retry_is
         "kept until it expires"
     );
 }
+
+#[tokio::test]
+async fn a_request_refused_for_a_token_since_replaced_is_sent_again_only_when_the_budget_admits_it()
+{
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    s.discounts()
+        .script(On::Get, Scripted::Refuse(PolarFailureKind::TokenReplaced));
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(
+        s.discounts().calls(),
+        [Call::Get, Call::Get, Call::Update(4)],
+        "sent again with the new token"
+    );
+
+    // Two requests a minute: the read and its write. The read's resend has no slot.
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    )
+    .with_rate_limiter(RateLimiter::per_minute(2, 2));
+    s.discounts()
+        .script(On::Get, Scripted::Refuse(PolarFailureKind::TokenReplaced));
+    let err = s
+        .sync_discount(
+            id(DISCOUNT),
+            &[request("o1", DISCOUNT, "X")],
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(s.discounts().calls(), [Call::Get], "{err:?}");
+}

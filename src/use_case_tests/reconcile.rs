@@ -3,24 +3,6 @@
 use super::*;
 use crate::sync::Reconciliation;
 
-/// A journal whose invocation died, its lease `expires_at_ms`.
-fn orphaned(s: &TestSyncer, orders: &[&str], read: i64, intent: Intent, expires_at_ms: u64) {
-    s.store().discounts.lock().unwrap().insert(
-        id(DISCOUNT),
-        StoredDiscount {
-            lease: Some(Lease {
-                token: Uuid::new_v4(),
-                expires_at_ms,
-            }),
-            journal: Some(Journal {
-                orders: orders.iter().map(|o| order(o)).collect(),
-                read,
-                intent,
-            }),
-        },
-    );
-}
-
 fn two_orders() -> TestSyncer {
     syncer(
         InMemoryStore::default()

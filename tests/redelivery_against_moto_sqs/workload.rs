@@ -257,6 +257,12 @@ async fn mixed_workload(backend: SqsBackend) {
     for (copy, original) in &copies {
         let count = source.requeue_count(copy);
         assert!(count.is_some(), "{copy} carries RequeueCount\n{history}");
+        assert_eq!(
+            source.first_sent_at(copy),
+            source.first_sent_at(original),
+            "{copy} carries checkout's first send, not its own\n{history}"
+        );
+        assert!(source.first_sent_at(copy).is_some());
         counts_by_original
             .entry(original)
             .or_default()

@@ -98,6 +98,8 @@ struct Log {
     origins: HashMap<String, String>,
     /// Each copy's `RequeueCount`.
     requeue_counts: HashMap<String, u32>,
+    /// When checkout first sent each message: `FirstSentAt` on copies, else `SentTimestamp`.
+    first_sent_at: HashMap<String, u64>,
 }
 
 pub struct EventSource {
@@ -161,6 +163,20 @@ impl EventSource {
                 .and_then(|a| a.string_value()?.parse().ok());
             if let (Some(id), Some(requeues)) = (message.message_id(), requeues) {
                 log.requeue_counts.insert(id.to_owned(), requeues);
+            }
+            let first_sent_at = message
+                .message_attributes()
+                .and_then(|a| a.get("FirstSentAt"))
+                .and_then(|a| a.string_value())
+                .or_else(|| {
+                    message
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                        .map(String::as_str)
+                })
+                .and_then(|ms| ms.parse().ok());
+            if let (Some(id), Some(at)) = (message.message_id(), first_sent_at) {
+                log.first_sent_at.insert(id.to_owned(), at);
             }
         }
         let invocation = log.invocations.len();
@@ -341,6 +357,11 @@ impl EventSource {
     /// The `RequeueCount` of a copy the function sent again.
     pub fn requeue_count(&self, id: &str) -> Option<u32> {
         self.log.lock().unwrap().requeue_counts.get(id).copied()
+    }
+
+    /// When checkout first sent the message `id` (epoch ms), as the message says.
+    pub fn first_sent_at(&self, id: &str) -> Option<u64> {
+        self.log.lock().unwrap().first_sent_at.get(id).copied()
     }
 
     /// Every copy the function sent again and was received, with its original.

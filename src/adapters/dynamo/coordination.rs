@@ -16,6 +16,12 @@ use super::{
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{Acquisition, Coordination, Lease, LeaseAfter, QuickStart, StoreFailure};
 
+#[derive(Clone, Copy)]
+enum JournalAfter {
+    Kept,
+    Dropped,
+}
+
 impl DynamoStore {
     /// The discount update of `commit`: clear the journal and maybe release the lease.
     fn finish_discount(
@@ -43,6 +49,36 @@ impl DynamoStore {
         builder
             .build()
             .expect("table, key and update expression are set")
+    }
+
+    /// Gives the lease up, if it is still ours. An item that keeps its journal keeps no
+    /// TTL either, so a write still owed to Polar is never forgotten.
+    async fn release(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        journal_after: JournalAfter,
+    ) -> Result<(), StoreFailure> {
+        let builder = self
+            .update_discount(discount)
+            .condition_expression("#owner = :token")
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
+            .expression_attribute_values(":token", string(&lease.token.to_string()));
+        let builder = match journal_after {
+            JournalAfter::Kept => builder.update_expression("REMOVE #owner, #until"),
+            JournalAfter::Dropped => builder
+                .update_expression("SET #ttl = :ttl REMOVE #owner, #until, #journal")
+                .expression_attribute_names("#journal", JOURNAL)
+                .expression_attribute_names("#ttl", TTL)
+                .expression_attribute_values(":ttl", idle_ttl()),
+        };
+        match builder.send().await {
+            // Taken over after it expired: nothing of ours left to release.
+            Err(err) if is_condition_failure(&err) => Ok(()),
+            Err(err) => Err(self.sync_failure("UpdateItem(release)", err)),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Takes the lease if it is free, expired, or ours already (the SDK retried a request
@@ -255,24 +291,19 @@ impl Coordination for DynamoStore {
         }
     }
 
-    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreFailure> {
-        let result = self
-            .update_discount(discount)
-            .update_expression("SET #ttl = :ttl REMOVE #owner, #until, #journal")
-            .condition_expression("#owner = :token")
-            .expression_attribute_names("#owner", LEASE_TOKEN)
-            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
-            .expression_attribute_names("#journal", JOURNAL)
-            .expression_attribute_names("#ttl", TTL)
-            .expression_attribute_values(":token", string(&lease.token.to_string()))
-            .expression_attribute_values(":ttl", idle_ttl())
-            .send()
-            .await;
-        match result {
-            // Taken over after it expired: nothing of ours left to release.
-            Err(err) if is_condition_failure(&err) => Ok(()),
-            Err(err) => Err(self.sync_failure("UpdateItem(release)", err)),
-            Ok(_) => Ok(()),
-        }
+    async fn release_keeping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> Result<(), StoreFailure> {
+        self.release(discount, lease, JournalAfter::Kept).await
+    }
+
+    async fn release_dropping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> Result<(), StoreFailure> {
+        self.release(discount, lease, JournalAfter::Dropped).await
     }
 }

@@ -1,4 +1,5 @@
-//! The orders table: claiming an order for a lease, and the update that marks it synced.
+//! The orders table: claiming an order for a lease, the update that marks it synced, and
+//! the plain read that shadow mode plans from.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,9 @@ use super::{
     string, DynamoStore, ACTION, CLAIM, DISCOUNT_CODE, DISCOUNT_ID, NOT_SYNCED, SYNCED, SYNCED_AT,
 };
 use crate::domain::{OrderId, SyncAction, SyncRequest};
-use crate::ports::{ClaimOutcome, Lease, OrderLedger, OrderRecord, StoreFailure};
+use crate::ports::{
+    ClaimOutcome, Lease, OrderLedger, OrderReader, OrderRecord, OrderSnapshot, StoreFailure,
+};
 
 impl DynamoStore {
     /// The order update of `complete`, as a transaction item.
@@ -101,6 +104,30 @@ impl OrderLedger for DynamoStore {
             }
             expected = respelled;
         }
+    }
+}
+
+impl OrderReader for DynamoStore {
+    async fn read_order(&self, order: &OrderId) -> Result<Option<OrderSnapshot>, StoreFailure> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.orders_table)
+            .key("id", string(order.as_str()))
+            .consistent_read(true)
+            .projection_expression("#discountId, #discountCode, #synced")
+            .expression_attribute_names("#discountId", DISCOUNT_ID)
+            .expression_attribute_names("#discountCode", DISCOUNT_CODE)
+            .expression_attribute_names("#synced", SYNCED)
+            .send()
+            .await
+            .map_err(|err| super::error::failure("GetItem(order)", &self.orders_table, err))?;
+        // A projection of an existing item that has none of the attributes is empty, but
+        // still present.
+        Ok(output.item.map(|item| OrderSnapshot {
+            record: order_record(Some(&item)),
+            synced: item.get(SYNCED).and_then(|v| v.as_bool().ok()) == Some(&true),
+        }))
     }
 }
 

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use crate::deadline::Deadline;
 use crate::domain::DiscountId;
-use crate::ports::{DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome};
+use crate::ports::{
+    DiscountLookup, DiscountView, Discounts, Lookup, PolarFailure, PolarFailureKind, WriteOutcome,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
@@ -125,7 +127,7 @@ fn failure(kind: PolarFailureKind, answer: Scripted) -> PolarFailure {
     PolarFailure::new(kind, ScriptedFailure(answer))
 }
 
-impl Discounts for InMemoryDiscounts {
+impl DiscountLookup for InMemoryDiscounts {
     async fn get(&self, id: DiscountId, _deadline: Deadline) -> Result<Lookup, PolarFailure> {
         match self.scripted(Call::Get) {
             None => Ok(self
@@ -139,7 +141,9 @@ impl Discounts for InMemoryDiscounts {
             Some(answer) => Err(failure(PolarFailureKind::Unavailable, answer)),
         }
     }
+}
 
+impl Discounts for InMemoryDiscounts {
     async fn set_max_redemptions(
         &self,
         id: DiscountId,

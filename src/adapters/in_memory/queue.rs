@@ -13,6 +13,8 @@ pub struct InMemoryQueue {
     pub delayed: Mutex<Vec<(String, Duration)>>,
     pub requeued: Mutex<Vec<(String, Duration)>>,
     pub dead_letters: Mutex<Vec<(String, DeadLetterReason)>>,
+    /// Every call hangs, as a call to an SQS that does not answer.
+    pub hangs: bool,
 }
 
 impl InMemoryQueue {
@@ -21,6 +23,12 @@ impl InMemoryQueue {
             has_dead_letter_queue: true,
             max_receive_count,
             ..Self::default()
+        }
+    }
+
+    async fn answer(&self) {
+        if self.hangs {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -36,6 +44,7 @@ impl InMemoryQueue {
 
 impl Queue for InMemoryQueue {
     async fn retry_later(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
+        self.answer().await;
         self.delayed
             .lock()
             .unwrap()
@@ -44,6 +53,7 @@ impl Queue for InMemoryQueue {
     }
 
     async fn requeue(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueFailure> {
+        self.answer().await;
         self.requeued
             .lock()
             .unwrap()
@@ -56,6 +66,7 @@ impl Queue for InMemoryQueue {
         delivery: &Delivery,
         reason: &DeadLetterReason,
     ) -> Result<(), QueueFailure> {
+        self.answer().await;
         if !self.has_dead_letter_queue {
             return Err(QueueFailure::NoDeadLetterQueue);
         }

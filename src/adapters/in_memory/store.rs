@@ -1,13 +1,14 @@
 //! The orders table and `SYNC_TABLE` in memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderRecord, QuickStart, StoreFailure,
+    OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,8 @@ pub struct InMemoryStore {
     pub discounts: Mutex<HashMap<DiscountId, StoredDiscount>>,
     /// Whether taking a lease first lets other tasks run, as a request to DynamoDB does.
     round_trips: bool,
+    /// How many of the next `record_intent` calls are throttled.
+    throttled_intents: AtomicU32,
 }
 
 impl InMemoryStore {
@@ -39,6 +42,11 @@ impl InMemoryStore {
     pub fn with_round_trips(mut self) -> Self {
         self.round_trips = true;
         self
+    }
+
+    /// The next `times` journal writes are throttled, as DynamoDB throttles a hot key.
+    pub fn throttle_intents(&self, times: u32) {
+        self.throttled_intents.store(times, Ordering::SeqCst);
     }
 
     async fn round_trip(&self) {
@@ -120,6 +128,19 @@ impl OrderLedger for InMemoryStore {
     }
 }
 
+impl OrderReader for InMemoryStore {
+    async fn read_order(&self, order: &OrderId) -> Result<Option<OrderSnapshot>, StoreFailure> {
+        let orders = self.orders.lock().unwrap();
+        Ok(orders.get(order.as_str()).map(|stored| OrderSnapshot {
+            record: stored.record.clone().unwrap_or(OrderRecord {
+                discount_id: None,
+                discount_code: None,
+            }),
+            synced: stored.synced.is_some(),
+        }))
+    }
+}
+
 impl Coordination for InMemoryStore {
     async fn acquire(
         &self,
@@ -187,6 +208,12 @@ impl Coordination for InMemoryStore {
         lease: &Lease,
         journal: &Journal,
     ) -> Result<(), StoreFailure> {
+        let throttled =
+            self.throttled_intents
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if throttled.is_ok() {
+            return Err(StoreFailure::Transient("throttled (scripted)".into()));
+        }
         self.holding(discount, lease, |stored| {
             stored.journal = Some(journal.clone())
         })
@@ -217,7 +244,20 @@ impl Coordination for InMemoryStore {
         })
     }
 
-    async fn release(&self, discount: DiscountId, lease: &Lease) -> Result<(), StoreFailure> {
+    async fn release_keeping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> Result<(), StoreFailure> {
+        let _ = self.holding(discount, lease, |stored| stored.lease = None);
+        Ok(())
+    }
+
+    async fn release_dropping_journal(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+    ) -> Result<(), StoreFailure> {
         let _ = self.holding(discount, lease, |stored| {
             stored.lease = None;
             stored.journal = None;
@@ -234,5 +274,18 @@ impl JournalIndex for InMemoryStore {
             .filter(|(_, stored)| stored.journal.is_some())
             .map(|(discount, _)| *discount)
             .collect())
+    }
+
+    async fn pending_journal(
+        &self,
+        discount: DiscountId,
+    ) -> Result<Option<PendingJournal>, StoreFailure> {
+        let discounts = self.discounts.lock().unwrap();
+        Ok(discounts.get(&discount).and_then(|stored| {
+            Some(PendingJournal {
+                journal: stored.journal.clone()?,
+                lease_expires_at_ms: stored.lease.as_ref().map(|lease| lease.expires_at_ms),
+            })
+        }))
     }
 }

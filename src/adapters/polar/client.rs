@@ -10,7 +10,7 @@ use crate::adapters::fetch_token;
 use crate::config::{AccessToken, PolarApiUrl};
 use crate::deadline::Deadline;
 use crate::domain::DiscountId;
-use crate::ports::{Discounts, Lookup, PolarFailure, WriteOutcome};
+use crate::ports::{DiscountLookup, Discounts, Lookup, PolarFailure, WriteOutcome};
 
 /// Pins the response shapes the models were written against.
 const POLAR_API_VERSION: &str = "2026-04";
@@ -39,6 +39,13 @@ pub struct PolarClient {
     token: RwLock<AccessToken>,
     request_timeout: Duration,
     rotation: Option<TokenRotation>,
+}
+
+/// What a request with the current token came to.
+enum Sent {
+    Answered(Response),
+    /// Refused with a 401, and another token is now loaded.
+    TokenReplaced,
 }
 
 /// Where the token can be read again when Polar refuses it.
@@ -152,19 +159,16 @@ impl PolarClient {
         }
     }
 
-    /// Sends with the current token; after a 401, once more with a rotated one.
-    async fn send_authorized(&self, request: RequestBuilder) -> Result<Response, reqwest::Error> {
+    /// Sends with the current token. A 401 is not sent again here: when another token is
+    /// now loaded, the caller's retry sends it, through the rate budget and with a timeout
+    /// taken from the deadline as it is after the SSM read.
+    async fn send_authorized(&self, request: RequestBuilder) -> Result<Sent, reqwest::Error> {
         let token = self.current_token();
-        let again = request.try_clone();
         let response = self.send(request, &token).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            if let Some(again) = again {
-                if self.rotated_token(&token).await {
-                    return self.send(again, &self.current_token()).await;
-                }
-            }
+        if response.status() == StatusCode::UNAUTHORIZED && self.rotated_token(&token).await {
+            return Ok(Sent::TokenReplaced);
         }
-        Ok(response)
+        Ok(Sent::Answered(response))
     }
 
     /// Sends a PATCH or DELETE and applies the write rule to what comes back.
@@ -180,7 +184,16 @@ impl PolarClient {
             source,
         };
         let response = match self.send_authorized(request).await {
-            Ok(response) => response,
+            Ok(Sent::Answered(response)) => response,
+            Ok(Sent::TokenReplaced) => {
+                return WriteOutcome::NotApplied(
+                    PolarError::TokenReplaced {
+                        operation,
+                        discount,
+                    }
+                    .into(),
+                )
+            }
             // Refused before anything was sent.
             Err(source) if source.is_connect() => {
                 return WriteOutcome::NotApplied(transport(source).into())
@@ -271,7 +284,7 @@ fn error_for(
     }
 }
 
-impl Discounts for PolarClient {
+impl DiscountLookup for PolarClient {
     async fn get(&self, id: DiscountId, deadline: Deadline) -> Result<Lookup, PolarFailure> {
         let operation = Operation::Get;
         let request = self.within(
@@ -285,7 +298,16 @@ impl Discounts for PolarClient {
             discount: id,
             source,
         };
-        let response = self.send_authorized(request).await.map_err(transport)?;
+        let response = match self.send_authorized(request).await.map_err(transport)? {
+            Sent::Answered(response) => response,
+            Sent::TokenReplaced => {
+                return Err(PolarError::TokenReplaced {
+                    operation,
+                    discount: id,
+                }
+                .into())
+            }
+        };
         let status = response.status();
         if status.is_success() {
             let bytes = response.bytes().await.map_err(transport)?;
@@ -304,7 +326,9 @@ impl Discounts for PolarClient {
         }
         Err(error_for(operation, id, status, retry_after, &body).into())
     }
+}
 
+impl Discounts for PolarClient {
     async fn set_max_redemptions(
         &self,
         id: DiscountId,

@@ -51,6 +51,11 @@ pub enum PolarError {
         status: StatusCode,
         body: String,
     },
+    #[error("Polar {operation} discount {discount}: 401, the access token was refused; the one now in SSM is used from the next request")]
+    TokenReplaced {
+        operation: Operation,
+        discount: DiscountId,
+    },
     #[error(
         "Polar {operation} discount {discount}: {status}, the access token was refused: {body}"
     )]
@@ -98,6 +103,7 @@ impl PolarError {
                 retry_after: *retry_after,
             },
             Self::Unauthorized { .. } => PolarFailureKind::Unauthorized,
+            Self::TokenReplaced { .. } => PolarFailureKind::TokenReplaced,
             Self::UnknownRoute { .. } | Self::Decode { .. } => PolarFailureKind::Misconfigured,
             Self::Rejected { .. } => PolarFailureKind::Rejected,
             Self::TooLate { .. } => PolarFailureKind::TooLate,

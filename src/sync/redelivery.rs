@@ -11,11 +11,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::{SyncError, LEASE_GRACE};
 use crate::backoff::Backoff;
 use crate::deadline::epoch_ms;
 use crate::failure::FailureClass;
 use crate::ports::{PolarFailure, PolarFailureKind};
-use crate::sync::{SyncError, LEASE_GRACE};
 
 /// The longest Polar outage that must dead-letter nothing.
 pub const OUTAGE_BUDGET: Duration = Duration::from_secs(6 * 60 * 60);
@@ -78,6 +78,19 @@ const REQUEUE_SPREAD: Duration = Duration::from_secs(1);
 /// SQS delays a message by at most 15 minutes.
 const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
 
+/// How long after checkout sent it a message may still be sent again as a new one. A copy's
+/// receive count and `SentTimestamp` start over, so without a bound a message kept busy
+/// (a lease that never frees, a budget always spent) would never reach the dead-letter
+/// queue, nor count in the queue's age. Past it, a failure is an ordinary one, counted by
+/// the queue's receives, and dead-lettered with its reason after as many receives as the
+/// outage budget takes.
+pub const MAX_REQUEUE_AGE: Duration = OUTAGE_BUDGET;
+
+/// The most times a message is sent again, for copies whose first-sent time is unknown or
+/// that are sent back faster than the age bound counts: copies sent back at the longest
+/// delay SQS allows reach [`MAX_REQUEUE_AGE`] at this count (6 h / 15 min = 24).
+pub const MAX_REQUEUES: u32 = (OUTAGE_BUDGET.as_secs() / MAX_REQUEUE_DELAY.as_secs()) as u32;
+
 impl RedeliveryPolicy {
     /// Contention is not a failure. A message whose discount was busy for the whole
     /// invocation is sent again as a new message (its receive count starts over), visible
@@ -114,6 +127,12 @@ impl RedeliveryPolicy {
             SyncError::WriteMayHaveLanded(inner) => self.requeue_after(inner, requeues),
             _ => None,
         }
+    }
+
+    /// Whether a message sent again `requeues` times, checkout's first send `age` ago, may
+    /// be sent again once more; otherwise its failure counts as any other.
+    pub fn may_send_again(&self, requeues: u32, age: Option<Duration>) -> bool {
+        requeues < MAX_REQUEUES && age.is_none_or(|age| age < MAX_REQUEUE_AGE)
     }
 
     /// The shortest time from a message's first receive to receive number `receive`: every
@@ -192,7 +211,7 @@ mod tests {
         assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 640, 1280, 1800, 1800]);
     }
 
-    const TEMPLATE: &str = include_str!("../template.yaml");
+    const TEMPLATE: &str = include_str!("../../template.yaml");
 
     /// The lines under `header` (one whole line of template.yaml) that are indented deeper.
     fn template_block(header: &str) -> Vec<&'static str> {
