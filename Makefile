@@ -5,7 +5,7 @@ VENV := .venv
 DEV_ENV := $(VENV)/.installed
 EVENT ?= events/sqs-single.json
 
-.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive status smoke bench build-arm64
+.PHONY: local test lint fmt dev-env fuzz clean dlq-list dlq-redrive status smoke backfill bench build-arm64
 
 local: $(DEV_ENV)
 	scripts/local.sh $(EVENT)
@@ -69,17 +69,21 @@ $(CARGO_LAMBDA):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 ziglang==0.17.1
 
 # Operators (README, "Operating"): what is in the dead-letter queue and why, moving it back
-# after a fix, where an order or a discount stands, and a smoke run against Polar's sandbox.
+# after a fix, where an order or a discount stands, a smoke run against Polar's sandbox, and
+# the backfill of orders without a message (docs/stream-relay.md).
 # Each target checks its variables before anything runs (usage errors exit 2).
 usage.dlq-list := make dlq-list DLQ_URL=https://sqs.REGION.amazonaws.com/ACCOUNT/NAME
 usage.dlq-redrive := make dlq-redrive DLQ_URL=https://sqs.…/NAME [TO=destination queue URL] [LIMIT=n] [DRY_RUN=1]
 usage.status := ORDERS_TABLE=… SYNC_TABLE=… make status ORDER=order-id | DISCOUNT=discount-id \
 	(with POLAR_API_URL, POLAR_ACCESS_TOKEN for Polar's side; AWS_ENDPOINT_URL for moto)
 usage.smoke := POLAR_ACCESS_TOKEN=polar_oat_… (a sandbox token) make smoke  |  make smoke DOUBLE=1
+usage.backfill := make backfill ORDERS_TABLE=… QUEUE_URL=… [APPLY=1] [CONSISTENT=1] [SEGMENTS=n] [RATE=messages/s] \
+	[SINCE_ATTRIBUTE=createdAt SINCE=2026-12-01T00:00:00Z]
 needs.dlq-list := DLQ_URL
 needs.dlq-redrive := DLQ_URL
 needs.status := SYNC_TABLE $(if $(strip $(DISCOUNT)),,ORDERS_TABLE)
 needs.smoke := $(if $(filter 1,$(DOUBLE)),,POLAR_ACCESS_TOKEN)
+needs.backfill := ORDERS_TABLE QUEUE_URL $(if $(strip $(SINCE)),SINCE_ATTRIBUTE) $(if $(strip $(SINCE_ATTRIBUTE)),SINCE)
 usage_error = $(error $(1). Usage: $(usage.$(2)))
 comma := ,
 ifneq ($(filter status,$(MAKECMDGOALS)),)
@@ -92,7 +96,7 @@ $(call usage_error,set ORDER or DISCOUNT$(comma) not both,status)
 endif
 endif
 endif
-$(foreach goal,$(filter dlq-list dlq-redrive status smoke,$(MAKECMDGOALS)),\
+$(foreach goal,$(filter dlq-list dlq-redrive status smoke backfill,$(MAKECMDGOALS)),\
   $(foreach v,$(needs.$(goal)),$(if $(strip $($(v))),,$(call usage_error,$(v) is not set,$(goal)))))
 
 dlq-list: $(DEV_ENV)
@@ -111,6 +115,13 @@ status: $(DEV_ENV)
 smoke: $(DEV_ENV)
 	cargo build --quiet --locked --workspace --bins
 	scripts/with-moto.sh $(VENV)/bin/python scripts/smoke.py $(if $(filter 1,$(DOUBLE)),--double) $(if $(filter 1,$(VERBOSE)),--verbose)
+
+# Dry run unless APPLY=1: prints the count per discount code and what it would send.
+backfill_args = $(if $(filter 1,$(APPLY)),--apply) $(if $(filter 1,$(CONSISTENT)),--consistent) \
+	$(if $(strip $(SEGMENTS)),--segments $(SEGMENTS)) $(if $(strip $(RATE)),--rate $(RATE)) \
+	$(if $(strip $(SINCE_ATTRIBUTE)),--since-attribute "$(SINCE_ATTRIBUTE)" --since "$(SINCE)")
+backfill: $(DEV_ENV)
+	$(VENV)/bin/python scripts/backfill.py --table "$(ORDERS_TABLE)" --queue-url "$(QUEUE_URL)" $(strip $(backfill_args))
 
 dev-env: $(DEV_ENV)
 

@@ -15,7 +15,11 @@
   UpdateReplacePolicy Retain, every table point-in-time recovery;
 - an explicit queue name fits SQS's 80 characters with the longest stack name (128);
 - alarms and the dashboard name only the function's EMF metrics (EMF_METRICS, the README's
-  "Metrics and alarms"), with the FunctionName dimension, and the dashboard shows each.
+  "Metrics and alarms"), with the FunctionName dimension, and the dashboard shows each;
+- an event source mapping reads the orders table's stream, answering with partial batch
+  responses, from LATEST, bisecting failed batches, with bounded retries and an on-failure
+  destination, and its filter passes no REMOVE, no image without a discountId and no image
+  already synced (every pattern of the OR'd list must exclude each).
 
 Exits non-zero listing every problem. Usage: python scripts/check_template.py [template.yaml]
 scripts/test_check_template.py proves that each problem is caught.
@@ -45,6 +49,8 @@ EMF_METRICS = {
     # Shadow mode's (SHADOW_MODE=true): what it would have synced or written.
     "ShadowOrdersDecremented", "ShadowOrdersDeleted", "ShadowOrdersSkippedUnlimited",
     "ShadowOrdersAlreadyDeleted", "ShadowPolarWrites", "ShadowWouldDeadLetter", "ShadowWouldRetry",
+    # The orders table's stream relay.
+    "StreamRecordsRelayed", "StreamRecordsIgnored", "StreamRecordsDeadLettered", "StreamRelayFailures",
 }
 STATEFUL = ("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Logs::LogGroup")
 SQS_NAME_LIMIT = 80
@@ -239,6 +245,67 @@ def metric_problems(resources):
     return problems
 
 
+def is_queue_arn(value, resources):
+    """Whether an EventSourceArn is the Arn of one of the template's SQS queues."""
+    if not (isinstance(value, dict) and "Fn::GetAtt" in value):
+        return False
+    target = value["Fn::GetAtt"]
+    name = target[0] if isinstance(target, list) else str(target).split(".")[0]
+    return resources.get(name, {}).get("Type") == "AWS::SQS::Queue"
+
+
+# What a pattern must say for each thing the function would drop anyway.
+SYNCED_EXCLUDED = ([False], [{"exists": False}])
+
+
+def filter_problems(name, criteria):
+    patterns = []
+    for entry in (criteria or {}).get("Filters", []):
+        pattern = entry.get("Pattern") if isinstance(entry, dict) else None
+        try:
+            patterns.append(json.loads(pattern) if isinstance(pattern, str) else pattern)
+        except ValueError as error:
+            return [f"{name}: filter pattern {pattern!r} is not JSON ({error})"]
+    if not patterns:
+        return [f"{name}: has no FilterCriteria (every REMOVE and every write of any order would invoke the function)"]
+    problems = set()
+    for pattern in patterns:
+        pattern = pattern if isinstance(pattern, dict) else {}
+        events = pattern.get("eventName")
+        if not isinstance(events, list) or not set(events) <= {"INSERT", "MODIFY"}:
+            problems.add(f"{name}: a filter pattern passes REMOVE records (eventName {events!r})")
+        new_image = (pattern.get("dynamodb") or {}).get("NewImage") or {}
+        if (new_image.get("discountId") or {}).get("S") != [{"exists": True}]:
+            problems.add(f"{name}: a filter pattern passes images without a discountId")
+        if (new_image.get("polarDiscountSynced") or {}).get("BOOL") not in SYNCED_EXCLUDED:
+            problems.add(f"{name}: a filter pattern passes images already synced")
+    return sorted(problems)
+
+
+def stream_mapping_problems(resources):
+    """The DynamoDB stream's event source mappings (those not reading one of the queues)."""
+    mappings = {name: resource.get("Properties", {}) for name, resource in resources.items()
+                if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+                and not is_queue_arn(resource.get("Properties", {}).get("EventSourceArn"), resources)}
+    if not mappings:
+        return ["no event source mapping reads the orders table's stream"]
+    problems = []
+    for name, properties in mappings.items():
+        if "ReportBatchItemFailures" not in (properties.get("FunctionResponseTypes") or []):
+            problems.append(f"{name}: FunctionResponseTypes must include ReportBatchItemFailures (the function answers per record)")
+        if properties.get("StartingPosition") != "LATEST":
+            problems.append(f"{name}: StartingPosition must be LATEST (make backfill covers what came before)")
+        if properties.get("BisectBatchOnFunctionError") is not True:
+            problems.append(f"{name}: BisectBatchOnFunctionError must be true")
+        retries = properties.get("MaximumRetryAttempts")
+        if not isinstance(retries, int) or not 0 <= retries <= 10000:
+            problems.append(f"{name}: MaximumRetryAttempts must be bounded (0 to 10000), not {retries!r}")
+        if not ((properties.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination"):
+            problems.append(f"{name}: has no on-failure destination")
+        problems += filter_problems(name, properties.get("FilterCriteria"))
+    return problems
+
+
 def resolved(value, parameters):
     """A {"Ref": parameter} as the parameter's default; anything else as it is."""
     if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
@@ -283,6 +350,7 @@ def check(path):
             if "Role" not in properties:
                 problems.append(f"{name}: has no role of its own")
     problems += metric_problems(resources)
+    problems += stream_mapping_problems(resources)
     dead_letters = resources["RedemptionDeadLetterQueue"]["Properties"]
     if int(dead_letters.get("MessageRetentionPeriod", 0)) != 14 * 24 * 3600:
         problems.append("RedemptionDeadLetterQueue: must keep messages 14 days")
@@ -304,7 +372,7 @@ def main():
         print(f"template check: {problem}", file=sys.stderr)
     if problems:
         sys.exit(1)
-    print(f"template check: {path} ok (least privilege, encryption, retention, data kept, queue names, metrics, timeouts)")
+    print(f"template check: {path} ok (least privilege, encryption, retention, data kept, queue names, metrics, timeouts, stream mapping)")
 
 
 if __name__ == "__main__":

@@ -16,20 +16,46 @@ QUEUE_NAME = "polar-discount-sync"
 DLQ_NAME = "polar-discount-sync-dlq"
 
 
+def records_in(event_path):
+    with open(event_path) as f:
+        return json.load(f).get("Records", [])
+
+
+def is_stream_record(record):
+    return record.get("eventSource") == "aws:dynamodb"
+
+
+def order_id_of(record):
+    """The order an SQS record's body or a stream record's keys name, or None."""
+    try:
+        if is_stream_record(record):
+            return record["dynamodb"]["Keys"]["id"]["S"]
+        return json.loads(record["body"])["orderId"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def orders_in(event_path):
     """The orderIds named by an event file's records, in order, without repeats (none for
     the scheduled reconciliation event)."""
-    with open(event_path) as f:
-        records = json.load(f).get("Records", [])
     seen = []
-    for record in records:
-        try:
-            order_id = json.loads(record["body"])["orderId"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        if order_id not in seen:
+    for record in records_in(event_path):
+        order_id = order_id_of(record)
+        if order_id is not None and order_id not in seen:
             seen.append(order_id)
     return seen
+
+
+def stream_orders(event_path, known):
+    """The orders a stream event's records show as written (their new images), for those
+    the fixtures do not have: the table must hold what its stream says was written."""
+    items = {}
+    for record in records_in(event_path):
+        image = record.get("dynamodb", {}).get("NewImage") if is_stream_record(record) else None
+        order_id = order_id_of(record)
+        if image and order_id not in known and record.get("eventName") != "REMOVE":
+            items[order_id] = image
+    return list(items.values())
 
 
 def create_table(dynamodb, name, key):
@@ -78,9 +104,12 @@ def seed(args, dynamodb, fixtures):
             TableName=os.environ["ORDERS_TABLE"],
             Item={k: {"S": v} for k, v in order.items()},
         )
+    from_stream = stream_orders(args.event, {order["id"] for order in fixtures["orders"]})
+    for item in from_stream:
+        dynamodb.put_item(TableName=os.environ["ORDERS_TABLE"], Item=item)
     for discount in fixtures["discounts"]:
         polar_admin(args.polar, "PUT", f"/discounts/{discount['id']}", discount)
-    print(f"seeded {len(fixtures['orders'])} orders and {len(fixtures['discounts'])} discounts")
+    print(f"seeded {len(fixtures['orders']) + len(from_stream)} orders and {len(fixtures['discounts'])} discounts")
 
 
 def show_dead_letters():
@@ -103,6 +132,9 @@ def show(args, dynamodb, label):
         if item is None:
             print(f"order {order_id}: not in the orders table")
             continue
+        if "discountId" not in item:
+            print(f"order {order_id}: no discount")
+            continue
         discount_ids.append(item["discountId"]["S"])
         synced = item.get("polarDiscountSynced", {}).get("BOOL", False)
         if synced:
@@ -122,14 +154,51 @@ def show(args, dynamodb, label):
     show_dead_letters()
 
 
+def take_relayed(out_path):
+    """Receives what the stream relay sent to the queue, prints it, and writes it to
+    `out_path` as the SQS event Lambda's event source would deliver; the messages are
+    deleted, as the event source does once the function acknowledges them."""
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=QUEUE_NAME)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    records = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"],
+                                       MessageAttributeNames=["All"]).get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            print(f"relayed message {message['MessageId']}: {message['Body']}")
+            records.append({
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": os.environ.get("AWS_REGION", "us-east-1"),
+            })
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    if not records:
+        print("no message was relayed")
+    with open(out_path, "w") as f:
+        json.dump({"Records": records}, f, indent=2)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--polar", required=True, help="the Polar double's root URL")
     parser.add_argument("--fixtures", required=True)
     parser.add_argument("--event", required=True)
-    parser.add_argument("command", choices=["seed", "show"])
-    parser.add_argument("label", nargs="?", default="")
+    parser.add_argument("command", choices=["seed", "show", "relayed"])
+    parser.add_argument("label", nargs="?", default="",
+                        help="show: what the state is after; relayed: the SQS event file to write")
     args = parser.parse_args()
+    if args.command == "relayed":
+        return take_relayed(args.label)
     with open(args.fixtures) as f:
         fixtures = json.load(f)
     dynamodb = boto3.client("dynamodb")

@@ -12,6 +12,9 @@ pub const DEFAULT_POLAR_API_URL: &str = "https://api.polar.sh/v1";
 /// Polar's sandbox, whose organizations have a lower rate limit.
 pub const SANDBOX_POLAR_HOST: &str = "sandbox-api.polar.sh";
 pub const DEFAULT_MAXIMUM_CONCURRENCY: u32 = 2;
+pub const DEFAULT_STREAM_RELAY_DELAY_SECONDS: u64 = 60;
+/// SQS caps a message's delay at 15 minutes.
+pub const MAX_STREAM_RELAY_DELAY_SECONDS: u64 = 900;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,6 +24,12 @@ pub struct Config {
     pub token_source: TokenSource,
     /// `DEAD_LETTER_QUEUE_URL`: where permanent failures go, with their reason.
     pub dead_letter_queue_url: Option<String>,
+    /// `REDEMPTION_QUEUE_URL`: the queue the function is subscribed to, where records of
+    /// the orders table's stream are relayed. Required only when the stream is connected.
+    pub redemption_queue_url: Option<String>,
+    /// `STREAM_RELAY_DELAY_SECONDS`: how long a relayed message waits in the queue, so that
+    /// checkout's own message, usually on its way, comes first (0-900, default 60).
+    pub stream_relay_delay: Duration,
     /// `MAX_RECEIVE_COUNT`: the source queue's redrive limit, when it should not be read
     /// from the queue's redrive policy.
     pub max_receive_count: Option<u32>,
@@ -186,16 +195,34 @@ impl Config {
                 ),
             });
         }
-        let dead_letter_queue_url = get("DEAD_LETTER_QUEUE_URL")
-            .map(|raw| {
-                Url::parse(&raw)
-                    .map(|_| raw.trim().to_owned())
-                    .map_err(|e| ConfigError::Invalid {
-                        name: "DEAD_LETTER_QUEUE_URL",
-                        reason: e.to_string(),
+        let queue_url = |name: &'static str| {
+            get(name)
+                .map(|raw| {
+                    Url::parse(raw.trim())
+                        .map(|_| raw.trim().to_owned())
+                        .map_err(|e| ConfigError::Invalid {
+                            name,
+                            reason: e.to_string(),
+                        })
+                })
+                .transpose()
+        };
+        let dead_letter_queue_url = queue_url("DEAD_LETTER_QUEUE_URL")?;
+        let redemption_queue_url = queue_url("REDEMPTION_QUEUE_URL")?;
+        let stream_relay_delay_seconds = match get("STREAM_RELAY_DELAY_SECONDS") {
+            None => DEFAULT_STREAM_RELAY_DELAY_SECONDS,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(seconds) if seconds <= MAX_STREAM_RELAY_DELAY_SECONDS => seconds,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "STREAM_RELAY_DELAY_SECONDS",
+                        reason: format!(
+                            "{raw:?} is not a whole number of seconds from 0 to {MAX_STREAM_RELAY_DELAY_SECONDS} (SQS's longest delay)"
+                        ),
                     })
-            })
-            .transpose()?;
+                }
+            },
+        };
         let shadow_mode = match get("SHADOW_MODE").as_deref().map(str::trim) {
             None | Some("false") => false,
             Some("true") => true,
@@ -212,6 +239,8 @@ impl Config {
             polar_api_url,
             token_source,
             dead_letter_queue_url,
+            redemption_queue_url,
+            stream_relay_delay: Duration::from_secs(stream_relay_delay_seconds),
             max_receive_count: positive("MAX_RECEIVE_COUNT", None)?,
             polar_rate_limit_per_minute,
             maximum_concurrency: positive(
@@ -373,6 +402,43 @@ mod tests {
             ("MAX_RECEIVE_COUNT", "0"),
             ("MAXIMUM_CONCURRENCY", "two"),
             ("DEAD_LETTER_QUEUE_URL", "not a url"),
+        ] {
+            let mut vars = BASE.to_vec();
+            vars.push((name, bad));
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_stream_relay_needs_no_settings_and_checks_them_when_set() {
+        let minimal = config(BASE).unwrap();
+        assert_eq!(minimal.redemption_queue_url, None);
+        assert_eq!(minimal.stream_relay_delay, Duration::from_secs(60));
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            (
+                "REDEMPTION_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/redemptions",
+            ),
+            ("STREAM_RELAY_DELAY_SECONDS", "0"),
+        ]);
+        let configured = config_of(&vars);
+        assert_eq!(
+            configured.redemption_queue_url.as_deref(),
+            Some("https://sqs.us-east-1.amazonaws.com/123456789012/redemptions")
+        );
+        assert_eq!(configured.stream_relay_delay, Duration::ZERO);
+        vars[4].1 = "900";
+        assert_eq!(
+            config_of(&vars).stream_relay_delay,
+            Duration::from_secs(900)
+        );
+        for (name, bad) in [
+            ("STREAM_RELAY_DELAY_SECONDS", "901"),
+            ("STREAM_RELAY_DELAY_SECONDS", "-1"),
+            ("STREAM_RELAY_DELAY_SECONDS", "1m"),
+            ("REDEMPTION_QUEUE_URL", "redemptions"),
         ] {
             let mut vars = BASE.to_vec();
             vars.push((name, bad));

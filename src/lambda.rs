@@ -1,6 +1,7 @@
 //! The Lambda edge: building the handler from the environment (syncing, or in shadow mode
-//! only planning), telling an SQS batch from the scheduled reconciliation event, and
-//! reporting init failures and invocation errors to the Runtime API under stable names.
+//! only planning), telling an SQS batch from the orders table's stream and the scheduled
+//! reconciliation event, and reporting init failures and invocation errors to the Runtime
+//! API under stable names.
 
 use std::time::{Duration, Instant};
 
@@ -13,25 +14,28 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::adapters::polar::{HttpTimeouts, PolarClient};
-use crate::adapters::{fetch_token, DynamoStore, SqsQueue, TokenError};
+use crate::adapters::{fetch_token, DynamoStore, SqsQueue, SqsRelay, TokenError};
 use crate::config::{Config, ConfigError, TokenSource};
 use crate::deadline::Deadline;
-use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, OrderReader, Queue};
+use crate::ports::{Coordination, Discounts, JournalIndex, OrderLedger, OrderReader, Queue, Relay};
+use crate::relay::{plan_records, relay_records, StreamBatchResponse, StreamError};
 use crate::sync::{
     process_batch, shadow, BatchError, BatchSettings, Checkpoint, RateLimiter, RedeliveryPolicy,
     RetryPolicy, Shadow, SyncError, Syncer,
 };
 use crate::telemetry::{emf, Count, Distribution, Metrics, Recorded};
 
-pub struct Handler<S, D, Q> {
-    mode: Mode<S, D, Q>,
+pub struct Handler<S, D, Q, R> {
+    mode: Mode<S, D, Q, R>,
 }
 
 /// What the function does with its events: sync them, or (`SHADOW_MODE`) only plan them.
-enum Mode<S, D, Q> {
+enum Mode<S, D, Q, R> {
     Sync {
         syncer: Syncer<S, D>,
         queue: Q,
+        /// Where the orders table's stream records are relayed.
+        relay: R,
         settings: BatchSettings,
     },
     /// Holds no queue and, through its bounds, reads only.
@@ -42,12 +46,16 @@ enum Mode<S, D, Q> {
 #[derive(Debug)]
 pub enum Invocation {
     Batch(SqsEvent),
+    /// The orders table's DynamoDB stream: the event's `Records`, each read on its own.
+    Stream(Vec<Value>),
     /// EventBridge's scheduled event: settle the journals whose owner is gone.
     Reconcile,
 }
 
 #[derive(Debug, Error)]
-#[error("the event is neither an SQS batch nor EventBridge's scheduled event")]
+#[error(
+    "the event is neither an SQS batch, a DynamoDB stream batch nor EventBridge's scheduled event"
+)]
 pub struct UnknownEvent(#[source] serde_json::Error);
 
 impl Invocation {
@@ -57,10 +65,22 @@ impl Invocation {
         if scheduled {
             return Ok(Self::Reconcile);
         }
+        if let Some(records) = stream_records(&event) {
+            return Ok(Self::Stream(records));
+        }
         serde_json::from_value(event)
             .map(Self::Batch)
             .map_err(UnknownEvent)
     }
+}
+
+/// The records of a DynamoDB Streams event: one of them at least says so.
+fn stream_records(event: &Value) -> Option<Vec<Value>> {
+    let records = event.get("Records")?.as_array()?;
+    let from_dynamodb = records
+        .iter()
+        .any(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:dynamodb"));
+    from_dynamodb.then(|| records.clone())
 }
 
 /// Why a whole invocation failed. The Runtime API gets each as a [`Diagnostic`] whose
@@ -71,6 +91,8 @@ pub enum InvocationError {
     UnknownEvent(#[from] UnknownEvent),
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     #[error("the scheduled reconciliation could not list the journals")]
     Reconciliation(#[source] SyncError),
     #[error("the answer could not be serialised")]
@@ -83,6 +105,7 @@ impl InvocationError {
         match self {
             Self::UnknownEvent(_) => "UnknownEvent",
             Self::Batch(BatchError::MissingMessageId { .. }) => "MissingMessageId",
+            Self::Stream(StreamError::Unreportable { .. }) => "UnreportableStreamRecord",
             Self::Reconciliation(_) => "ReconciliationFailed",
             Self::Answer(_) => "AnswerNotSerializable",
         }
@@ -98,17 +121,19 @@ impl From<InvocationError> for Diagnostic {
     }
 }
 
-impl<S, D, Q> Handler<S, D, Q>
+impl<S, D, Q, R> Handler<S, D, Q, R>
 where
     S: OrderLedger + Coordination + JournalIndex + OrderReader,
     D: Discounts,
     Q: Queue,
+    R: Relay,
 {
-    pub fn new(syncer: Syncer<S, D>, queue: Q, settings: BatchSettings) -> Self {
+    pub fn new(syncer: Syncer<S, D>, queue: Q, relay: R, settings: BatchSettings) -> Self {
         Self {
             mode: Mode::Sync {
                 syncer,
                 queue,
+                relay,
                 settings,
             },
         }
@@ -142,10 +167,26 @@ where
                 syncer,
                 queue,
                 settings,
+                ..
             } => process_batch(syncer, queue, settings, event.payload, deadline).await?,
             Mode::Shadow(shadow) => shadow.plan_batch(event.payload, deadline).await.response(),
         };
         Ok(response)
+    }
+
+    /// A DynamoDB Streams batch of the orders table: relays what may have no message (in
+    /// shadow mode: logs what it would relay, sends nothing, acknowledges every record).
+    pub async fn handle_stream(
+        &self,
+        records: &[Value],
+        deadline: Deadline,
+    ) -> Result<StreamBatchResponse, InvocationError> {
+        match &self.mode {
+            Mode::Sync { syncer, relay, .. } => {
+                Ok(relay_records(relay, syncer.metrics(), records, deadline).await?)
+            }
+            Mode::Shadow(_) => Ok(plan_records(records)),
+        }
     }
 
     /// Any event the function receives: an SQS batch answers with its batch item
@@ -172,6 +213,24 @@ where
                         started,
                     );
                 }
+                serde_json::to_value(response)?
+            }
+            Invocation::Stream(records) => {
+                let deadline = Deadline::from_epoch_ms(context.deadline);
+                let response = self.handle_stream(&records, deadline).await;
+                let recorded = self.metrics().take();
+                emf::publish(&recorded, &function_name, &request_id);
+                let response = response?;
+                info!(
+                    event = "stream_invocation",
+                    records = records.len(),
+                    relayed = recorded.count(Count::StreamRecordsRelayed),
+                    ignored = recorded.count(Count::StreamRecordsIgnored),
+                    deadLettered = recorded.count(Count::StreamRecordsDeadLettered),
+                    notAcknowledged = response.batch_item_failures.len(),
+                    durationMs = started.elapsed().as_millis() as u64,
+                    "stream batch finished"
+                );
                 serde_json::to_value(response)?
             }
             Invocation::Reconcile => {
@@ -232,7 +291,7 @@ pub enum InitError {
 }
 
 /// The handler as a deployment runs it.
-pub type ProductionHandler = Handler<DynamoStore, PolarClient, SqsQueue>;
+pub type ProductionHandler = Handler<DynamoStore, PolarClient, SqsQueue, SqsRelay>;
 
 /// What tests may change in the production wiring; `Wiring::default()` is production.
 #[derive(Clone, Default)]
@@ -331,10 +390,17 @@ pub async fn handler_with(
         .with_rate_limiter(RateLimiter::new(shares.batches));
         return Ok(Handler::shadow(shadow));
     }
+    let sqs = aws_sdk_sqs::Client::new(aws);
     let queue = SqsQueue::new(
-        aws_sdk_sqs::Client::new(aws),
+        sqs.clone(),
         config.dead_letter_queue_url.clone(),
         config.max_receive_count,
+    );
+    let relay = SqsRelay::new(
+        sqs,
+        config.redemption_queue_url.clone(),
+        config.dead_letter_queue_url.clone(),
+        config.stream_relay_delay,
     );
     let settings = BatchSettings {
         max_concurrent_discounts: config.max_concurrent_discounts,
@@ -347,7 +413,7 @@ pub async fn handler_with(
     if let Some(checkpoint) = wiring.checkpoint {
         syncer = syncer.with_checkpoint(checkpoint);
     }
-    Ok(Handler::new(syncer, queue, settings))
+    Ok(Handler::new(syncer, queue, relay, settings))
 }
 
 /// Tells the Runtime API why init failed, so the failure shows as `Runtime.InitError`
@@ -392,6 +458,22 @@ mod tests {
     }
 
     #[test]
+    fn a_dynamodb_streams_event_is_told_from_an_sqs_batch_by_its_event_source() {
+        let stream = serde_json::json!({"Records": [{
+            "eventID": "1", "eventName": "INSERT", "eventSource": "aws:dynamodb",
+            "dynamodb": {"SequenceNumber": "111", "NewImage": {"id": {"S": "ord_1"}}}
+        }]});
+        assert!(matches!(
+            Invocation::parse(stream),
+            Ok(Invocation::Stream(records)) if records.len() == 1
+        ));
+        let sqs = serde_json::json!({"Records": [{
+            "messageId": "m-1", "body": "{}", "eventSource": "aws:sqs"
+        }]});
+        assert!(matches!(Invocation::parse(sqs), Ok(Invocation::Batch(_))));
+    }
+
+    #[test]
     fn every_invocation_error_reaches_the_runtime_api_under_a_stable_name_with_its_chain() {
         let unknown = Invocation::parse(serde_json::json!({"source": "aws.s3"})).unwrap_err();
         let not_serializable = serde_json::from_str::<Value>("{").unwrap_err();
@@ -403,6 +485,14 @@ mod tests {
             (
                 BatchError::MissingMessageId { index: 3 }.into(),
                 "MissingMessageId",
+            ),
+            (
+                StreamError::Unreportable {
+                    index: 0,
+                    what: "relayed",
+                }
+                .into(),
+                "UnreportableStreamRecord",
             ),
             (
                 InvocationError::Reconciliation(listing),

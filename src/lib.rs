@@ -10,6 +10,7 @@ pub mod domain;
 pub mod failure;
 pub mod lambda;
 pub mod ports;
+pub mod relay;
 pub mod sync;
 pub mod telemetry;
 #[cfg(test)]

@@ -264,6 +264,81 @@ async fn under_json_logs_every_synced_order_has_a_line_naming_it_and_a_metric_co
     let _ = std::fs::remove_file(&log);
 }
 
+/// The sample stream event's relayable record (ord_501, SUMMER25); the other has no discount.
+const RELAYABLE_SEQUENCE_NUMBER: &str = "111000000000000000000001";
+
+#[tokio::test]
+async fn the_binary_relays_the_sample_stream_event_to_the_queue_and_without_the_queue_lists_the_record(
+) {
+    let (world, _discount) = world_with_sample_discount().await;
+    let queues = support::queues::Queues::create(
+        &world,
+        &support::SqsBackend::Moto,
+        support::queues::QueueSettings {
+            fifo: false,
+            visibility_timeout_secs: 60,
+            max_receive_count: 33,
+        },
+    )
+    .await;
+    let stream_answer = |outcome: Outcome| -> Vec<String> {
+        let Outcome::Response(response) = outcome else {
+            panic!("expected a response, got {outcome:?}");
+        };
+        support::stream::failed_sequence_numbers(&response).expect("a partial batch response")
+    };
+
+    let mut without_queue = queues.env(&world);
+    without_queue.push(("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()));
+    let log = std::env::temp_dir().join(format!("polar-sync-stream-{}.log", Uuid::new_v4()));
+    let api = RuntimeApi::start().await.unwrap();
+    let _function =
+        FunctionProcess::spawn_logging_to(Path::new(BINARY), &without_queue, &api, &log).unwrap();
+    let outcome = api
+        .invoke(
+            event_file("dynamodb-stream-insert.json"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(stream_answer(outcome), [RELAYABLE_SEQUENCE_NUMBER]);
+    assert_eq!(queues.outstanding().await, 0);
+    let lines = json_lines(&log);
+    let missing = lines
+        .iter()
+        .find(|line| line["sequenceNumber"] == RELAYABLE_SEQUENCE_NUMBER)
+        .unwrap_or_else(|| panic!("no outcome line for the record in {lines:#?}"));
+    assert_eq!(
+        (&missing["level"], &missing["outcome"]),
+        (&"ERROR".into(), &"relay_failed".into())
+    );
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .contains("REDEMPTION_QUEUE_URL is missing"),
+        "{missing}"
+    );
+    let _ = std::fs::remove_file(&log);
+
+    let mut with_queue = queues.env(&world);
+    with_queue.push(("REDEMPTION_QUEUE_URL".into(), queues.source_url.clone()));
+    with_queue.push(("STREAM_RELAY_DELAY_SECONDS".into(), "0".into()));
+    let api = RuntimeApi::start().await.unwrap();
+    let _function = FunctionProcess::spawn(Path::new(BINARY), &with_queue, &api).unwrap();
+    let outcome = api
+        .invoke(
+            event_file("dynamodb-stream-insert.json"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(stream_answer(outcome), Vec::<String>::new());
+    assert_eq!(
+        queues.outstanding().await,
+        1,
+        "ord_501 relayed, ord_502 not"
+    );
+}
+
 /// Every item of `table`, sorted by `key`: what a write would change.
 async fn scan(world: &World, table: &str, key: &str) -> Vec<HashMap<String, AttributeValue>> {
     let mut items = Vec::new();

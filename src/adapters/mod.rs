@@ -5,8 +5,10 @@ mod dynamo;
 pub(crate) mod in_memory;
 pub mod polar;
 mod sqs_queue;
+mod sqs_relay;
 mod ssm_token;
 
 pub use dynamo::DynamoStore;
 pub use sqs_queue::{QueueError, SqsQueue};
+pub use sqs_relay::{deduplication_id, SqsRelay, MAX_RELAY_DELAY};
 pub use ssm_token::{fetch_token, TokenError};

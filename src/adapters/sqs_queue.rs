@@ -240,7 +240,7 @@ impl SqsQueue {
     }
 }
 
-fn text(value: &str) -> MessageAttributeValue {
+pub(super) fn text(value: &str) -> MessageAttributeValue {
     MessageAttributeValue::builder()
         .data_type("String")
         .string_value(value)

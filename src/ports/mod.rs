@@ -4,6 +4,7 @@
 
 mod polar;
 mod queue;
+mod relay;
 mod store;
 
 pub use polar::{
@@ -14,6 +15,7 @@ pub use queue::{
     DeadLetterReason, Delivery, Queue, QueueFailure, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
     REQUEUE_COUNT,
 };
+pub use relay::{Relay, RelayFailure, RelayedMessage, UnreadableRecord};
 pub use store::{
     Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
     OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,

@@ -34,6 +34,14 @@ pub enum Count {
     Oversold,
     /// A journaled write found someone else's change on Polar.
     ExternalChanges,
+    /// Orders table stream records relayed to the redemption queue.
+    StreamRecordsRelayed,
+    /// Stream records that needed no message (removed, no discount, synced, own writes).
+    StreamRecordsIgnored,
+    /// Unreadable stream records sent to the dead-letter queue.
+    StreamRecordsDeadLettered,
+    /// Stream records whose relay (or dead-lettering) failed: delivered again.
+    StreamRelayFailures,
     /// Shadow mode (`SHADOW_MODE=true`): messages whose order it would have synced, by
     /// action. Nothing was written; the names keep these apart from the real counts.
     ShadowOrdersDecremented,
@@ -67,6 +75,10 @@ impl Count {
             Self::PolarRateLimited => "PolarRateLimited",
             Self::Oversold => "Oversold",
             Self::ExternalChanges => "ExternalChanges",
+            Self::StreamRecordsRelayed => "StreamRecordsRelayed",
+            Self::StreamRecordsIgnored => "StreamRecordsIgnored",
+            Self::StreamRecordsDeadLettered => "StreamRecordsDeadLettered",
+            Self::StreamRelayFailures => "StreamRelayFailures",
             Self::ShadowOrdersDecremented => "ShadowOrdersDecremented",
             Self::ShadowOrdersDeleted => "ShadowOrdersDeleted",
             Self::ShadowOrdersSkippedUnlimited => "ShadowOrdersSkippedUnlimited",

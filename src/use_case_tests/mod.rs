@@ -9,6 +9,7 @@ mod kept_journal;
 mod metrics;
 mod polar_failures;
 mod reconcile;
+mod relay;
 mod shadow;
 
 use std::panic::AssertUnwindSafe;

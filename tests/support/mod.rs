@@ -7,6 +7,7 @@
 //!   redrive to a dead-letter queue and FIFO groups, served over the SQS API.
 //! - `queues`: a source queue and its dead-letter queue, in moto or the simulated SQS.
 //! - `event_source`: Lambda's SQS event source mapping, played against such queues.
+//! - `stream`: the orders table's stream in moto, read as Lambda's DynamoDB event source.
 #![allow(dead_code)]
 
 pub mod event_source;
@@ -14,6 +15,7 @@ pub mod queues;
 pub mod simulated_sqs;
 pub mod sqs;
 mod sqs_endpoint;
+pub mod stream;
 pub mod world;
 
 #[allow(unused_imports)]

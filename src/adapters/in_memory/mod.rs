@@ -3,8 +3,10 @@
 
 mod polar;
 mod queue;
+mod relay;
 mod store;
 
 pub use polar::{Call, InMemoryDiscounts, On, Scripted};
 pub use queue::InMemoryQueue;
+pub use relay::InMemoryRelay;
 pub use store::{InMemoryStore, StoredDiscount, StoredOrder};
