@@ -45,7 +45,7 @@ EMF_METRICS = {
     "OrdersAlreadySynced", "TransientFailures", "ConfigurationErrors", "PermanentFailures",
     "DeadLettered", "LeaseContention", "JournalsRecovered", "JournalsReconciled",
     "ReconciliationFailures", "UnknownWriteOutcomes", "PolarRateLimited", "Oversold",
-    "ExternalChanges", "PolarLatency", "OrdersPerWrite",
+    "ExternalChanges", "PolarLatency", "OrdersPerWrite", "OldestMessageAge", "PolarRateShare",
     # Shadow mode's (SHADOW_MODE=true): what it would have synced or written.
     "ShadowOrdersDecremented", "ShadowOrdersDeleted", "ShadowOrdersSkippedUnlimited",
     "ShadowOrdersAlreadyDeleted", "ShadowPolarWrites", "ShadowWouldDeadLetter", "ShadowWouldRetry",
@@ -313,6 +313,34 @@ def resolved(value, parameters):
     return value
 
 
+# What must page, and when: a Polar outage within 15 minutes, not when the first message is
+# dead-lettered 6 hours in; the age SQS's own metric stops counting; 429s that show the
+# rate split is wrong.
+PAGED_METRICS = ("TransientFailures", "OldestMessageAge", "PolarRateLimited")
+
+
+def paging_problems(resources):
+    """The alarms issue 20 asks for, and the reserved concurrency the rate split counts on."""
+    problems = []
+    alarms = [r.get("Properties", {}) for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    alarmed = {a.get("MetricName") for a in alarms if a.get("Namespace") == EMF_NAMESPACE}
+    for metric in PAGED_METRICS:
+        if metric not in alarmed:
+            problems.append(f"no alarm on {metric}")
+    heartbeats = [a for a in alarms if a.get("Namespace") == "AWS/Lambda" and a.get("MetricName") == "Invocations"]
+    if not heartbeats:
+        problems.append("no heartbeat: no alarm on the function's Invocations (the schedule guarantees some)")
+    for heartbeat in heartbeats:
+        if heartbeat.get("TreatMissingData") != "breaching":
+            problems.append("the heartbeat must treat missing data as breaching: no invocation is no data")
+    for name, resource in resources.items():
+        properties = resource.get("Properties", {})
+        splits_the_budget = "MAXIMUM_CONCURRENCY" in properties.get("Environment", {}).get("Variables", {})
+        if resource["Type"] == "AWS::Lambda::Function" and splits_the_budget and "ReservedConcurrentExecutions" not in properties:
+            problems.append(f"{name}: no reserved concurrency (the rate budget is split between the queue's containers and one reconciliation)")
+    return problems
+
+
 def check(path):
     template, matches = decode_str(open(path).read())
     if matches:
@@ -350,6 +378,7 @@ def check(path):
             if "Role" not in properties:
                 problems.append(f"{name}: has no role of its own")
     problems += metric_problems(resources)
+    problems += paging_problems(resources)
     problems += stream_mapping_problems(resources)
     dead_letters = resources["RedemptionDeadLetterQueue"]["Properties"]
     if int(dead_letters.get("MessageRetentionPeriod", 0)) != 14 * 24 * 3600:
