@@ -270,15 +270,17 @@ async fn a_journal_left_behind_by_an_external_change_keeps_the_other_value() {
 }
 
 #[tokio::test]
-async fn a_lease_held_by_a_live_invocation_sends_the_message_back_without_polar_requests() {
+async fn a_lease_held_by_a_live_invocation_gives_the_message_back_for_one_dynamodb_request() {
     let world = World::start().await;
     let discount = world.discount("HELD", Some(5));
     let messages = seed_orders(&world, "o", discount, "HELD", 1).await;
-    let live_until = std::time::SystemTime::now() + Duration::from_secs(120);
-    let live_until_ms = live_until
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let now = std::time::SystemTime::now();
+    let epoch_ms = |at: std::time::SystemTime| {
+        at.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string()
+    };
     world
         .dynamo
         .put_item()
@@ -287,19 +289,30 @@ async fn a_lease_held_by_a_live_invocation_sends_the_message_back_without_polar_
         .item("leaseToken", s(&Uuid::new_v4().to_string()))
         .item(
             "leaseExpiresAtMs",
-            AttributeValue::N(live_until_ms.to_string()),
+            AttributeValue::N(epoch_ms(now + Duration::from_secs(120))),
         )
+        .item("leaseTakenAtMs", AttributeValue::N(epoch_ms(now)))
+        // Its steps were measured to take a minute: not worth waiting for.
+        .item("lastStepMs", AttributeValue::N("60000".into()))
         .send()
         .await
         .unwrap();
-    let handler = world.handler().await;
+    let (handler, dynamo_requests) = world.counting_handler().await;
 
-    // It waits for the release while 2 s of its deadline remain, then gives up.
+    // The refused one-write start tells who holds the lease and that it will not be done in
+    // time: no second look, no waiting.
+    let started = std::time::Instant::now();
     let failed = world
-        .deliver_within(&handler, &as_refs(&messages), Duration::from_secs(3))
+        .deliver_within(&handler, &as_refs(&messages), Duration::from_secs(30))
         .await;
 
     assert_eq!(failed, ["m-o0"]);
+    assert_eq!(dynamo_requests.load(Ordering::SeqCst), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(world.polar_requests().is_empty());
     assert_eq!(world.action("o0").await, None);
 
@@ -307,6 +320,10 @@ async fn a_lease_held_by_a_live_invocation_sends_the_message_back_without_polar_
     let failed = world.deliver(&handler, &as_refs(&messages)).await;
     assert!(failed.is_empty());
     assert_eq!(world.max_redemptions(discount), Some(Some(4)));
+    assert!(
+        world.sync_item(discount).await.contains_key("lastStepMs"),
+        "the step that released the lease is measured for the next waiters"
+    );
 }
 
 #[tokio::test]

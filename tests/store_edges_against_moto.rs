@@ -21,6 +21,7 @@ fn lease() -> Lease {
     Lease {
         token: Uuid::new_v4(),
         expires_at_ms: now_ms() + 60_000,
+        taken_at_ms: now_ms(),
     }
 }
 

@@ -17,6 +17,6 @@ pub use queue::{
 };
 pub use relay::{Relay, RelayFailure, RelayedMessage, UnreadableRecord};
 pub use store::{
-    Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
+    Acquisition, ClaimOutcome, Coordination, HeldLease, JournalIndex, Lease, LeaseAfter,
+    OrderLedger, OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
 };

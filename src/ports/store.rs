@@ -63,26 +63,57 @@ pub struct Lease {
     pub token: Uuid,
     /// Epoch milliseconds after which another invocation may take the lease over.
     pub expires_at_ms: u64,
+    /// Epoch milliseconds when this invocation set out to take it: the start of its step,
+    /// from which the step's time is measured when the lease is given up.
+    pub taken_at_ms: u64,
+}
+
+/// Another invocation's live lease, as a waiter sees it in the answer that refused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    /// Epoch milliseconds after which it may be taken over.
+    pub expires_at_ms: u64,
+    /// When its holder will likely give it up: the time it was taken plus the last
+    /// measured step on the discount; `None` when no step was measured yet.
+    pub expected_release_at_ms: Option<u64>,
+    /// The orders of its pending journal, if it has one.
+    pub journaled: Vec<OrderId>,
+}
+
+impl HeldLease {
+    /// From the held item's attributes: the holder's start, and the last measured step.
+    pub fn expecting(
+        expires_at_ms: u64,
+        taken_at_ms: Option<u64>,
+        last_step_ms: Option<u64>,
+        journaled: Vec<OrderId>,
+    ) -> Self {
+        Self {
+            expires_at_ms,
+            expected_release_at_ms: taken_at_ms.zip(last_step_ms).map(|(at, step)| at + step),
+            journaled,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquisition {
     /// The lease is ours; `pending` is a journal left by a holder that did not finish.
     Acquired { pending: Option<Journal> },
-    /// Another invocation holds the lease until `expires_at_ms`; `journaled` are the
-    /// orders of its pending journal, if it has one.
-    Held {
-        expires_at_ms: u64,
-        journaled: Vec<OrderId>,
-    },
+    /// Another invocation holds the lease.
+    Held(HeldLease),
 }
 
 /// What `Coordination::acquire_with_claims` came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuickStart {
     /// The lease is ours, no journal was pending, and every order is claimed.
     Started,
-    /// Nothing was written.
+    /// Nothing was written because another invocation holds the lease: the refusal
+    /// already tells everything `acquire` would, so a waiter asks nothing more.
+    Held(HeldLease),
+    /// Nothing was written, for another reason (a pending journal, an order that cannot
+    /// be claimed as spelled, a conflict): `acquire` and `OrderLedger::claim` tell which.
     Declined,
 }
 
@@ -95,6 +126,8 @@ pub enum LeaseAfter {
 
 /// Per-discount coordination in `SYNC_TABLE`: the lease and the intent journal.
 pub trait Coordination: Send + Sync {
+    /// Takes the lease in one conditional write if it is free, expired or ours; otherwise
+    /// says who holds it, from the same request's refusal.
     fn acquire(
         &self,
         discount: DiscountId,
@@ -124,7 +157,8 @@ pub trait Coordination: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
 
     /// Ends a counting step: marks `orders` synced with `action` and clears the journal,
-    /// in one transaction where the store allows it.
+    /// in one transaction where the store allows it. Releasing the lease also records how
+    /// long the step took since `lease.taken_at_ms`, for waiters to expect the next one.
     fn commit(
         &self,
         discount: DiscountId,

@@ -36,6 +36,8 @@ pub enum SyncError {
     LeaseHeld {
         discount: DiscountId,
         expires_at_ms: u64,
+        /// When the holder will likely be done, from the discount's last measured step.
+        expected_release_at_ms: Option<u64>,
     },
     #[error("not started: too little time left in the invocation")]
     DeadlineTooClose,
@@ -67,21 +69,28 @@ impl SyncError {
     }
 
     /// The earliest moment worth trying again, if the failure says so: Polar's
-    /// `retry-after`, or when a lease held elsewhere is free: by its holder's deadline
-    /// the holder has finished, and a lease still held after that (a dead holder, or a
-    /// write left pending) may be taken over at its expiry.
+    /// `retry-after`, or when a lease held elsewhere is free: when its holder is expected
+    /// to be done (by the discount's last measured step), at the latest by its deadline;
+    /// a lease still held after that (a dead holder, or a write left pending) may be
+    /// taken over at its expiry.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Polar(PolarFailure {
                 kind: PolarFailureKind::RateLimited { retry_after },
                 ..
             }) => *retry_after,
-            Self::LeaseHeld { expires_at_ms, .. } => {
+            Self::LeaseHeld {
+                expires_at_ms,
+                expected_release_at_ms,
+                ..
+            } => {
                 let now_ms = epoch_ms(SystemTime::now());
                 let holder_deadline_ms =
                     expires_at_ms.saturating_sub(LEASE_GRACE.as_millis() as u64);
                 let free_at_ms = if holder_deadline_ms > now_ms {
-                    holder_deadline_ms
+                    expected_release_at_ms.map_or(holder_deadline_ms, |expected| {
+                        expected.clamp(now_ms, holder_deadline_ms)
+                    })
                 } else {
                     *expires_at_ms
                 };

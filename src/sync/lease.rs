@@ -1,12 +1,20 @@
-//! The discount's lease: taken before anything is counted, waited for while another
-//! invocation holds it, given up when no write is pending.
+//! The discount's lease: taken before anything is counted, waited for only until its
+//! holder is expected to be done, given up when no write is pending.
 //!
-//! Contention on a hot code is not a failure. A holder keeps the lease for one read and
-//! one coalesced write (a fraction of a second), so a waiter polls for the release with
-//! short, growing, jittered pauses, for up to 3 s while its deadline leaves time to sync.
-//! A holder that outlasts that (slow Polar, or dead) has the messages sent back, to
-//! return no later than the holder's own deadline (or the lease's expiry, if that passed).
+//! Contention on a hot code is not a failure, and costs a waiter one DynamoDB request per
+//! holder it waits out: the conditional write that would have taken the lease answers, when
+//! it is refused, who holds it, since when, and how long the discount's last step took. The
+//! waiter sleeps until that holder is expected to be done and tries once more, instead of
+//! polling the item every few milliseconds (a hot key on DynamoDB, and on the emulator it
+//! starved the holder). A holder that is not expected to be done in time has the messages
+//! sent back, to return when it is (see `redelivery`).
+//!
+//! Within one container the steps of a discount take turns in memory instead (FIFO groups
+//! of one discount in one batch): a turn costs no request, and a step whose turn comes
+//! finds the lease its predecessor in the container released.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tracing::warn;
@@ -15,23 +23,119 @@ use super::{Left, SyncError, Syncer, START_MARGIN};
 use crate::backoff::Backoff;
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, Journal, OrderId};
-use crate::ports::{Acquisition, Coordination, Discounts, Lease, OrderLedger};
+use crate::ports::{Acquisition, Coordination, Discounts, HeldLease, Lease, OrderLedger};
 
 /// How long a lease outlives its invocation's deadline. Longer than the Polar request
 /// timeout, so a write still in flight when an invocation dies has landed (or failed)
 /// before anyone else may read the discount.
 pub const LEASE_GRACE: Duration = Duration::from_secs(10);
-/// How long a waiter looks for the release before sending its messages back. Bounded:
-/// every look is a DynamoDB request, and a waiter's other discounts wait with it.
+/// How long a waiter waits for holders before sending its messages back: its other
+/// discounts wait with it.
 const LEASE_WAIT: Duration = Duration::from_secs(3);
-/// The pauses between looks at a held lease: short at first, since most holders are
-/// about to finish, then growing a little so that many waiters do not hammer the table.
-/// Capped low: a long pause lets a newcomer, still looking every 20 ms, take the lease
-/// ahead of a waiter that has waited longer, which then runs out of waiting time.
-const LEASE_POLL: Backoff = Backoff {
-    base: Duration::from_millis(20),
-    max: Duration::from_millis(100),
+/// How long after a holder's expected end a waiter looks: spread so that the waiters of
+/// several containers do not all look at the same instant.
+const LOOK_SPREAD: Duration = Duration::from_millis(20);
+/// The pauses between looks when the holder's end cannot be expected (no step measured
+/// yet, or the holder is past it): a few looks a second at most, so that a slow holder is
+/// not hammered.
+const OVERDUE_POLL: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_millis(400),
 };
+
+/// A new lease for a step that starts now and must end by `deadline`.
+pub(super) fn lease_until(deadline: Deadline) -> Lease {
+    Lease {
+        token: uuid::Uuid::new_v4(),
+        expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
+        taken_at_ms: epoch_ms(SystemTime::now()),
+    }
+}
+
+/// How long a waiter has waited for a discount's holders, and how often it looked.
+#[derive(Default)]
+pub(super) struct Waiting {
+    looks: u32,
+    waited: Duration,
+}
+
+impl Waiting {
+    /// Sleeps until `held`'s holder is expected to be done, if that is worth waiting for;
+    /// false when the waiter should give its messages back instead.
+    pub(super) async fn until_released(&mut self, held: &HeldLease, deadline: Deadline) -> bool {
+        self.looks += 1;
+        let now_ms = epoch_ms(SystemTime::now());
+        // A holder past its own deadline is dead or left a write pending: its lease frees
+        // only at expiry, so waiting is pointless if that is too late.
+        let holder_gone = held
+            .expires_at_ms
+            .saturating_sub(LEASE_GRACE.as_millis() as u64)
+            <= now_ms;
+        let frees_too_late =
+            held.expires_at_ms + START_MARGIN.as_millis() as u64 > deadline.epoch_ms();
+        let pause = match held.expected_release_at_ms {
+            Some(at_ms) if at_ms > now_ms => {
+                Duration::from_millis(at_ms - now_ms) + LOOK_SPREAD.mul_f64(fastrand::f64())
+            }
+            _ => OVERDUE_POLL.equal_jitter(self.looks),
+        };
+        if (holder_gone && frees_too_late)
+            || self.waited + pause > LEASE_WAIT
+            || deadline.remaining() < pause + START_MARGIN
+        {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        self.waited += pause;
+        true
+    }
+}
+
+/// The container's own turns on each discount: its steps on one discount run one at a time,
+/// so that they never refuse each other the lease.
+#[derive(Default)]
+pub(super) struct LocalTurns {
+    discounts: Mutex<HashMap<DiscountId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// This container's turn on a discount, until dropped.
+pub(super) struct Turn<'a> {
+    turns: &'a LocalTurns,
+    discount: DiscountId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl LocalTurns {
+    /// Waits until no other step of this container is at work on `discount`.
+    pub(super) async fn take(&self, discount: DiscountId) -> Turn<'_> {
+        let turn = self
+            .discounts
+            .lock()
+            .unwrap()
+            .entry(discount)
+            .or_default()
+            .clone();
+        Turn {
+            turns: self,
+            discount,
+            guard: Some(turn.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut discounts = self.turns.discounts.lock().unwrap();
+        drop(self.guard.take());
+        // Nobody else waits: forget the discount, so that the map holds only live steps.
+        if discounts
+            .get(&self.discount)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            discounts.remove(&self.discount);
+        }
+    }
+}
 
 /// The lease could not be had, and which orders the holder's pending journal covers.
 pub(super) struct LeaseRefused {
@@ -39,17 +143,31 @@ pub(super) struct LeaseRefused {
     pub journaled: Vec<OrderId>,
 }
 
+impl LeaseRefused {
+    /// Another invocation holds the lease: the waiter's messages go back for later.
+    pub(super) fn held(discount: DiscountId, held: HeldLease) -> Self {
+        Self {
+            error: SyncError::LeaseHeld {
+                discount,
+                expires_at_ms: held.expires_at_ms,
+                expected_release_at_ms: held.expected_release_at_ms,
+            },
+            journaled: held.journaled,
+        }
+    }
+}
+
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
-    /// Takes the discount's lease, waiting while another invocation holds it and time
-    /// allows. Returns the journal a previous holder left unfinished, if any.
+    /// Takes the discount's lease, waiting for a holder only until it is expected to be
+    /// done, one conditional write per look. Returns the journal a previous holder left
+    /// unfinished, if any.
     pub(super) async fn acquire(
         &self,
         discount: DiscountId,
         lease: &Lease,
         deadline: Deadline,
+        waiting: &mut Waiting,
     ) -> Result<Option<Journal>, LeaseRefused> {
-        let mut looks = 1;
-        let mut waited = Duration::ZERO;
         loop {
             let acquisition = self
                 .with_store_retry(deadline, || {
@@ -63,33 +181,10 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 })?;
             match acquisition {
                 Acquisition::Acquired { pending } => return Ok(pending),
-                Acquisition::Held {
-                    expires_at_ms,
-                    journaled,
-                } => {
-                    let pause = LEASE_POLL.equal_jitter(looks);
-                    // A holder past its own deadline is dead or left a write pending: its
-                    // lease frees only at expiry, so waiting is pointless if that is too late.
-                    let now_ms = epoch_ms(SystemTime::now());
-                    let holder_gone =
-                        expires_at_ms.saturating_sub(LEASE_GRACE.as_millis() as u64) <= now_ms;
-                    let frees_too_late =
-                        expires_at_ms + START_MARGIN.as_millis() as u64 > deadline.epoch_ms();
-                    if (holder_gone && frees_too_late)
-                        || waited + pause > LEASE_WAIT
-                        || deadline.remaining() < pause + START_MARGIN
-                    {
-                        return Err(LeaseRefused {
-                            error: SyncError::LeaseHeld {
-                                discount,
-                                expires_at_ms,
-                            },
-                            journaled,
-                        });
+                Acquisition::Held(held) => {
+                    if !waiting.until_released(&held, deadline).await {
+                        return Err(LeaseRefused::held(discount, held));
                     }
-                    tokio::time::sleep(pause).await;
-                    waited += pause;
-                    looks += 1;
                 }
             }
         }

@@ -32,8 +32,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use uuid::Uuid;
-
 pub use batch::{process_batch, BatchError, BatchSettings, START_MARGIN};
 pub use error::SyncError;
 pub use rate::{
@@ -46,11 +44,14 @@ pub use shadow::{Shadow, ShadowReconciliation};
 
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
-use crate::ports::{Coordination, Discounts, Lease, OrderLedger, QuickStart, StoreFailure};
+use crate::ports::{
+    Coordination, Discounts, HeldLease, Lease, OrderLedger, QuickStart, StoreFailure,
+};
 use crate::telemetry::{Count, Metrics};
 pub use guarded_polar::TurnedAway;
 use guarded_polar::{GuardedPolar, StepRoom};
 pub use lease::LEASE_GRACE;
+use lease::{lease_until, LeaseRefused, LocalTurns, Waiting};
 
 /// One DynamoDB transaction marks the orders and clears the journal: at most 100 items.
 pub const MAX_ORDERS_PER_WRITE: usize = 99;
@@ -77,6 +78,16 @@ pub enum Step {
 }
 
 pub type Checkpoint = Arc<dyn Fn(Step) + Send + Sync>;
+
+/// What the one-write start of a step came to.
+enum QuickSync {
+    /// The step ran: every message's outcome, in order.
+    Done(Vec<Outcome>),
+    /// Another invocation holds the lease: nothing was written.
+    Held(HeldLease),
+    /// Nothing was written; the step starts over one request at a time.
+    Declined,
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Claiming {
@@ -165,6 +176,7 @@ pub struct Syncer<S, D> {
     retry: RetryPolicy,
     checkpoint: Option<Checkpoint>,
     metrics: Arc<Metrics>,
+    turns: LocalTurns,
 }
 
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
@@ -176,6 +188,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             retry,
             checkpoint: None,
             metrics,
+            turns: LocalTurns::default(),
         }
     }
 
@@ -277,23 +290,34 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         claiming: Claiming,
         turned_away: &TurnedAway,
     ) -> Vec<Outcome> {
+        let _turn = self.turns.take(discount).await;
+        if deadline.remaining() < START_MARGIN {
+            return failed_all(requests, SyncError::DeadlineTooClose, &[]);
+        }
         let mut room = match self.polar.check_room_for_step(deadline, turned_away) {
             Ok(room) => Some(room),
             Err(over_budget) => return failed_all(requests, over_budget.into(), &[]),
         };
-        let lease = Lease {
-            token: Uuid::new_v4(),
-            expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
-        };
+        let lease = lease_until(deadline);
+        let mut waiting = Waiting::default();
         if let Claiming::AllAtOnce = claiming {
-            if let Some(outcomes) = self
-                .sync_quickly(discount, &lease, requests, deadline, &mut room)
-                .await
-            {
-                return outcomes;
+            loop {
+                match self
+                    .sync_quickly(discount, &lease, requests, deadline, &mut room)
+                    .await
+                {
+                    QuickSync::Done(outcomes) => return outcomes,
+                    QuickSync::Held(held) => {
+                        if !waiting.until_released(&held, deadline).await {
+                            let refused = LeaseRefused::held(discount, held);
+                            return failed_all(requests, refused.error, &refused.journaled);
+                        }
+                    }
+                    QuickSync::Declined => break,
+                }
             }
         }
-        let pending = match self.acquire(discount, &lease, deadline).await {
+        let pending = match self.acquire(discount, &lease, deadline, &mut waiting).await {
             Ok(pending) => pending,
             Err(refused) => return failed_all(requests, refused.error, &refused.journaled),
         };
@@ -326,8 +350,10 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
 
     /// The common case (a free lease, nothing pending, each order named by one message and
     /// claimable as the message spells it) with the lease and the claims in one write.
-    /// `None` when that write was declined or failed: nothing was written, and the caller
-    /// takes the lease and claims one by one, which tells why.
+    /// `Held` when another invocation holds the lease (nothing was written, and there is
+    /// nothing more to ask); `Declined` when that write was declined for another reason or
+    /// failed: nothing was written, and the caller takes the lease and claims one by one,
+    /// which tells why.
     async fn sync_quickly(
         &self,
         discount: DiscountId,
@@ -335,7 +361,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &[SyncRequest],
         deadline: Deadline,
         room: &mut Option<StepRoom<'_>>,
-    ) -> Option<Vec<Outcome>> {
+    ) -> QuickSync {
         let mut distinct: Vec<&SyncRequest> = Vec::new();
         for request in requests {
             if !distinct.contains(&request) {
@@ -344,22 +370,24 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         }
         let orders: HashSet<&OrderId> = distinct.iter().map(|r| &r.order_id).collect();
         if orders.len() < distinct.len() || distinct.len() > MAX_ORDERS_PER_WRITE {
-            return None;
+            return QuickSync::Declined;
         }
         let now_ms = epoch_ms(SystemTime::now());
         let started = self
             .store
             .acquire_with_claims(discount, lease, now_ms, &distinct)
             .await;
-        if !matches!(started, Ok(QuickStart::Started)) {
-            return None;
+        match started {
+            Ok(QuickStart::Started) => {}
+            Ok(QuickStart::Held(held)) => return QuickSync::Held(held),
+            Ok(QuickStart::Declined) | Err(_) => return QuickSync::Declined,
         }
         self.reached(Step::LeaseTaken);
         self.reached(Step::ClaimTaken);
         let counted = self
             .count_all(discount, lease, &distinct, deadline, room.take())
             .await;
-        Some(
+        QuickSync::Done(
             requests
                 .iter()
                 .map(|request| counted[&request.order_id].clone())

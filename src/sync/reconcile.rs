@@ -9,14 +9,12 @@ use std::time::SystemTime;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use tracing::{info, info_span, warn, Instrument};
-use uuid::Uuid;
 
 use super::guarded_polar::as_reconciliation;
-use super::lease::LEASE_GRACE;
 use super::{Left, SyncError, Syncer, START_MARGIN};
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::DiscountId;
-use crate::ports::{Acquisition, Coordination, Discounts, JournalIndex, Lease, OrderLedger};
+use crate::ports::{Acquisition, Coordination, Discounts, JournalIndex, OrderLedger};
 use crate::telemetry::Count;
 
 /// Discounts settled at the same time; each costs at most a GET and a write on Polar.
@@ -98,16 +96,13 @@ impl<S: OrderLedger + Coordination + JournalIndex, D: Discounts> Syncer<S, D> {
         if deadline.remaining() < START_MARGIN {
             return Settlement::Failed;
         }
-        let lease = Lease {
-            token: Uuid::new_v4(),
-            expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
-        };
+        let lease = super::lease::lease_until(deadline);
         let now_ms = epoch_ms(SystemTime::now());
         let acquired = self
             .with_store_retry(deadline, || self.store.acquire(discount, &lease, now_ms))
             .await;
         let journal = match acquired {
-            Ok(Acquisition::Held { .. }) => return Settlement::Busy,
+            Ok(Acquisition::Held(_)) => return Settlement::Busy,
             Ok(Acquisition::Acquired { pending: None }) => {
                 // Settled by a message since the scan.
                 self.give_up_after(discount, &lease, Left::Journal).await;

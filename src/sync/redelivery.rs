@@ -68,12 +68,12 @@ pub enum Disposition {
     DeadLetter { class: FailureClass },
 }
 
-/// A message sent again for the first time comes back within this long while the holder
-/// still works: a holder keeps the lease for a read and a write, well under a second, and
-/// the waiter already looked for the release for 3 s. Each further time doubles it (a slow
-/// holder, or one that died within its invocation), never past the holder's deadline.
-/// Once that has passed, the lease frees only at its expiry: copies come back then, spread
-/// over this much.
+/// A message sent again while its discount's holder works comes back when the holder is
+/// expected to be done (the discount's last measured step, from the lease's refusal), plus
+/// up to this much, so that the waiters of several containers do not return together.
+/// Each further time the spread doubles (a slow holder, or one that died within its
+/// invocation), never past the holder's deadline. Once that has passed, the lease frees
+/// only at its expiry: copies come back then, spread over this much.
 const REQUEUE_SPREAD: Duration = Duration::from_secs(1);
 /// SQS delays a message by at most 15 minutes.
 const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
@@ -92,25 +92,31 @@ pub const MAX_REQUEUE_AGE: Duration = OUTAGE_BUDGET;
 pub const MAX_REQUEUES: u32 = (OUTAGE_BUDGET.as_secs() / MAX_REQUEUE_DELAY.as_secs()) as u32;
 
 impl RedeliveryPolicy {
-    /// Contention is not a failure. A message whose discount was busy for the whole
+    /// Contention is not a failure. A message whose discount was held by another
     /// invocation is sent again as a new message (its receive count starts over), visible
-    /// soon while the holder works, or when the lease expires if its holder is gone;
-    /// `None` for every real failure.
+    /// when the holder is expected to be done while it works, or when the lease expires if
+    /// its holder is gone; `None` for every real failure.
     pub fn requeue_after(&self, error: &SyncError, requeues: u32) -> Option<Duration> {
         match error {
-            SyncError::LeaseHeld { expires_at_ms, .. } => {
-                let expires_in = Duration::from_millis(
-                    expires_at_ms.saturating_sub(epoch_ms(SystemTime::now())),
-                );
+            SyncError::LeaseHeld {
+                expires_at_ms,
+                expected_release_at_ms,
+                ..
+            } => {
+                let now_ms = epoch_ms(SystemTime::now());
+                let expires_in = Duration::from_millis(expires_at_ms.saturating_sub(now_ms));
                 if expires_in <= LEASE_GRACE {
                     return Some(expires_in + REQUEUE_SPREAD.mul_f64(fastrand::f64()));
                 }
-                let until_holder_deadline = expires_in - LEASE_GRACE;
-                let backoff = Backoff {
+                let until_holder_deadline = (expires_in - LEASE_GRACE).max(REQUEUE_SPREAD);
+                let expected_in = expected_release_at_ms.map_or(Duration::ZERO, |at| {
+                    Duration::from_millis(at.saturating_sub(now_ms))
+                });
+                let spread = Backoff {
                     base: REQUEUE_SPREAD,
-                    max: until_holder_deadline.max(REQUEUE_SPREAD),
+                    max: until_holder_deadline,
                 };
-                Some(backoff.full_jitter(requeues + 1))
+                Some((expected_in + spread.full_jitter(requeues + 1)).min(until_holder_deadline))
             }
             // This container's share of Polar's budget had no slot before the deadline: the
             // budget is busy, not failing, and `ready_in` is the message's place in its line.
@@ -199,6 +205,7 @@ mod tests {
         SyncError::LeaseHeld {
             discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
             expires_at_ms: 0,
+            expected_release_at_ms: None,
         }
     }
 
@@ -409,7 +416,71 @@ mod tests {
         SyncError::LeaseHeld {
             discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
             expires_at_ms: crate::deadline::epoch_ms(now + expires_in),
+            expected_release_at_ms: None,
         }
+    }
+
+    /// Held by a live holder whose lease expires in `expires_in`, expected to be done in
+    /// `expected_in`.
+    fn held_expecting(expires_in: Duration, expected_in: Duration) -> SyncError {
+        let now = std::time::SystemTime::now();
+        SyncError::LeaseHeld {
+            discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
+            expires_at_ms: crate::deadline::epoch_ms(now + expires_in),
+            expected_release_at_ms: Some(crate::deadline::epoch_ms(now + expected_in)),
+        }
+    }
+
+    #[test]
+    fn a_message_given_back_returns_when_the_holder_is_expected_to_be_done_and_not_all_at_once() {
+        let policy = RedeliveryPolicy::default();
+        let held = held_expecting(Duration::from_secs(40), Duration::from_secs(3));
+        let after: Vec<Duration> = (0..200)
+            .map(|_| policy.requeue_after(&held, 0).unwrap())
+            .collect();
+        assert!(
+            after
+                .iter()
+                .all(|d| *d >= Duration::from_millis(2_900) && *d <= Duration::from_secs(4)),
+            "{after:?}"
+        );
+        assert!(
+            after.iter().collect::<HashSet<_>>().len() > 100,
+            "spread out"
+        );
+    }
+
+    #[test]
+    fn a_holder_past_its_expected_step_is_looked_at_again_within_a_second() {
+        let policy = RedeliveryPolicy::default();
+        let overdue = held_expecting(Duration::from_secs(40), Duration::ZERO);
+        assert!(
+            (0..200).all(|_| policy.requeue_after(&overdue, 0).unwrap() <= Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn an_expected_release_past_the_holders_deadline_is_not_waited_for_beyond_it() {
+        let policy = RedeliveryPolicy::default();
+        // The holder's deadline is 5 s away; the last step took a minute.
+        let slow = held_expecting(Duration::from_secs(15), Duration::from_secs(60));
+        assert!((0..200).all(|_| {
+            let after = policy.requeue_after(&slow, 0).unwrap();
+            after <= Duration::from_secs(5) && after >= Duration::from_millis(4_900)
+        }));
+    }
+
+    #[test]
+    fn on_a_fifo_queue_a_held_lease_with_an_expected_release_is_retried_on_the_usual_schedule() {
+        let policy = RedeliveryPolicy::default();
+        let held = held_expecting(Duration::from_secs(40), Duration::from_secs(3));
+        let Disposition::RetryAfter(after) = policy.decide(&held, 1, Some(8)) else {
+            panic!("a held lease is retried");
+        };
+        assert!(
+            after >= Duration::from_millis(2_900) && after <= Duration::from_secs(5),
+            "not the holder's deadline, 30 s away: {after:?}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub(super) fn hold_lease(s: &TestSyncer, discount: &str, holder_deadline: Durati
     let lease = Lease {
         token: Uuid::new_v4(),
         expires_at_ms: epoch_ms(SystemTime::now() + holder_deadline) + 10_000,
+        taken_at_ms: epoch_ms(SystemTime::now()),
     };
     s.store()
         .discounts
@@ -21,17 +22,67 @@ pub(super) fn hold_lease(s: &TestSyncer, discount: &str, holder_deadline: Durati
     lease
 }
 
+/// The discount's steps were measured to take `step`.
+fn steps_take(s: &TestSyncer, step: Duration) {
+    s.store()
+        .discounts
+        .lock()
+        .unwrap()
+        .entry(id(DISCOUNT))
+        .or_default()
+        .last_step_ms = Some(step.as_millis() as u64);
+}
+
 #[tokio::test]
-async fn a_waiter_takes_the_lease_as_soon_as_its_holder_gives_it_up() {
+async fn a_waiter_whose_holder_is_not_expected_to_be_done_in_time_asks_once_and_gives_its_messages_back(
+) {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    steps_take(&s, Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    let outcomes = s
+        .sync_discount(
+            id(DISCOUNT),
+            &[request("o1", DISCOUNT, "X"), request("o2", DISCOUNT, "X")],
+            deadline(),
+        )
+        .await;
+
+    assert_eq!(
+        s.store().lease_requests(),
+        1,
+        "the refused write tells who holds the lease: no second look, no polling"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    for outcome in outcomes {
+        let err = outcome.unwrap_err();
+        assert!(matches!(*err, SyncError::LeaseHeld { .. }), "{err}");
+    }
+    assert!(s.discounts().calls().is_empty());
+    assert_eq!(s.store().action("o1"), None);
+}
+
+#[tokio::test]
+async fn a_waiter_looks_again_only_when_its_holder_is_expected_to_be_done() {
     let s = Arc::new(syncer(
         InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     ));
+    steps_take(&s, Duration::from_millis(600));
     let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
     let releaser = {
         let s = s.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(Duration::from_millis(550)).await;
             s.store()
                 .release_dropping_journal(id(DISCOUNT), &holder)
                 .await
@@ -41,13 +92,75 @@ async fn a_waiter_takes_the_lease_as_soon_as_its_holder_gives_it_up() {
     let started = std::time::Instant::now();
     let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
     releaser.await.unwrap();
+
     assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert_eq!(
+        s.store().lease_requests(),
+        2,
+        "one refused write, then one at the holder's expected end: no polling in between"
+    );
     assert!(
-        started.elapsed() < Duration::from_millis(1900),
-        "the waiter gave up or slept long after the release: {:?}",
+        started.elapsed() >= Duration::from_millis(600)
+            && started.elapsed() < Duration::from_millis(1_000),
+        "{:?}",
         started.elapsed()
     );
-    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(2)));
+}
+
+#[tokio::test]
+async fn a_waiter_that_cannot_use_the_one_write_start_still_asks_for_the_lease_once() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    steps_take(&s, Duration::from_secs(5));
+    // A FIFO group claims in order, without the one-write start.
+    let outcomes = s
+        .sync_discount_in_order(id(DISCOUNT), &[request("o1", DISCOUNT, "X")], deadline())
+        .await;
+
+    assert_eq!(s.store().lease_requests(), 1);
+    let err = outcomes[0].clone().unwrap_err();
+    assert!(matches!(*err, SyncError::LeaseHeld { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_waiter_expects_the_release_when_the_discounts_last_measured_step_would_end() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    let measured = s.store().discounts.lock().unwrap()[&id(DISCOUNT)].last_step_ms;
+    assert!(
+        measured.is_some(),
+        "the step that released the lease was measured"
+    );
+    // A holder's steps on this code take 700 ms.
+    s.store()
+        .discounts
+        .lock()
+        .unwrap()
+        .get_mut(&id(DISCOUNT))
+        .unwrap()
+        .last_step_ms = Some(700);
+    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+
+    let err = sync_one(&s, request("o2", DISCOUNT, "X"))
+        .await
+        .unwrap_err();
+
+    let SyncError::LeaseHeld {
+        expected_release_at_ms,
+        ..
+    } = *err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!(expected_release_at_ms, Some(holder.taken_at_ms + 700));
 }
 
 #[tokio::test]
@@ -152,6 +265,7 @@ async fn a_lease_whose_holder_is_gone_and_that_frees_too_late_is_not_waited_for(
     let holder = Lease {
         token: Uuid::new_v4(),
         expires_at_ms: epoch_ms(SystemTime::now()) + 9_000,
+        taken_at_ms: epoch_ms(SystemTime::now()) - 21_000,
     };
     s.store()
         .discounts
@@ -278,4 +392,211 @@ async fn a_young_copy_is_still_sent_again_and_the_batch_reports_its_age_since_ch
         (600.0..610.0).contains(&ages[0]),
         "the copy's age counts from checkout's send, not the copy's: {ages:?}"
     );
+}
+
+/// A batch of first receives, one message per `(message id, order)`.
+fn event_of(messages: &[(&str, &str)]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|(message_id, order)| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some((*message_id).to_owned());
+            message.body = Some(body(order, DISCOUNT, "X"));
+            message
+                .attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            message
+        })
+        .collect();
+    event
+}
+
+fn requeued_ids(queue: &InMemoryQueue) -> Vec<String> {
+    let mut ids: Vec<String> = queue
+        .requeued
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn patches(s: &TestSyncer) -> usize {
+    s.discounts()
+        .calls()
+        .iter()
+        .filter(|call| matches!(call, Call::Update(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn when_the_holder_dies_the_orders_its_waiter_gave_back_are_counted_once_by_their_copies() {
+    let (s, crash_at) = super::journal::crashing_syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    // The holder journals its write for o1, then dies before it reaches Polar.
+    *crash_at.lock().unwrap() = Some(Step::JournalWritten);
+    let crashed = AssertUnwindSafe(s.sync_discount(
+        id(DISCOUNT),
+        &[request("o1", DISCOUNT, "X")],
+        deadline(),
+    ))
+    .catch_unwind()
+    .await;
+    assert!(crashed.is_err(), "the holder died");
+    // Its steps were measured to take longer than a waiter waits.
+    steps_take(&s, Duration::from_secs(5));
+
+    // A waiter gets o2 and a duplicate of o1 while the dead holder's lease still stands.
+    let waiter_event = event_of(&[("m-dup-o1", "o1"), ("m-o2", "o2")]);
+    let requests_before = s.store().lease_requests();
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+    let response = process_batch(
+        &s,
+        &queue,
+        &batch_settings(),
+        waiter_event.clone(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "given back, not failed"
+    );
+    assert_eq!(requeued_ids(&queue), ["m-dup-o1", "m-o2"]);
+    assert_eq!(s.store().lease_requests() - requests_before, 1);
+    assert_eq!(patches(&s), 0);
+
+    // The copies come back before the lease expires: given back again, still uncounted.
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+    let copies = as_copy(waiter_event.clone(), 1, Duration::from_secs(2));
+    let response = process_batch(&s, &queue, &batch_settings(), copies, deadline())
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(requeued_ids(&queue), ["m-dup-o1", "m-o2"]);
+    assert_eq!(patches(&s), 0);
+    assert_eq!(s.store().action("o2"), None);
+
+    // The dead holder's lease expires; the next copies settle its journal and count o2.
+    super::journal::expire_lease(&s);
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+    let copies = as_copy(waiter_event, 2, Duration::from_secs(15));
+    let response = process_batch(&s, &queue, &batch_settings(), copies, deadline())
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert!(queue.requeued.lock().unwrap().is_empty());
+    assert!(queue.dead_lettered().is_empty());
+    assert_eq!(
+        s.discounts().max_redemptions(id(DISCOUNT)),
+        Some(Some(3)),
+        "o1 and o2, each once"
+    );
+    assert_eq!(s.store().action("o1"), Some(SyncAction::Decremented));
+    assert_eq!(s.store().action("o2"), Some(SyncAction::Decremented));
+    assert_marked_once(&s);
+    assert_eq!(s.store().journal(id(DISCOUNT)), None);
+}
+
+#[tokio::test]
+async fn a_waiters_message_delivered_again_after_the_holder_counted_its_order_is_not_counted_twice()
+{
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(5)),
+    );
+    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    steps_take(&s, Duration::from_secs(5));
+
+    // A duplicate of the holder's message, in a waiter's batch, is given back.
+    let waiter_event = event_of(&[("m-dup-o1", "o1")]);
+    let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+    let response = process_batch(
+        &s,
+        &queue,
+        &batch_settings(),
+        waiter_event.clone(),
+        deadline(),
+    )
+    .await
+    .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(requeued_ids(&queue), ["m-dup-o1"]);
+    assert_eq!(s.store().lease_requests(), 1);
+
+    // The holder counts o1 and gives the lease up.
+    s.store()
+        .discounts
+        .lock()
+        .unwrap()
+        .get_mut(&id(DISCOUNT))
+        .unwrap()
+        .lease
+        .take_if(|lease| *lease == holder);
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(4)));
+
+    // The copy comes back, and so does the original (the waiter's answer was lost).
+    let copy = as_copy(waiter_event.clone(), 1, Duration::from_secs(2));
+    let mut original = waiter_event;
+    original.records[0]
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "2".into());
+    for event in [copy, original] {
+        let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
+        let response = process_batch(&s, &queue, &batch_settings(), event, deadline())
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+        assert!(queue.requeued.lock().unwrap().is_empty());
+    }
+    assert_eq!(patches(&s), 1, "{:?}", s.discounts().calls());
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(4)));
+    assert_marked_once(&s);
+}
+
+#[tokio::test]
+async fn steps_of_one_discount_in_one_container_take_turns_instead_of_giving_messages_back() {
+    let s = syncer(
+        InMemoryStore::default()
+            .with_round_trips()
+            .with_order("a1", DISCOUNT, "X")
+            .with_order("b1", DISCOUNT, "X"),
+        InMemoryDiscounts::default()
+            .with_get_latency(Duration::from_millis(300))
+            .with(id(DISCOUNT), "X", Some(5)),
+    );
+    // Two FIFO groups of one discount in one batch run concurrently; each step holds the
+    // lease for 300 ms, and no step was measured yet.
+    let started = std::time::Instant::now();
+    let group_a = [request("a1", DISCOUNT, "X")];
+    let group_b = [request("b1", DISCOUNT, "X")];
+    let (a, b) = tokio::join!(
+        s.sync_discount_in_order(id(DISCOUNT), &group_a, deadline()),
+        s.sync_discount_in_order(id(DISCOUNT), &group_b, deadline()),
+    );
+
+    assert_eq!(
+        a[0].clone().unwrap(),
+        Synced::Applied(SyncAction::Decremented)
+    );
+    assert_eq!(
+        b[0].clone().unwrap(),
+        Synced::Applied(SyncAction::Decremented)
+    );
+    assert_eq!(s.store().lease_requests(), 2, "one each, none refused");
+    assert!(
+        started.elapsed() < Duration::from_millis(750),
+        "the second step started as the first ended: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(3)));
 }

@@ -18,8 +18,10 @@ fn left_behind(s: &TestSyncer, journal: Journal) {
             lease: Some(Lease {
                 token: Uuid::new_v4(),
                 expires_at_ms: 0,
+                taken_at_ms: 0,
             }),
             journal: Some(journal),
+            last_step_ms: None,
         },
     );
 }
@@ -96,7 +98,7 @@ async fn a_value_changed_elsewhere_is_kept_and_the_orders_recorded() {
 
 /// A syncer that panics (so nothing after that point runs, as in a crash) the first
 /// time it reaches the step put in the returned slot.
-fn crashing_syncer(
+pub(super) fn crashing_syncer(
     store: InMemoryStore,
     discounts: InMemoryDiscounts,
 ) -> (TestSyncer, Arc<Mutex<Option<Step>>>) {
@@ -112,7 +114,7 @@ fn crashing_syncer(
 }
 
 /// Time passes after a crash: the dead invocation's lease expires.
-fn expire_lease(s: &TestSyncer) {
+pub(super) fn expire_lease(s: &TestSyncer) {
     if let Some(stored) = s.store().discounts.lock().unwrap().get_mut(&id(DISCOUNT)) {
         if let Some(lease) = &mut stored.lease {
             lease.expires_at_ms = 0;

@@ -119,12 +119,14 @@ fn orphaned(s: &TestSyncer, orders: &[&str], read: i64, intent: Intent, expires_
             lease: Some(Lease {
                 token: Uuid::new_v4(),
                 expires_at_ms,
+                taken_at_ms: 0,
             }),
             journal: Some(Journal {
                 orders: orders.iter().map(|o| order(o)).collect(),
                 read,
                 intent,
             }),
+            last_step_ms: None,
         },
     );
 }

@@ -372,6 +372,7 @@ async fn the_shadow_reconciliation_reads_each_expired_journal_and_settles_none()
         Some(Lease {
             token: Uuid::new_v4(),
             expires_at_ms,
+            taken_at_ms: 0,
         })
     };
     store.discounts.lock().unwrap().extend([
@@ -381,6 +382,7 @@ async fn the_shadow_reconciliation_reads_each_expired_journal_and_settles_none()
             StoredDiscount {
                 lease: lease(0),
                 journal: Some(journal(&["o1"], 5, Intent::SetMaxRedemptions(4))),
+                ..StoredDiscount::default()
             },
         ),
         // Not landed: Polar still shows the value read.
@@ -389,6 +391,7 @@ async fn the_shadow_reconciliation_reads_each_expired_journal_and_settles_none()
             StoredDiscount {
                 lease: None,
                 journal: Some(journal(&["o2"], 5, Intent::SetMaxRedemptions(4))),
+                ..StoredDiscount::default()
             },
         ),
         // Its holder is still at work.
@@ -397,6 +400,7 @@ async fn the_shadow_reconciliation_reads_each_expired_journal_and_settles_none()
             StoredDiscount {
                 lease: lease(epoch_ms(SystemTime::now()) + 60_000),
                 journal: Some(journal(&["o3"], 1, Intent::Delete)),
+                ..StoredDiscount::default()
             },
         ),
     ]);

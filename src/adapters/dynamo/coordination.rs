@@ -1,20 +1,25 @@
 //! `SYNC_TABLE`: the per-discount lease, the intent journal, and the commit that marks a
 //! step's orders and clears its journal in one transaction.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Update,
+};
 
 use super::journal_codec::{decode_journal, encode_journal};
 use super::{
     discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, JOURNAL,
-    LEASE_EXPIRES_AT_MS, LEASE_TOKEN, TTL,
+    LAST_STEP_MS, LEASE_EXPIRES_AT_MS, LEASE_TAKEN_AT_MS, LEASE_TOKEN, TTL,
 };
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
-use crate::ports::{Acquisition, Coordination, Lease, LeaseAfter, QuickStart, StoreFailure};
+use crate::ports::{
+    Acquisition, Coordination, HeldLease, Lease, LeaseAfter, QuickStart, StoreFailure,
+};
 
 #[derive(Clone, Copy)]
 enum JournalAfter {
@@ -39,10 +44,12 @@ impl DynamoStore {
             .expression_attribute_values(":token", string(&lease.token.to_string()));
         let builder = if lease_after == LeaseAfter::Released {
             builder
-                .update_expression("SET #ttl = :ttl REMOVE #journal, #owner, #until")
+                .update_expression("SET #ttl = :ttl, #step = :step REMOVE #journal, #owner, #until")
                 .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
                 .expression_attribute_names("#ttl", TTL)
+                .expression_attribute_names("#step", LAST_STEP_MS)
                 .expression_attribute_values(":ttl", idle_ttl())
+                .expression_attribute_values(":step", number(step_ms(lease)))
         } else {
             builder.update_expression("REMOVE #journal")
         };
@@ -94,7 +101,7 @@ impl DynamoStore {
         let builder = Update::builder()
             .table_name(&self.sync_table)
             .key("pk", discount_key(discount))
-            .update_expression("SET #owner = :token, #until = :until REMOVE #ttl")
+            .update_expression("SET #owner = :token, #until = :until, #taken = :taken REMOVE #ttl")
             .condition_expression(if only_without_journal {
                 format!("{free} AND attribute_not_exists(#journal)")
             } else {
@@ -103,9 +110,19 @@ impl DynamoStore {
             .expression_attribute_names("#owner", LEASE_TOKEN)
             .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
             .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_names("#taken", LEASE_TAKEN_AT_MS)
             .expression_attribute_values(":token", string(&lease.token.to_string()))
             .expression_attribute_values(":until", number(lease.expires_at_ms))
+            .expression_attribute_values(":taken", number(lease.taken_at_ms))
             .expression_attribute_values(":now", number(now_ms));
+        let builder = if only_without_journal {
+            // A refusal then shows who holds the lease, so a waiter asks nothing more.
+            builder.return_values_on_condition_check_failure(
+                ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+        } else {
+            builder
+        };
         let builder = if only_without_journal {
             builder.expression_attribute_names("#journal", JOURNAL)
         } else {
@@ -148,6 +165,30 @@ impl DynamoStore {
     }
 }
 
+/// How long the step under `lease` has taken so far.
+fn step_ms(lease: &Lease) -> u64 {
+    crate::deadline::epoch_ms(SystemTime::now()).saturating_sub(lease.taken_at_ms)
+}
+
+fn number_of(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// The lease another invocation holds, from the item a refused write found.
+fn held_lease(discount: DiscountId, item: &HashMap<String, AttributeValue>) -> HeldLease {
+    let journaled = item
+        .get(JOURNAL)
+        .and_then(|journal| decode_journal(discount, journal).ok())
+        .map(|journal| journal.orders)
+        .unwrap_or_default();
+    HeldLease::expecting(
+        number_of(item, LEASE_EXPIRES_AT_MS).unwrap_or(0),
+        number_of(item, LEASE_TAKEN_AT_MS),
+        number_of(item, LAST_STEP_MS),
+        journaled,
+    )
+}
+
 impl Coordination for DynamoStore {
     async fn acquire(
         &self,
@@ -178,21 +219,11 @@ impl Coordination for DynamoStore {
                 else {
                     unreachable!("checked just above")
                 };
-                let item = failure.item();
-                let expires_at_ms = item
-                    .and_then(|item| item.get(LEASE_EXPIRES_AT_MS))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                let journaled = item
-                    .and_then(|item| item.get(JOURNAL))
-                    .and_then(|journal| decode_journal(discount, journal).ok())
-                    .map(|journal| journal.orders)
-                    .unwrap_or_default();
-                Ok(Acquisition::Held {
-                    expires_at_ms,
-                    journaled,
-                })
+                let empty = HashMap::new();
+                Ok(Acquisition::Held(held_lease(
+                    discount,
+                    failure.item().unwrap_or(&empty),
+                )))
             }
             Err(err) => Err(self.sync_failure("UpdateItem(acquire)", err)),
         }
@@ -224,7 +255,16 @@ impl Coordination for DynamoStore {
                 err,
             ));
         }
-        // Held, pending, refused or conflicting: the one-by-one path sorts it out.
+        let held = error::cancelled_item(&err, 0).filter(|item| {
+            let live = number_of(item, LEASE_EXPIRES_AT_MS).is_some_and(|until| until >= now_ms);
+            let other =
+                item.get(LEASE_TOKEN).and_then(|v| v.as_s().ok()) != Some(&lease.token.to_string());
+            live && other
+        });
+        if let Some(item) = held {
+            return Ok(QuickStart::Held(held_lease(discount, item)));
+        }
+        // Pending, refused or conflicting: the one-by-one path sorts it out.
         Ok(QuickStart::Declined)
     }
 

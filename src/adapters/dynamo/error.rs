@@ -1,10 +1,12 @@
 //! DynamoDB errors classified at the edge into the store port's terms, keeping the SDK
 //! error (with the operation and table) as the source for the log.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::AttributeValue;
 use thiserror::Error;
 
 use crate::ports::{BoxError, StoreFailure};
@@ -47,6 +49,24 @@ pub fn cancellation_reasons<R>(err: &SdkError<TransactWriteItemsError, R>) -> Ve
         },
         _ => Vec::new(),
     }
+}
+
+/// The item a cancelled transaction's `index`th update found, when its condition failed
+/// and the update asked for it (`ReturnValuesOnConditionCheckFailure::AllOld`).
+pub fn cancelled_item<R>(
+    err: &SdkError<TransactWriteItemsError, R>,
+    index: usize,
+) -> Option<&HashMap<String, AttributeValue>> {
+    let SdkError::ServiceError(service) = err else {
+        return None;
+    };
+    let TransactWriteItemsError::TransactionCanceledException(cancelled) = service.err() else {
+        return None;
+    };
+    let reason = cancelled.cancellation_reasons().get(index)?;
+    (reason.code() == Some("ConditionalCheckFailed"))
+        .then(|| reason.item())
+        .flatten()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

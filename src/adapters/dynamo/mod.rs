@@ -35,6 +35,10 @@ const DISCOUNT_CODE: &str = "discountCode";
 /// `SYNC_TABLE` attributes.
 const LEASE_TOKEN: &str = "leaseToken";
 const LEASE_EXPIRES_AT_MS: &str = "leaseExpiresAtMs";
+/// When the lease's holder set out to take it (epoch ms): the start of its step.
+const LEASE_TAKEN_AT_MS: &str = "leaseTakenAtMs";
+/// How long the last step that released the lease took: a waiter's estimate of the next.
+const LAST_STEP_MS: &str = "lastStepMs";
 const JOURNAL: &str = "journal";
 /// A discount's item is keyed `discount#<id>`.
 const DISCOUNT_KEY_PREFIX: &str = "discount#";

@@ -46,9 +46,17 @@ pub struct InMemoryDiscounts {
     pub discounts: Mutex<HashMap<DiscountId, DiscountView>>,
     pub script: Mutex<VecDeque<(On, Scripted)>>,
     pub calls: Mutex<Vec<Call>>,
+    /// How long each GET takes to answer, as a request over the network does.
+    pub get_latency: std::time::Duration,
 }
 
 impl InMemoryDiscounts {
+    /// Each GET answers after `latency`, so that a step holds its lease for a while.
+    pub fn with_get_latency(mut self, latency: std::time::Duration) -> Self {
+        self.get_latency = latency;
+        self
+    }
+
     pub fn with(self, id: DiscountId, code: &str, max_redemptions: Option<i64>) -> Self {
         self.discounts.lock().unwrap().insert(
             id,
@@ -129,6 +137,9 @@ fn failure(kind: PolarFailureKind, answer: Scripted) -> PolarFailure {
 
 impl DiscountLookup for InMemoryDiscounts {
     async fn get(&self, id: DiscountId, _deadline: Deadline) -> Result<Lookup, PolarFailure> {
+        if !self.get_latency.is_zero() {
+            tokio::time::sleep(self.get_latency).await;
+        }
         match self.scripted(Call::Get) {
             None => Ok(self
                 .discounts

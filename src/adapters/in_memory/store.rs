@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
-    Acquisition, ClaimOutcome, Coordination, JournalIndex, Lease, LeaseAfter, OrderLedger,
-    OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
+    Acquisition, ClaimOutcome, Coordination, HeldLease, JournalIndex, Lease, LeaseAfter,
+    OrderLedger, OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,26 @@ pub struct StoredOrder {
 pub struct StoredDiscount {
     pub lease: Option<Lease>,
     pub journal: Option<Journal>,
+    /// How long the last step that released the lease took, in milliseconds.
+    pub last_step_ms: Option<u64>,
+}
+
+impl StoredDiscount {
+    /// The lease as a waiter sees it, if another invocation holds it at `now_ms`.
+    fn held_against(&self, lease: &Lease, now_ms: u64) -> Option<HeldLease> {
+        let held = self.lease.as_ref()?;
+        (held.token != lease.token && held.expires_at_ms >= now_ms).then(|| {
+            HeldLease::expecting(
+                held.expires_at_ms,
+                Some(held.taken_at_ms),
+                self.last_step_ms,
+                self.journal
+                    .as_ref()
+                    .map(|journal| journal.orders.clone())
+                    .unwrap_or_default(),
+            )
+        })
+    }
 }
 
 /// Orders and per-discount leases/journals in memory.
@@ -34,6 +54,8 @@ pub struct InMemoryStore {
     round_trips: bool,
     /// How many of the next `record_intent` calls are throttled.
     throttled_intents: AtomicU32,
+    /// Requests that take or look at a lease: `acquire` and `acquire_with_claims`.
+    lease_requests: AtomicU32,
 }
 
 impl InMemoryStore {
@@ -47,6 +69,11 @@ impl InMemoryStore {
     /// The next `times` journal writes are throttled, as DynamoDB throttles a hot key.
     pub fn throttle_intents(&self, times: u32) {
         self.throttled_intents.store(times, Ordering::SeqCst);
+    }
+
+    /// How many requests took or looked at a lease (`acquire` and `acquire_with_claims`).
+    pub fn lease_requests(&self) -> u32 {
+        self.lease_requests.load(Ordering::SeqCst)
     }
 
     async fn round_trip(&self) {
@@ -148,20 +175,12 @@ impl Coordination for InMemoryStore {
         lease: &Lease,
         now_ms: u64,
     ) -> Result<Acquisition, StoreFailure> {
+        self.lease_requests.fetch_add(1, Ordering::SeqCst);
         self.round_trip().await;
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
-        if let Some(held) = &stored.lease {
-            if held.token != lease.token && held.expires_at_ms >= now_ms {
-                return Ok(Acquisition::Held {
-                    expires_at_ms: held.expires_at_ms,
-                    journaled: stored
-                        .journal
-                        .as_ref()
-                        .map(|journal| journal.orders.clone())
-                        .unwrap_or_default(),
-                });
-            }
+        if let Some(held) = stored.held_against(lease, now_ms) {
+            return Ok(Acquisition::Held(held));
         }
         stored.lease = Some(lease.clone());
         Ok(Acquisition::Acquired {
@@ -176,6 +195,7 @@ impl Coordination for InMemoryStore {
         now_ms: u64,
         claims: &[&SyncRequest],
     ) -> Result<QuickStart, StoreFailure> {
+        self.lease_requests.fetch_add(1, Ordering::SeqCst);
         self.round_trip().await;
         let orders = self.orders.lock().unwrap();
         let claimable = claims.iter().all(|request| {
@@ -191,11 +211,10 @@ impl Coordination for InMemoryStore {
         });
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
-        let lease_free = stored
-            .lease
-            .as_ref()
-            .is_none_or(|held| held.token == lease.token || held.expires_at_ms < now_ms);
-        if !(claimable && lease_free && stored.journal.is_none()) {
+        if let Some(held) = stored.held_against(lease, now_ms) {
+            return Ok(QuickStart::Held(held));
+        }
+        if !(claimable && stored.journal.is_none()) {
             return Ok(QuickStart::Declined);
         }
         stored.lease = Some(lease.clone());
@@ -240,6 +259,7 @@ impl Coordination for InMemoryStore {
             stored.journal = None;
             if lease_after == LeaseAfter::Released {
                 stored.lease = None;
+                stored.last_step_ms = Some(step_ms(lease));
             }
         })
     }
@@ -264,6 +284,11 @@ impl Coordination for InMemoryStore {
         });
         Ok(())
     }
+}
+
+/// How long the step under `lease` has taken so far.
+fn step_ms(lease: &Lease) -> u64 {
+    crate::deadline::epoch_ms(SystemTime::now()).saturating_sub(lease.taken_at_ms)
 }
 
 impl JournalIndex for InMemoryStore {
