@@ -53,12 +53,14 @@ pub struct RateShares {
 impl RateShares {
     /// The reconciliation's share: a twentieth of the budget (20 a minute of the default
     /// 400: 10 journals a minute), with no burst; the queue's `containers` split the rest
-    /// of the budget and of Polar's headroom over it.
+    /// of the budget and of Polar's headroom over it, less what each container, and the
+    /// reconciliation, may send as soon as it starts ([`START_ALLOWANCE`]).
     pub fn of(limit: u32, budget_per_minute: u32, containers: u32) -> Self {
         let reconciliation = (budget_per_minute / 20).max(1);
+        let start_allowances = START_ALLOWANCE * (containers.max(1) + 1);
         Self {
             batches: RateShare::of(
-                limit.saturating_sub(reconciliation),
+                limit.saturating_sub(reconciliation + start_allowances),
                 budget_per_minute.saturating_sub(reconciliation),
                 containers,
             ),
@@ -69,6 +71,11 @@ impl RateShares {
         }
     }
 }
+
+/// What a new container may send as soon as it starts: one step, a read and its write.
+/// The rest of its burst it earns by staying quiet: the container it replaces may have
+/// spent its own within the last minute, and Polar counts both. The split pays for it.
+pub const START_ALLOWANCE: u32 = 2;
 
 /// After a 429 the share is halved, down to this fraction of the configured one at most.
 const MAX_SLOWDOWN: u32 = 8;
@@ -107,12 +114,13 @@ pub struct OverBudget {
 }
 
 impl RateLimiter {
-    /// A container's limiter as it starts: as if it had just sent, without its burst, which
-    /// it earns by staying quiet. The container it replaces may have spent its burst and
-    /// its last slot within the last minute, and Polar counts both.
+    /// A container's limiter as it starts: with [`START_ALLOWANCE`] of its burst.
     pub fn new(share: RateShare) -> Self {
         let limiter = Self::per_minute(share.per_minute, share.burst);
-        limiter.lock().next_due = Some(Instant::now() + limiter.burst_tolerance + limiter.spacing);
+        let spent = limiter
+            .burst_tolerance
+            .saturating_sub(limiter.spacing * (START_ALLOWANCE - 1));
+        limiter.lock().next_due = Some(Instant::now() + spent);
         limiter
     }
 
@@ -323,17 +331,17 @@ mod tests {
         ] {
             let shares = RateShares::of(limit, budget, containers);
             let start = Instant::now();
-            // Each of the queue's containers is replaced every 25 s (a crash, a scale-in and
+            // Each of the queue's containers is replaced every 61 s (a crash, a scale-in and
             // out) by one that starts at once; the first of each was quiet before, with its
             // whole burst. The reconciliation runs flat out beside them, as after an outage,
-            // in containers of its own, replaced every 40 s.
+            // in a container of its own, replaced every 100 s.
             let queue_slots = (0..containers).map(|_| async move {
                 let mut sent = Vec::new();
                 let mut limiter =
                     RateLimiter::per_minute(shares.batches.per_minute, shares.batches.burst);
                 let mut until = Duration::ZERO;
                 while until < RUN {
-                    until = (until + Duration::from_secs(25)).min(RUN);
+                    until = (until + Duration::from_secs(61)).min(RUN);
                     sent.extend(flat_out(&limiter, start, until).await);
                     limiter = RateLimiter::new(shares.batches);
                 }
@@ -343,7 +351,7 @@ mod tests {
                 let mut sent = Vec::new();
                 let mut until = Duration::ZERO;
                 while until < RUN {
-                    until = (until + Duration::from_secs(40)).min(RUN);
+                    until = (until + Duration::from_secs(100)).min(RUN);
                     let limiter = RateLimiter::new(shares.reconciliation);
                     sent.extend(flat_out(&limiter, start, until).await);
                 }
@@ -369,19 +377,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_new_container_starts_without_its_burst() {
+    async fn a_new_container_starts_with_one_step_of_its_burst() {
         let limiter = RateLimiter::new(RateShare {
             per_minute: 60,
             burst: 10,
         });
         let start = Instant::now();
+        for _ in 0..START_ALLOWANCE {
+            limiter.admit(Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "one step at once");
         limiter.admit(Duration::from_secs(60)).await.unwrap();
-        limiter.admit(Duration::from_secs(60)).await.unwrap();
-        assert_eq!(
-            start.elapsed(),
-            Duration::from_secs(2),
-            "spaced from the start, as if it had just sent"
-        );
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "then spaced");
         // Quiet for as long as the burst takes to earn, it has it.
         tokio::time::sleep(Duration::from_secs(20)).await;
         let quiet = Instant::now();

@@ -86,9 +86,11 @@ const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
 /// outage budget takes.
 pub const MAX_REQUEUE_AGE: Duration = OUTAGE_BUDGET;
 
-/// The most times a message is sent again, for copies whose first-sent time is unknown or
-/// that are sent back faster than the age bound counts: copies sent back at the longest
-/// delay SQS allows reach [`MAX_REQUEUE_AGE`] at this count (6 h / 15 min = 24).
+/// The most times a message whose first-sent time is unknown is sent again (SQS always
+/// gives `SentTimestamp`; a hand-made event may not): copies sent back at the longest
+/// delay SQS allows reach [`MAX_REQUEUE_AGE`] at this count (6 h / 15 min = 24). Where
+/// the age is known it alone decides: a busy budget may turn a message away many times
+/// within minutes, and that is no failure.
 pub const MAX_REQUEUES: u32 = (OUTAGE_BUDGET.as_secs() / MAX_REQUEUE_DELAY.as_secs()) as u32;
 
 impl RedeliveryPolicy {
@@ -132,7 +134,10 @@ impl RedeliveryPolicy {
     /// Whether a message sent again `requeues` times, checkout's first send `age` ago, may
     /// be sent again once more; otherwise its failure counts as any other.
     pub fn may_send_again(&self, requeues: u32, age: Option<Duration>) -> bool {
-        requeues < MAX_REQUEUES && age.is_none_or(|age| age < MAX_REQUEUE_AGE)
+        match age {
+            Some(age) => age < MAX_REQUEUE_AGE,
+            None => requeues < MAX_REQUEUES,
+        }
     }
 
     /// The shortest time from a message's first receive to receive number `receive`: every
