@@ -245,6 +245,7 @@ def selection(message, classes, ids, include_permanent):
 
 def ask(question, answer=None):
     """True if the operator answers yes. Reads stdin; no answer (EOF) is no."""
+    sys.stdout.flush()  # the plan's lines first
     print(question, end=" ", flush=True, file=sys.stderr)
     try:
         reply = answer() if answer else input()
