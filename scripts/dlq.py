@@ -39,7 +39,9 @@ deletes it from the DLQ, only once that send succeeded:
   - messages it does not move are left in the DLQ, visible again at the end of the run.
 Permissions: the source queue's policy (template.yaml) denies SendMessage to every
 principal but the checkout role, the function's role and the stack's OperatorRoleArn, so
-run it as that role. A refused send stops the run with the role to set.
+run it as that role. The redrive reads each destination's policy before it moves anything
+and stops, naming the OperatorRoleArn to set, when the policy denies the caller (the
+caller's role from sts:GetCallerIdentity); a send refused anyway stops the run the same way.
 """
 
 import argparse
@@ -273,10 +275,61 @@ def who_am_i():
     return arn
 
 
+def same_principal(allowed, caller):
+    """Whether a policy's principal ARN is the caller's. A role ARN derived from an STS
+    assumed-role ARN has no path, so a role matches by account and name."""
+    if allowed == caller:
+        return True
+    a, c = allowed.split(":"), caller.split(":")
+    return (len(a) == 6 and len(c) == 6 and a[2] == c[2] == "iam" and a[4] == c[4]
+            and a[5].startswith("role/") and c[5].startswith("role/")
+            and a[5].rsplit("/", 1)[1] == c[5].rsplit("/", 1)[1])
+
+
+def policy_refusal(destination_url, role_arn):
+    """Why the destination queue's policy denies SendMessage to `role_arn`, or None: the
+    template's "NobodyElseSends" shape, a Deny to "*" unless aws:PrincipalArn is listed
+    (ArnNotEquals / ArnNotLike / StringNotEquals). None when the policy cannot be read
+    (the send itself then says)."""
+    if not role_arn:
+        return None
+    try:
+        policy = client("sqs", destination_url).get_queue_attributes(
+            QueueUrl=destination_url, AttributeNames=["Policy"]).get("Attributes", {}).get("Policy")
+    except Exception:  # noqa: BLE001 - not allowed to read it: the send will tell
+        return None
+    if not policy:
+        return None
+    found = json.loads(policy).get("Statement", [])
+    for statement in found if isinstance(found, list) else [found]:
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if statement.get("Effect") != "Deny" or statement.get("Principal") not in ("*", {"AWS": "*"}):
+            continue
+        if not any(a.lower() in ("sqs:sendmessage", "sqs:*", "*") for a in actions):
+            continue
+        for operator in ("ArnNotEquals", "ArnNotLike", "StringNotEquals"):
+            allowed = statement.get("Condition", {}).get(operator, {}).get("aws:PrincipalArn")
+            if allowed is None:
+                continue
+            allowed = [allowed] if isinstance(allowed, str) else allowed
+            if not any(same_principal(a, role_arn) for a in allowed):
+                return (f"{destination_url}'s queue policy ({statement.get('Sid', 'a Deny')}) refuses SendMessage "
+                        f"to {role_arn}: only {', '.join(allowed)} may send")
+    return None
+
+
+def refusal_hint(role):
+    return (f"deploy with OperatorRoleArn={role or 'arn:aws:iam::ACCOUNT:role/NAME'} (the role you run this as), "
+            "or run it as the stack's OperatorRoleArn (docs/deploy.md)")
+
+
 def redrive(sqs, dlq_url, to_url=None, limit=None, dry_run=False, max_per_second=5, wait_seconds=1, out=print,
-            classes=(), ids=(), include_permanent=False, confirm=None):
+            classes=(), ids=(), include_permanent=False, confirm=None, check_policy=True):
     """Moves the selected messages (up to `limit`) from the DLQ to their source queues.
-    `confirm(plan)` is asked before anything moves (None: no question). Returns a summary."""
+    `confirm(plan)` is asked before anything moves (None: no question); before that, each
+    destination's queue policy is read, and a policy that denies this caller SendMessage
+    stops the run with the OperatorRoleArn to set. Returns a summary."""
     classes, ids = set(classes), set(ids)
     destinations = Destinations(sqs, dlq_url, to_url)
     total, _ = queue_total(sqs, dlq_url)
@@ -293,6 +346,12 @@ def redrive(sqs, dlq_url, to_url=None, limit=None, dry_run=False, max_per_second
                 summary["left"] += 1
                 continue
             plan.append((message, url, how))
+        if plan and not dry_run and check_policy:
+            role = who_am_i()
+            for url in dict.fromkeys(url for _, url, _ in plan):
+                refused = policy_refusal(url, role)
+                if refused:
+                    raise OperatorError(f"{refused}: {refusal_hint(role)}. Nothing moved.")
         if dry_run:
             for message, url, how in plan:
                 out(f"would move {message['MessageId']} ({error_class(message)}) -> {url} ({how})")
@@ -322,9 +381,8 @@ def redrive(sqs, dlq_url, to_url=None, limit=None, dry_run=False, max_per_second
                     role = who_am_i()
                     raise OperatorError(
                         f"{url} refused SendMessage ({err}). Its queue policy lets only the checkout role, "
-                        f"the function and the stack's OperatorRoleArn send: deploy with OperatorRoleArn="
-                        f"{role or 'arn:aws:iam::ACCOUNT:role/NAME'} (the role you run this as), or run it as "
-                        f"that role. Moved {summary['moved']} before; the rest stay in the DLQ.") from None
+                        f"the function and the stack's OperatorRoleArn send: {refusal_hint(role)}. "
+                        f"Moved {summary['moved']} before; the rest stay in the DLQ.") from None
                 out(f"failed   {message['MessageId']} -> {url}: {err} (left in the DLQ)")
                 summary["failed"] += 1
                 continue

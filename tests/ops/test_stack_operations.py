@@ -225,6 +225,42 @@ class RedriveTest(StackTest):
         self.assertEqual(self.drain(self.outputs["QueueUrl"]), ['{"orderId": "by-original"}',
                                                                 '{"orderId": "o-permanent"}'])
 
+    def test_a_queue_policy_that_denies_the_caller_stops_the_redrive_before_anything_moves(self):
+        self.seed()
+        caller = boto3.client("sts").get_caller_identity()["Arn"]
+
+        def deny_all_but(*principals):
+            self.sqs.set_queue_attributes(QueueUrl=self.outputs["QueueUrl"], Attributes={"Policy": json.dumps({
+                "Version": "2012-10-17", "Statement": [{
+                    "Sid": "NobodyElseSends", "Effect": "Deny", "Principal": "*", "Action": "sqs:SendMessage",
+                    "Resource": self.source_arn,
+                    "Condition": {"ArnNotEquals": {"aws:PrincipalArn": list(principals)}}}]})})
+
+        deny_all_but("arn:aws:iam::123456789012:role/checkout", "arn:aws:iam::123456789012:role/fn")
+        try:
+            refused = make("dlq-redrive", f"STACK={self.stack.name}", "YES=1")
+            after_refusal = self.stack.queue_counts(self.outputs["DeadLetterQueueUrl"])
+            deny_all_but("arn:aws:iam::123456789012:role/checkout", caller)
+            allowed = make("dlq-redrive", f"STACK={self.stack.name}", "CLASS=transient", "YES=1")
+        finally:
+            self.sqs.set_queue_attributes(QueueUrl=self.outputs["QueueUrl"], Attributes={"Policy": ""})
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn(f"queue policy (NobodyElseSends) refuses SendMessage to {caller}: only "
+                      "arn:aws:iam::123456789012:role/checkout, arn:aws:iam::123456789012:role/fn may send: "
+                      f"deploy with OperatorRoleArn={caller}", refused.stderr)
+        self.assertIn("Nothing moved.", refused.stderr)
+        self.assertEqual(after_refusal, (4, 0), "nothing moved, every message released")
+        self.assertEqual(allowed.returncode, 0, allowed.stderr)
+        self.assertIn("moved 1, left 3 in the DLQ", allowed.stdout)
+
+    def test_a_role_is_matched_by_account_and_name_whatever_its_path(self):
+        self.assertTrue(dlq.same_principal("arn:aws:iam::123456789012:role/ops/on-call",
+                                           "arn:aws:iam::123456789012:role/on-call"))
+        self.assertFalse(dlq.same_principal("arn:aws:iam::123456789012:role/ops/on-call",
+                                            "arn:aws:iam::210987654321:role/on-call"))
+        self.assertFalse(dlq.same_principal("arn:aws:iam::123456789012:role/checkout",
+                                            "arn:aws:iam::123456789012:role/on-call"))
+
     def test_a_refused_send_stops_the_run_and_names_the_operator_role_to_set(self):
         self.seed()
 
