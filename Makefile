@@ -90,12 +90,12 @@ has_parameters = $(shell python3 -c 'import sys, tomllib; c = tomllib.load(open(
 deploy: $(CARGO_LAMBDA) $(SAM)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 $(SAM) build --config-env $(CONFIG_ENV)
 ifneq ($(strip $(PARAMS)),)
-	$(SAM) deploy $(sam_args) --parameter-overrides $(PARAMS)
+	$(SAM) deploy $(strip $(sam_args)) --parameter-overrides $(PARAMS)
 else ifeq ($(has_parameters),yes)
-	$(SAM) deploy $(sam_args)
+	$(SAM) deploy $(strip $(sam_args))
 else
 	@echo "samconfig.toml has no parameter_overrides for $(CONFIG_ENV): guided deploy (the answers are saved there)"
-	$(SAM) deploy --guided $(sam_args)
+	$(SAM) deploy --guided $(strip $(sam_args))
 endif
 	@echo "next: make put-token STACK=<stack> (once), then make verify STACK=<stack>"
 
