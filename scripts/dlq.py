@@ -336,73 +336,97 @@ def redrive(sqs, dlq_url, to_url=None, limit=None, dry_run=False, max_per_second
     held = Held(sqs, dlq_url)
     summary = {"moved": 0, "left": 0, "failed": 0, "dryRun": dry_run, "total": total}
     pace = 1.0 / max_per_second if max_per_second else 0
+    # A FIFO queue returns no message of a group while an earlier one of that group is held:
+    # messages behind the moved ones are received in later rounds, under the same filters
+    # and the one confirmation. A message left behind holds its group back (FIFO order).
+    fifo = dlq_url.endswith(".fifo")
+    seen, planned, confirmed, first_round = set(), 0, confirm is None, True
     try:
-        plan = []  # (message, url, how)
-        for message in receive_all(held, total, None, wait_seconds):
-            why_not = selection(message, classes, ids, include_permanent)
-            url, how = (None, why_not) if why_not else destinations.for_message(message)
-            if url is None or (limit is not None and len(plan) >= limit):
-                out(f"left     {message['MessageId']}: {how if url is None else f'beyond --limit {limit}'}")
-                summary["left"] += 1
-                continue
-            plan.append((message, url, how))
-        if plan and not dry_run and check_policy:
-            role = who_am_i()
-            for url in dict.fromkeys(url for _, url, _ in plan):
-                refused = policy_refusal(url, role)
-                if refused:
-                    raise OperatorError(f"{refused}: {refusal_hint(role)}. Nothing moved.")
-        if dry_run:
-            for message, url, how in plan:
-                out(f"would move {message['MessageId']} ({error_class(message)}) -> {url} ({how})")
-            summary["moved"] = len(plan)
-            return summary
-        if plan and confirm is not None:
-            targets = {}
-            for _, url, _ in plan:
-                targets[url] = targets.get(url, 0) + 1
-            question = (f"Move {len(plan)} of {total} message(s) from {dlq_url} to "
-                        + ", ".join(f"{url} ({n})" for url, n in targets.items()) + "? [y/N]")
-            if not confirm(question):
-                summary["left"] += len(plan)
-                summary["declined"] = True
-                out(f"not confirmed: moved nothing, {len(plan)} left in the DLQ")
+        while True:
+            plan = []  # (message, url, how)
+            for message in receive_all(held, total, None, wait_seconds):
+                if message["MessageId"] in seen:
+                    continue
+                seen.add(message["MessageId"])
+                why_not = selection(message, classes, ids, include_permanent)
+                url, how = (None, why_not) if why_not else destinations.for_message(message)
+                if url is None or (limit is not None and planned + len(plan) >= limit):
+                    out(f"left     {message['MessageId']}: {how if url is None else f'beyond --limit {limit}'}")
+                    summary["left"] += 1
+                    continue
+                plan.append((message, url, how))
+            planned += len(plan)
+            if plan and not dry_run and check_policy and first_round:
+                role = who_am_i()
+                for url in dict.fromkeys(url for _, url, _ in plan):
+                    refused = policy_refusal(url, role)
+                    if refused:
+                        raise OperatorError(f"{refused}: {refusal_hint(role)}. Nothing moved.")
+            first_round = False
+            if dry_run:
+                for message, url, how in plan:
+                    out(f"would move {message['MessageId']} ({error_class(message)}) -> {url} ({how})")
+                summary["moved"] = len(plan)
+                if fifo and len(seen) < total:
+                    out(f"note: FIFO: {total - len(seen)} more behind these in their message groups, "
+                        "received only once these are moved")
                 return summary
-        for message, url, how in plan:
-            held.extend()
-            send = {"QueueUrl": url, "MessageBody": message["Body"], "MessageAttributes": redriven_attributes(message)}
-            if url.endswith(".fifo"):
-                send["MessageGroupId"] = message.get("Attributes", {}).get("MessageGroupId", "redriven")
-                send["MessageDeduplicationId"] = message["MessageId"]
-            try:
-                sent = sqs.send_message(**send)
-            except Exception as err:  # noqa: BLE001 - reported, the message stays in the DLQ
-                if access_denied(err):
-                    role = who_am_i()
-                    raise OperatorError(
-                        f"{url} refused SendMessage ({err}). Its queue policy lets only the checkout role, "
-                        f"the function and the stack's OperatorRoleArn send: {refusal_hint(role)}. "
-                        f"Moved {summary['moved']} before; the rest stay in the DLQ.") from None
-                out(f"failed   {message['MessageId']} -> {url}: {err} (left in the DLQ)")
-                summary["failed"] += 1
-                continue
-            try:
-                sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-                held.forget(message["ReceiptHandle"])
-            except Exception as err:  # noqa: BLE001
-                # Sent, not deleted: it comes back in the DLQ after its hold; a second
-                # redrive is harmless (a synced order is acknowledged without Polar).
-                out(f"sent     {message['MessageId']} -> {url} as {sent['MessageId']}, "
-                    f"but not deleted from the DLQ: {err}")
-                summary["failed"] += 1
-                continue
-            out(f"moved    {message['MessageId']} -> {url} as {sent['MessageId']} ({how})")
-            summary["moved"] += 1
-            if pace:
-                time.sleep(pace)
+            if plan and not confirmed:
+                targets = {}
+                for _, url, _ in plan:
+                    targets[url] = targets.get(url, 0) + 1
+                more = (" (FIFO: the ones behind them in their message groups that the same filters select "
+                        "follow without another question)") if fifo and len(seen) < total else ""
+                question = (f"Move {len(plan)} of {total} message(s) from {dlq_url} to "
+                            + ", ".join(f"{url} ({n})" for url, n in targets.items()) + f"{more}? [y/N]")
+                if not confirm(question):
+                    summary["left"] += len(plan)
+                    summary["declined"] = True
+                    out(f"not confirmed: moved nothing, {len(plan)} left in the DLQ")
+                    return summary
+                confirmed = True
+            moved_before = summary["moved"]
+            for message, url, how in plan:
+                move(sqs, dlq_url, held, message, url, how, summary, out)
+                if pace:
+                    time.sleep(pace)
+            if not fifo or summary["moved"] == moved_before or (limit is not None and planned >= limit):
+                return summary
     finally:
         held.release()
-    return summary
+
+
+def move(sqs, dlq_url, held, message, url, how, summary, out):
+    """Sends one message to its destination, then deletes it from the DLQ."""
+    held.extend()
+    send = {"QueueUrl": url, "MessageBody": message["Body"], "MessageAttributes": redriven_attributes(message)}
+    if url.endswith(".fifo"):
+        send["MessageGroupId"] = message.get("Attributes", {}).get("MessageGroupId", "redriven")
+        send["MessageDeduplicationId"] = message["MessageId"]
+    try:
+        sent = sqs.send_message(**send)
+    except Exception as err:  # noqa: BLE001 - reported, the message stays in the DLQ
+        if access_denied(err):
+            role = who_am_i()
+            raise OperatorError(
+                f"{url} refused SendMessage ({err}). Its queue policy lets only the checkout role, "
+                f"the function and the stack's OperatorRoleArn send: {refusal_hint(role)}. "
+                f"Moved {summary['moved']} before; the rest stay in the DLQ.") from None
+        out(f"failed   {message['MessageId']} -> {url}: {err} (left in the DLQ)")
+        summary["failed"] += 1
+        return
+    try:
+        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+        held.forget(message["ReceiptHandle"])
+    except Exception as err:  # noqa: BLE001
+        # Sent, not deleted: it comes back in the DLQ after its hold; a second
+        # redrive is harmless (a synced order is acknowledged without Polar).
+        out(f"sent     {message['MessageId']} -> {url} as {sent['MessageId']}, "
+            f"but not deleted from the DLQ: {err}")
+        summary["failed"] += 1
+        return
+    out(f"moved    {message['MessageId']} -> {url} as {sent['MessageId']} ({how})")
+    summary["moved"] += 1
 
 
 def comma_list(value):
@@ -460,6 +484,9 @@ def main():
                       f"    reason: {message['Reason']}\n    body:   {message['body']}")
         sys.stdout.flush()
         line = f"{len(messages)} message(s) listed; the queue holds {listed['total']} (ApproximateNumberOfMessages)"
+        if dlq_url.endswith(".fifo") and len(messages) < listed["total"]:
+            line += ("; FIFO: a message group shows only its first messages while they are held, the rest once "
+                     "they are moved (make dlq-redrive)")
         if listed["inFlight"]:
             line += f", {listed['inFlight']} more in flight (received by someone else, not listed)"
         print(f"{line}: {dlq_url}", file=sys.stderr)

@@ -149,6 +149,25 @@ class DlqRedriveTest(unittest.TestCase):
         self.assertEqual(sorted(m["Body"] for m in back), sorted(MALFORMED))
         self.assertEqual({m["Attributes"]["MessageGroupId"] for m in back}, {"group-a"})
 
+    def test_a_fifo_group_longer_than_one_receive_is_moved_whole_after_one_confirmation(self):
+        q = Queues(fifo=True)
+        bodies = [json.dumps({"orderId": f"fifo-{i:02}"}) for i in range(13)]
+        for i, body in enumerate(bodies):
+            q.sqs.send_message(QueueUrl=q.dlq, MessageBody=body, MessageGroupId="one-discount",
+                               MessageDeduplicationId=f"d{i}", MessageAttributes={
+                                   "SourceQueueArn": {"DataType": "String", "StringValue": q.source_arn},
+                                   "ErrorClass": {"DataType": "String", "StringValue": "transient"}})
+        done = script("dlq.py", "redrive", "--queue-url", q.dlq, "--wait-seconds", "0", "--max-per-second", "0",
+                      input="y\n")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stderr.count("? [y/N]"), 1, done.stderr)
+        self.assertIn("(FIFO: the ones behind them in their message groups", done.stderr)
+        self.assertIn("moved 13, left 0 in the DLQ, 0 failed (of 13 in the queue)", done.stdout)
+        count = q.sqs.get_queue_attributes(QueueUrl=q.source, AttributeNames=["ApproximateNumberOfMessages"])
+        self.assertEqual(count["Attributes"]["ApproximateNumberOfMessages"], "13")
+        # The source queue holds the group back too: its first receive is the first 10, in order.
+        self.assertEqual([m["Body"] for m in q.drain(q.source)], bodies[:10])
+
     def test_make_dlq_list_shows_the_source_and_the_targets_check_their_variables(self):
         q = self.queues
         q.dead_letter_from_the_function(MALFORMED[:1])
