@@ -138,6 +138,10 @@ def verify(resources, invoke=True, out=print, metric_hours=1):
     status = description["StackStatus"]
     (report.ok if status in GOOD_STACK_STATES else report.fail)(f"stack {resources.stack}: {status}")
     parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in description.get("Parameters", [])}
+    if parameters.get("ShadowMode") == "true":
+        report.note("ShadowMode=true: the function reads and plans but writes nothing (Polar, tables, queues)")
+    if parameters.get("PolarApiUrl"):
+        report.note(f"Polar API: {parameters['PolarApiUrl']}")
 
     def outputs():
         missing = [a for a in ("queue_url", "dlq_url", "sync_table", "orders_table", "function", "token_parameter")

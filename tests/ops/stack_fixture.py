@@ -20,6 +20,8 @@ def template(role_arn, token_parameter):
     with zipfile.ZipFile(code, "w") as archive:
         archive.writestr("bootstrap", "#!/bin/sh\n")
     return {
+        "Parameters": {"ShadowMode": {"Type": "String", "Default": "false"},
+                       "PolarApiUrl": {"Type": "String", "Default": "https://sandbox-api.polar.sh/v1"}},
         "Resources": {
             "RedemptionDeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {"MessageRetentionPeriod": 1209600}},
             "RedemptionQueue": {"Type": "AWS::SQS::Queue", "Properties": {
@@ -75,7 +77,8 @@ class Stack:
                                                     "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
         cloudformation = boto3.client("cloudformation")
         cloudformation.create_stack(StackName=self.name, TemplateBody=json.dumps(template(role, self.token_parameter)),
-                                    Parameters=[], Capabilities=["CAPABILITY_IAM"])
+                                    Parameters=[{"ParameterKey": "ShadowMode", "ParameterValue": "true"}],
+                                    Capabilities=["CAPABILITY_IAM"])
         self.description = cloudformation.describe_stacks(StackName=self.name)["Stacks"][0]
         self.outputs = {o["OutputKey"]: o["OutputValue"] for o in self.description["Outputs"]}
         self.cloudwatch = boto3.client("cloudwatch")

@@ -357,6 +357,8 @@ class FunctionOperationsTest(StackTest):
                      f"ok    alarm {self.stack.alarm_names[0]}: OK",
                      "email oncall@example.com confirmed",
                      "ok    ConfigurationErrors over the last 1 h: 0",
+                     "note  ShadowMode=true: the function reads and plans but writes nothing",
+                     "note  Polar API: https://sandbox-api.polar.sh/v1",
                      "ok    reconciliation invoked: {",
                      f"verify {self.stack.name}: ok"):
             self.assertIn(line, done.stdout)
