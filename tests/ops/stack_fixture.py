@@ -6,9 +6,7 @@ CloudFormation, and the outputs template.yaml declares, naming them. moto's Clou
 does not create CloudWatch alarms or SNS subscriptions, so those are made with boto3, named
 as CloudFormation names them ("<stack>-<LogicalId>-<random>")."""
 
-import io
 import json
-import zipfile
 
 import boto3
 
@@ -16,9 +14,6 @@ from support import suffix
 
 
 def template(role_arn, token_parameter):
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("bootstrap", "#!/bin/sh\n")
     return {
         "Parameters": {"ShadowMode": {"Type": "String", "Default": "false"},
                        "PolarApiUrl": {"Type": "String", "Default": "https://sandbox-api.polar.sh/v1"}},

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from fake_lambda import FakeLambda
 from stack_fixture import Stack
-from support import ROOT, Double, run, script, suffix
+from support import ROOT, Double, script, suffix
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import dlq  # noqa: E402
