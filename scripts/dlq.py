@@ -67,6 +67,8 @@ PERMANENT = "permanent"
 HOLD_SECONDS = 120
 EXTEND_MARGIN_SECONDS = 40
 IDLE_ROUNDS = 3
+# How long the messages stay held while the confirmation waits for an answer.
+CONFIRM_HOLD_SECONDS = 900
 
 
 class Held:
@@ -99,6 +101,13 @@ class Held:
         self._change(due, self.hold_seconds)
         for receipt in due:
             self.until[receipt] = now + self.hold_seconds
+
+    def hold_all(self, seconds):
+        """Holds every message for `seconds` from now (while an operator answers)."""
+        now = self.clock()
+        self._change(list(self.until), seconds)
+        for receipt in self.until:
+            self.until[receipt] = now + seconds
 
     def forget(self, receipt):
         self.until.pop(receipt, None)
@@ -379,6 +388,7 @@ def redrive(sqs, dlq_url, to_url=None, limit=None, dry_run=False, max_per_second
                         "follow without another question)") if fifo and len(seen) < total else ""
                 question = (f"Move {len(plan)} of {total} message(s) from {dlq_url} to "
                             + ", ".join(f"{url} ({n})" for url, n in targets.items()) + f"{more}? [y/N]")
+                held.hold_all(CONFIRM_HOLD_SECONDS)
                 if not confirm(question):
                     summary["left"] += len(plan)
                     summary["declined"] = True

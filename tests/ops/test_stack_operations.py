@@ -171,6 +171,11 @@ class DlqListTest(StackTest):
         held.extend()
         self.assertEqual(len(calls), 1, "not again until the new hold nears its end")
         self.assertEqual(self.stack.queue_counts(self.outputs["DeadLetterQueueUrl"]), (0, 1))
+        held.hold_all(dlq.CONFIRM_HOLD_SECONDS)
+        self.assertEqual(calls[-1], [dlq.CONFIRM_HOLD_SECONDS], "held while the operator answers")
+        now[0] += dlq.CONFIRM_HOLD_SECONDS - dlq.EXTEND_MARGIN_SECONDS - 1
+        held.extend()
+        self.assertEqual(len(calls), 2, "not due yet")
         held.release()
         self.assertEqual(calls[-1], [0])
         self.assertEqual(self.stack.queue_counts(self.outputs["DeadLetterQueueUrl"]), (1, 0))
