@@ -355,6 +355,46 @@ mod tests {
     }
 
     #[test]
+    fn the_templates_most_receives_are_what_the_source_queues_retention_holds() {
+        let policy = RedeliveryPolicy::default();
+        let longest_visibility = template_block("  VisibilityTimeouts:")
+            .iter()
+            .filter_map(|line| line.split("Seconds:").nth(1))
+            .map(|rest| {
+                rest.trim_end_matches(['}', ' '])
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .max()
+            .map(Duration::from_secs)
+            .expect("the template maps function timeouts to visibility timeouts");
+        let retention = template_seconds(
+            &template_block("  RedemptionQueue:"),
+            "MessageRetentionPeriod",
+        );
+        // Every delay at its ceiling (capped at 30 minutes) and every receive held for the
+        // longest visibility timeout: the most receives whose longest stay fits.
+        let longest_stay = |receives: u32| {
+            policy.longest_delays_to_receive(receives) + longest_visibility * receives
+        };
+        let most = (MAX_RECEIVE_COUNT..=1000)
+            .take_while(|&receives| longest_stay(receives) < retention)
+            .last()
+            .expect("the default fits");
+        assert_eq!(most, 143);
+        assert_eq!(longest_stay(143), Duration::from_secs(344_915));
+        let parameter = template_block("  MaxReceiveCount:");
+        assert_eq!(
+            template_value(&parameter, "MaxValue")
+                .parse::<u32>()
+                .unwrap(),
+            most,
+            "MaxReceiveCount's MaxValue is what the 4-day retention holds at the 30-minute cap"
+        );
+    }
+
+    #[test]
     fn a_permanent_failure_is_dead_lettered_at_once() {
         let policy = RedeliveryPolicy::default();
         let malformed = SyncError::InvalidMessage(MessageError::EmptyDiscountCode);
