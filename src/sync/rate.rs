@@ -79,11 +79,19 @@ pub const START_ALLOWANCE: u32 = 2;
 
 /// After a 429 the share is halved, down to this fraction of the configured one at most.
 const MAX_SLOWDOWN: u32 = 8;
-/// A halved share grows back by this fraction of the configured one each minute without a
-/// 429: slowly, so that containers that together spend more than Polar allows (a
+/// A halved share grows back by this fraction of the configured one a minute, up to 9/10
+/// of the share the 429 came at, where it stays for [`CEILING_HOLD`] before the configured
+/// share returns. Containers that together spend more than Polar allows (a
 /// `MAXIMUM_CONCURRENCY` that drifted from the trigger's, another tool on the same
-/// organization) settle below the limit with a 429 now and then, not one a second.
-const RECOVERY_PER_MINUTE: f64 = 0.02;
+/// organization) so lower their ceilings by a tenth on each 429 until they fit, and try
+/// their full shares again only every half hour; a 429 from a passing cause costs a tenth
+/// of the share for half an hour.
+const RECOVERY_PER_MINUTE: f64 = 0.1;
+const CEILING_AFTER_429: f64 = 0.9;
+const CEILING_HOLD: Duration = Duration::from_secs(30 * 60);
+/// 429s this close together are one signal, halved once: requests in flight together are
+/// refused together.
+const ONE_SIGNAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -103,7 +111,9 @@ struct State {
 #[derive(Debug, Clone, Copy)]
 struct Slowdown {
     since: Instant,
-    spacing: Duration,
+    /// The share (requests a minute) just after the 429, and the one it came at, less a tenth.
+    halved: f64,
+    ceiling: f64,
 }
 
 /// The budget is spent: the next slot is later than the caller can wait.
@@ -144,12 +154,19 @@ impl RateLimiter {
         let now = Instant::now();
         let resume = now + retry_after + self.burst_tolerance;
         state.next_due = Some(state.next_due.map_or(resume, |due| due.max(resume)));
-        let spacing = (self.spacing_at(&state, now) * 2).min(self.spacing * MAX_SLOWDOWN);
-        state.slowed = Some(Slowdown {
-            since: now,
-            spacing,
-        });
-        per_minute(spacing)
+        let halved_just_now = state
+            .slowed
+            .is_some_and(|slowed| now.saturating_duration_since(slowed.since) < ONE_SIGNAL);
+        if !halved_just_now {
+            let at = per_minute(self.spacing_at(&state, now));
+            let floor = per_minute(self.spacing) / f64::from(MAX_SLOWDOWN);
+            state.slowed = Some(Slowdown {
+                since: now,
+                halved: (at / 2.0).max(floor),
+                ceiling: (at * CEILING_AFTER_429).max(floor),
+            });
+        }
+        per_minute(self.spacing_at(&state, now))
     }
 
     /// The share now, in requests a minute.
@@ -164,7 +181,12 @@ impl RateLimiter {
         };
         let minutes = now.saturating_duration_since(slowed.since).as_secs_f64() / 60.0;
         let configured = per_minute(self.spacing);
-        let grown = per_minute(slowed.spacing) + configured * RECOVERY_PER_MINUTE * minutes;
+        let ceiling = if now.saturating_duration_since(slowed.since) < CEILING_HOLD {
+            slowed.ceiling
+        } else {
+            configured
+        };
+        let grown = (slowed.halved + configured * RECOVERY_PER_MINUTE * minutes).min(ceiling);
         if grown >= configured {
             self.spacing
         } else {
@@ -399,20 +421,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_429_halves_the_share_down_to_an_eighth_and_it_grows_back_slowly() {
+    async fn a_429_halves_the_share_down_to_an_eighth_and_it_grows_back_to_a_lower_ceiling_for_a_while(
+    ) {
         let limiter = RateLimiter::per_minute(200, 1);
         assert_eq!(limiter.pause_for(Duration::ZERO), 100.0);
-        assert_eq!(limiter.pause_for(Duration::ZERO), 50.0);
-        assert_eq!(limiter.pause_for(Duration::ZERO), 25.0);
         assert_eq!(
             limiter.pause_for(Duration::ZERO),
-            25.0,
-            "an eighth at least"
+            100.0,
+            "429s together are one signal"
         );
-        tokio::time::sleep(Duration::from_secs(600)).await;
-        // 2% of 200 a minute: 25 + 40 after 10 minutes.
-        assert!((limiter.share_per_minute() - 65.0).abs() < 0.01);
-        tokio::time::sleep(Duration::from_secs(60 * 60)).await;
+        for expected in [50.0, 25.0, 25.0] {
+            tokio::time::sleep(ONE_SIGNAL).await;
+            let share = limiter.pause_for(Duration::ZERO);
+            assert!((share - expected).abs() < 2.0, "{share}, not {expected}");
+        }
+        // An eighth at least; then 10% of 200 a minute up to 9/10 of the share the last
+        // 429 came at (about 25), where it stays for half an hour.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let share = limiter.share_per_minute();
+        assert!((share - 24.4).abs() < 1.5, "{share}");
+        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+        let share = limiter.share_per_minute();
+        assert!((share - 24.4).abs() < 1.5, "{share}");
+        tokio::time::sleep(Duration::from_secs(15 * 60)).await;
         assert_eq!(
             limiter.share_per_minute(),
             200.0,
@@ -466,9 +497,12 @@ mod tests {
             in_minutes(10, 20),
             in_minutes(20, 30)
         );
+        // Settled within minutes, and quiet until the ceilings are tried again half an hour
+        // after the last 429, which costs no more than the first settling did.
+        let settled = in_minutes(10, 30);
         assert!(
-            last * 10 <= first.max(10),
-            "429s in minutes 0-10: {first}, in minutes 30-40: {last}"
+            settled == 0 && last <= first && first < 20,
+            "429s in minutes 0-10: {first}, 10-30: {settled}, 30-40: {last}"
         );
     }
 
