@@ -64,7 +64,7 @@ async fn setup(
 }
 
 /// The least delay before a message that failed on its receive `receive_count` comes
-/// back, as the README promises: 5 s doubling per receive, capped at 30 min, with equal
+/// back, as docs/design.md promises ("Failures"): 5 s doubling per receive, capped at 30 min, with equal
 /// jitter (at least half of that).
 fn least_redelivery_delay(receive_count: u32) -> Duration {
     let ceiling = Duration::from_secs(5)
