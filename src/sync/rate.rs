@@ -80,18 +80,23 @@ pub const START_ALLOWANCE: u32 = 2;
 /// After a 429 the share is halved, down to this fraction of the configured one at most.
 const MAX_SLOWDOWN: u32 = 8;
 /// A halved share grows back by this fraction of the configured one a minute, up to 9/10
-/// of the share the 429 came at, where it stays for [`CEILING_HOLD`] before the configured
-/// share returns. Containers that together spend more than Polar allows (a
+/// of the share the 429 came at, where it stays for [`CEILING_HOLD`], then creeps up by
+/// [`PROBE_PER_MINUTE`]. Containers that together spend more than Polar allows (a
 /// `MAXIMUM_CONCURRENCY` that drifted from the trigger's, another tool on the same
-/// organization) so lower their ceilings by a tenth on each 429 until they fit, and try
-/// their full shares again only every half hour; a 429 from a passing cause costs a tenth
-/// of the share for half an hour.
+/// organization) so lower their ceilings by a tenth on each halving until they fit, and
+/// probe above them slowly; 429s from a passing cause cost a tenth of the share for a
+/// while.
 const RECOVERY_PER_MINUTE: f64 = 0.1;
 const CEILING_AFTER_429: f64 = 0.9;
 const CEILING_HOLD: Duration = Duration::from_secs(30 * 60);
-/// 429s this close together are one signal, halved once: requests in flight together are
-/// refused together.
+const PROBE_PER_MINUTE: f64 = 0.01;
+/// 429s this close together are one signal: requests in flight together are refused
+/// together.
 const ONE_SIGNAL: Duration = Duration::from_secs(5);
+/// A share is halved on a second signal within this long: a lone 429 (a passing cause) only
+/// pauses, 429s that keep coming mean the shares add up to too much. Long enough to see a
+/// container whose pauses make it meet Polar's refusal once a minute or so.
+const SUSTAINED: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -106,6 +111,8 @@ struct State {
     next_due: Option<Instant>,
     /// Set by a 429: the spacing then, from which the share grows back.
     slowed: Option<Slowdown>,
+    /// The last 429 that counted as a signal of its own.
+    last_signal: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,10 +161,14 @@ impl RateLimiter {
         let now = Instant::now();
         let resume = now + retry_after + self.burst_tolerance;
         state.next_due = Some(state.next_due.map_or(resume, |due| due.max(resume)));
-        let halved_just_now = state
-            .slowed
-            .is_some_and(|slowed| now.saturating_duration_since(slowed.since) < ONE_SIGNAL);
-        if !halved_just_now {
+        let since_last = state
+            .last_signal
+            .map(|at| now.saturating_duration_since(at));
+        if since_last.is_some_and(|since| since < ONE_SIGNAL) {
+            return per_minute(self.spacing_at(&state, now));
+        }
+        state.last_signal = Some(now);
+        if since_last.is_some_and(|since| since < SUSTAINED) {
             let at = per_minute(self.spacing_at(&state, now));
             let floor = per_minute(self.spacing) / f64::from(MAX_SLOWDOWN);
             state.slowed = Some(Slowdown {
@@ -181,11 +192,8 @@ impl RateLimiter {
         };
         let minutes = now.saturating_duration_since(slowed.since).as_secs_f64() / 60.0;
         let configured = per_minute(self.spacing);
-        let ceiling = if now.saturating_duration_since(slowed.since) < CEILING_HOLD {
-            slowed.ceiling
-        } else {
-            configured
-        };
+        let probing = now.saturating_duration_since(slowed.since + CEILING_HOLD);
+        let ceiling = slowed.ceiling + configured * PROBE_PER_MINUTE * probing.as_secs_f64() / 60.0;
         let grown = (slowed.halved + configured * RECOVERY_PER_MINUTE * minutes).min(ceiling);
         if grown >= configured {
             self.spacing
@@ -421,16 +429,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_429_halves_the_share_down_to_an_eighth_and_it_grows_back_to_a_lower_ceiling_for_a_while(
+    async fn sustained_429s_halve_the_share_down_to_an_eighth_and_it_grows_back_to_a_lower_ceiling_for_a_while(
     ) {
         let limiter = RateLimiter::per_minute(200, 1);
-        assert_eq!(limiter.pause_for(Duration::ZERO), 100.0);
         assert_eq!(
             limiter.pause_for(Duration::ZERO),
-            100.0,
+            200.0,
+            "a lone 429 only pauses"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            limiter.pause_for(Duration::ZERO),
+            200.0,
             "429s together are one signal"
         );
-        for expected in [50.0, 25.0, 25.0] {
+        for expected in [100.0, 50.0, 25.0, 25.0] {
             tokio::time::sleep(ONE_SIGNAL).await;
             let share = limiter.pause_for(Duration::ZERO);
             assert!((share - expected).abs() < 2.0, "{share}, not {expected}");
@@ -443,7 +456,8 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(20 * 60)).await;
         let share = limiter.share_per_minute();
         assert!((share - 24.4).abs() < 1.5, "{share}");
-        tokio::time::sleep(Duration::from_secs(15 * 60)).await;
+        // Then 1% of 200 a minute: two hours to the configured share.
+        tokio::time::sleep(Duration::from_secs(2 * 60 * 60)).await;
         assert_eq!(
             limiter.share_per_minute(),
             200.0,
@@ -517,8 +531,8 @@ mod tests {
         limiter.admit(Duration::from_secs(60)).await.unwrap();
         assert_eq!(
             start.elapsed(),
-            Duration::from_millis(3200),
-            "spaced at half the share, no burst"
+            Duration::from_millis(3100),
+            "spaced, no burst"
         );
     }
 
