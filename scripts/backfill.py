@@ -15,7 +15,8 @@ the discount's message group, deduplicated by the order (as the stream relay doe
 order is sent at most once per run. Progress goes to stderr, the summary to stdout.
 
 Runs in the project's .venv (boto3 comes with moto) with your usual AWS credentials, e.g.
-through `make backfill ORDERS_TABLE=... QUEUE_URL=... [APPLY=1]`.
+through `make backfill STACK=... [APPLY=1]` (the table and the queue from the stack's
+outputs, scripts/stack.py) or `make backfill ORDERS_TABLE=... QUEUE_URL=...`.
 """
 
 import argparse
@@ -27,7 +28,9 @@ import sys
 import threading
 import time
 
-import boto3
+import os
+
+from stack import Resources, client, run
 
 BATCH_ENTRIES = 10
 SEND_ATTEMPTS = 3
@@ -180,8 +183,10 @@ def positive_float(value):
 
 def main(argv=None, out=sys.stdout, progress_out=sys.stderr):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", required=True, help="the orders table")
-    parser.add_argument("--queue-url", required=True, help="the redemption queue the function is subscribed to")
+    parser.add_argument("--stack", default=os.environ.get("STACK", ""),
+                        help="the deployed stack, whose outputs name the table and the queue")
+    parser.add_argument("--table", help="the orders table (default: the stack's)")
+    parser.add_argument("--queue-url", help="the redemption queue the function is subscribed to (default: the stack's)")
     parser.add_argument("--apply", action="store_true", help="send the messages (default: dry run)")
     parser.add_argument("--consistent", action="store_true", help="strongly consistent scan (twice the read cost)")
     parser.add_argument("--segments", type=positive_int, default=4, help="parallel scan segments (default 4)")
@@ -192,8 +197,11 @@ def main(argv=None, out=sys.stdout, progress_out=sys.stderr):
     if bool(args.since_attribute) != bool(args.since):
         parser.error("--since-attribute and --since go together")
 
+    resources = Resources(stack=args.stack, explicit={"orders_table": args.table, "queue_url": args.queue_url},
+                          needs=["orders_table", "queue_url"])
+    args.table, args.queue_url = resources.orders_table, resources.queue_url
     started = time.monotonic()
-    dynamodb = boto3.client("dynamodb")
+    dynamodb = resources.client("dynamodb")
     messages, unusable, scanned = find_orders(dynamodb, args.table, args.segments, args.consistent,
                                               args.since_attribute, args.since, progress_out)
     per_code = collections.Counter(m["discountCode"] for m in messages)
@@ -211,7 +219,7 @@ def main(argv=None, out=sys.stdout, progress_out=sys.stderr):
         print(f"dry run: nothing sent; APPLY=1 sends these {len(messages)} messages to {args.queue_url}", file=out)
         return 0
 
-    failed = send_all(boto3.client("sqs"), args.queue_url, messages, args.rate, progress_out)
+    failed = send_all(client("sqs", args.queue_url), args.queue_url, messages, args.rate, progress_out)
     for message, reason in failed:
         print(f"not sent {json.dumps(message)}: {reason}", file=out)
     print(f"summary: {len(messages) - len(failed)} sent, {len(failed)} not sent, {len(unusable)} skipped, "
@@ -220,4 +228,4 @@ def main(argv=None, out=sys.stdout, progress_out=sys.stderr):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

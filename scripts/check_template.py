@@ -1,20 +1,28 @@
 """Checks template.yaml after the SAM transform, as CloudFormation will deploy it:
 
-- least privilege: no IAM Allow statement grants an action or a resource with a wildcard,
-  whether written as a plain string or built with Fn::Sub, Fn::Join, Fn::If, Fn::FindInMap
-  or a parameter's default (`dynamodb:*`, `*`, `...:table/*`, `${AWS::AccountId}:*`); none
-  uses NotAction or NotResource; no managed policy is attached (AWS managed policies grant
-  on "*");
+- least privilege: no Allow statement, in an IAM policy or in a resource policy (a queue
+  or topic policy, a key policy, ...), grants an action or a resource with a wildcard (`*`
+  or `?`), whether written as a plain string or built with Fn::Sub, Fn::Join, Fn::If,
+  Fn::FindInMap or a parameter's default (`dynamodb:*`, `*`, `...:table/*`,
+  `${AWS::AccountId}:*`, `dynamodb:GetIte?`); none uses NotAction or NotResource; a
+  resource policy's Allow names its principals (no `"*"`, no NotPrincipal); a parameter an
+  Allow statement is built from (with or without a default: the deployer may set it) has an
+  AllowedPattern or AllowedValues that refuses `*` and `?`; no managed policy is attached
+  (AWS managed policies grant on "*");
+- every queue has a queue policy; every table has deletion protection;
 - queues and tables are encrypted at rest, the DLQ keeps messages 14 days;
 - the source queue sets its retention explicitly, above the 6-hour outage budget and below
   the DLQ's (a message moved by the redrive policy keeps its age);
-- the queue's visibility timeout is at least six times the function timeout, and its
-  redrive policy allows at least 5 receives (a parameter is taken at its default; the
-  default itself is derived and checked in src/redelivery.rs);
+- each queue a function polls has a visibility timeout, read from the queue itself for
+  every allowed function timeout, of at least six times the function's timeout; its redrive
+  policy allows at least 5 receives (a parameter is taken at its default; the default
+  itself is derived and checked in src/redelivery.rs), and at most what the queue's
+  retention holds (max_receives_retained: every delay at its 30-minute cap and every
+  receive held for the longest visibility), the parameter's MaxValue included;
 - data is kept: every table, queue and log group has DeletionPolicy and
   UpdateReplacePolicy Retain, every table point-in-time recovery;
 - an explicit queue name fits SQS's 80 characters with the longest stack name (128);
-- alarms and the dashboard name only the function's EMF metrics (EMF_METRICS, the README's
+- alarms and the dashboard name only the function's EMF metrics (EMF_METRICS, docs/operations.md's
   "Metrics and alarms"), with the FunctionName dimension, and the dashboard shows each;
 - an event source mapping reads the orders table's stream, answering with partial batch
   responses, from LATEST, bisecting failed batches, with bounded retries and an on-failure
@@ -57,6 +65,104 @@ SQS_NAME_LIMIT = 80
 OUTAGE_BUDGET_SECONDS = 6 * 3600
 
 
+WILDCARDS = ("*", "?")
+# The function's redelivery schedule (src/sync/redelivery.rs): the delay ceiling after
+# failed receive n is 5 s x 2^(n-1), capped at 30 minutes.
+REDELIVERY_BASE_SECONDS, REDELIVERY_CAP_SECONDS = 5, 30 * 60
+# Resource types whose properties hold resource policies (Allow statements with principals).
+RESOURCE_POLICIES = {
+    "AWS::SQS::QueuePolicy": "PolicyDocument", "AWS::SNS::TopicPolicy": "PolicyDocument",
+    "AWS::S3::BucketPolicy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy",
+    "AWS::SecretsManager::ResourcePolicy": "ResourcePolicy", "AWS::Logs::ResourcePolicy": "PolicyDocument",
+    "AWS::Events::EventBusPolicy": "Statement",
+}
+
+
+def max_receives_retained(retention_seconds, longest_visibility_seconds):
+    """The most receives m whose longest stay fits in the retention: the m - 1 delays at
+    their ceilings, plus the longest visibility timeout on each of the m receives."""
+    m, stay = 1, longest_visibility_seconds
+    while True:
+        ceiling = min(REDELIVERY_BASE_SECONDS * 2 ** (m - 1), REDELIVERY_CAP_SECONDS)
+        longer = stay + ceiling + longest_visibility_seconds
+        if longer >= retention_seconds:
+            return m
+        m, stay = m + 1, longer
+
+
+def admits_wildcard(pattern):
+    """Whether a string the regular expression matches can hold `*` or `?`."""
+    import re._constants as c
+    import re._parser as parser
+
+    def in_set(items, char):
+        negate, found = False, False
+        for op, av in items:
+            if op is c.NEGATE:
+                negate = True
+            elif op is c.LITERAL:
+                found |= av == char
+            elif op is c.RANGE:
+                found |= av[0] <= char <= av[1]
+            elif op is c.CATEGORY:
+                found |= av in (c.CATEGORY_NOT_DIGIT, c.CATEGORY_NOT_WORD, c.CATEGORY_NOT_SPACE)
+        return found != negate
+
+    def walk(subpattern, char):
+        for op, av in subpattern:
+            if op is c.ANY or (op is c.LITERAL and av == char) or (op is c.NOT_LITERAL and av != char):
+                return True
+            if op is c.IN and in_set(av, char):
+                return True
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[1] > 0 and walk(av[2], char):
+                return True
+            if op is c.SUBPATTERN and walk(av[3], char):
+                return True
+            if op is c.ATOMIC_GROUP and walk(av, char):
+                return True
+            if op is c.BRANCH and any(walk(branch, char) for branch in av[1]):
+                return True
+        return False
+
+    parsed = parser.parse(pattern)
+    return any(walk(parsed, ord(w)) for w in WILDCARDS)
+
+
+def parameter_names(value, template):
+    """The parameters an expression is built from: Refs and Fn::Sub's ${Name}s."""
+    parameters = template.get("Parameters", {})
+    if isinstance(value, list):
+        for item in value:
+            yield from parameter_names(item, template)
+    elif isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] in parameters:
+            yield value["Ref"]
+        elif "Fn::Sub" in value:
+            argument = value["Fn::Sub"]
+            text, variables = (argument, {}) if isinstance(argument, str) else argument
+            for name in re.findall(r"\$\{([^!}.][^}.]*)\}", text):
+                if name in variables:
+                    yield from parameter_names(variables[name], template)
+                elif name in parameters:
+                    yield name
+        elif "Fn::GetAtt" not in value:
+            yield from parameter_names(list(value.values()), template)
+
+
+def parameter_problems(name, sid, parameter, template):
+    """A parameter an Allow statement uses must refuse wildcards whatever the deployer sets."""
+    definition = template.get("Parameters", {}).get(parameter, {})
+    if "AllowedValues" in definition:
+        bad = [v for v in definition["AllowedValues"] if any(w in str(v) for w in WILDCARDS)]
+        return [f"{name}: statement {sid} is built from parameter {parameter}, whose AllowedValues hold a wildcard {bad}"] if bad else []
+    pattern = definition.get("AllowedPattern")
+    if pattern is None:
+        return [f"{name}: statement {sid} is built from parameter {parameter}, which has no AllowedPattern to refuse a wildcard"]
+    if admits_wildcard(pattern):
+        return [f"{name}: statement {sid} is built from parameter {parameter}, whose AllowedPattern {pattern!r} admits a wildcard (* or ?)"]
+    return []
+
+
 class NoManagedPolicies:
     def load(self):
         return {}
@@ -96,21 +202,38 @@ def statements(document):
             yield statement
 
 
-def policy_problems(name, document, template):
+def principal_literals(principal, template):
+    if isinstance(principal, str):
+        yield principal
+    elif isinstance(principal, dict) and not ({"Ref", "Fn::Sub", "Fn::If", "Fn::Join", "Fn::GetAtt"} & set(principal)):
+        for value in principal.values():
+            yield from literals(value, template)
+    else:
+        yield from literals(principal, template)
+
+
+def policy_problems(name, document, template, resource_policy=False):
     problems = []
     for statement in statements(document):
         if statement.get("Effect") != "Allow":
             continue  # a Deny with a wildcard takes away, it grants nothing
         sid = statement.get("Sid", "?")
-        for negated in ("NotAction", "NotResource"):
+        for negated in ("NotAction", "NotResource") + (("NotPrincipal",) if resource_policy else ()):
             if negated in statement:
                 problems.append(f"{name}: statement {sid} uses {negated} (grants everything else)")
         for action in literals(statement.get("Action", []), template):
-            if "*" in action:
+            if any(w in action for w in WILDCARDS):
                 problems.append(f"{name}: statement {sid} grants wildcard action {action!r}")
         for resource in literals(statement.get("Resource", []), template):
-            if "*" in resource:
+            if any(w in resource for w in WILDCARDS):
                 problems.append(f"{name}: statement {sid} grants {statement.get('Action')} on wildcard resource {resource!r}")
+        if resource_policy:
+            for principal in principal_literals(statement.get("Principal", []), template):
+                if any(w in principal for w in WILDCARDS):
+                    problems.append(f"{name}: statement {sid} allows {statement.get('Action')} to every principal ({principal!r})")
+        used = [statement.get(k, []) for k in ("Action", "Resource", "Principal")]
+        for parameter in dict.fromkeys(parameter_names(used, template)):
+            problems += parameter_problems(name, sid, parameter, template)
     return problems
 
 
@@ -352,12 +475,16 @@ def check(path):
     deployed = transform(copy.deepcopy(template), {}, NoManagedPolicies())
     resources = deployed["Resources"]
     problems = []
-    timeouts = template["Mappings"]["VisibilityTimeouts"]
     parameters = template.get("Parameters", {})
     for name, resource in resources.items():
         kind, properties = resource["Type"], resource.get("Properties", {})
         if kind.startswith("AWS::IAM::"):
             problems += iam_problems(name, properties, deployed)
+        elif kind in RESOURCE_POLICIES and RESOURCE_POLICIES[kind] in properties:
+            document = properties[RESOURCE_POLICIES[kind]]
+            if kind == "AWS::Events::EventBusPolicy":
+                document = {"Statement": [document]}
+            problems += policy_problems(name, document, deployed, resource_policy=True)
         if kind in STATEFUL:
             for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
                 if resource.get(policy) != "Retain":
@@ -369,11 +496,15 @@ def check(path):
             if redrive and int(resolved(redrive.get("maxReceiveCount", 0), parameters)) < 5:
                 problems.append(f"{name}: maxReceiveCount below 5")
             problems += queue_name_problems(name, properties, deployed)
+            if name not in queues_with_policies(resources):
+                problems.append(f"{name}: has no queue policy (AWS::SQS::QueuePolicy naming it)")
         elif kind == "AWS::DynamoDB::Table":
             if not properties.get("SSESpecification", {}).get("SSEEnabled"):
                 problems.append(f"{name}: not encrypted at rest")
             if not properties.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled"):
                 problems.append(f"{name}: point-in-time recovery is off")
+            if properties.get("DeletionProtectionEnabled") is not True:
+                problems.append(f"{name}: deletion protection is off (DeletionProtectionEnabled)")
         elif kind == "AWS::Lambda::Function":
             if "Role" not in properties:
                 problems.append(f"{name}: has no role of its own")
@@ -388,9 +519,106 @@ def check(path):
         problems.append("RedemptionQueue: MessageRetentionPeriod must be set explicitly")
     elif not OUTAGE_BUDGET_SECONDS < int(source_retention) < int(dead_letters.get("MessageRetentionPeriod", 0)):
         problems.append(f"RedemptionQueue: MessageRetentionPeriod {source_retention} must be above the 6 h outage budget and below the DLQ's")
-    for timeout, visibility in timeouts.items():
-        if visibility["Seconds"] < 6 * int(timeout):
-            problems.append(f"VisibilityTimeouts: {visibility['Seconds']} s for a {timeout} s function is under 6x")
+    problems += visibility_problems(resources, deployed)
+    problems += receive_count_problems(resources, deployed)
+    return problems
+
+
+def queues_with_policies(resources):
+    named = set()
+    for resource in resources.values():
+        if resource["Type"] == "AWS::SQS::QueuePolicy":
+            for queue in resource.get("Properties", {}).get("Queues", []):
+                if isinstance(queue, dict) and "Ref" in queue:
+                    named.add(queue["Ref"])
+    return named
+
+
+def with_parameter(template, parameter, value):
+    """The template with one parameter fixed to one value (as its only allowed value)."""
+    fixed = copy.deepcopy(template)
+    fixed["Parameters"][parameter] = {"Type": "String", "AllowedValues": [value]}
+    return fixed
+
+
+def evaluated(expression, template):
+    """values(), with Fn::FindInMap too."""
+    if isinstance(expression, dict) and set(expression) == {"Fn::FindInMap"}:
+        table, first, second = expression["Fn::FindInMap"]
+        results = []
+        for key in evaluated(first, template):
+            for attribute in evaluated(second, template):
+                results.append(str(template["Mappings"][table][key][attribute]))
+        return results
+    return values(expression, template)
+
+
+def polled_queues(resources):
+    """(mapping, queue logical id, function logical id) for every SQS event source mapping."""
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        properties = resource.get("Properties", {})
+        source = properties.get("EventSourceArn")
+        function = properties.get("FunctionName")
+        if isinstance(source, dict) and "Fn::GetAtt" in source and resources.get(
+                source["Fn::GetAtt"][0], {}).get("Type") == "AWS::SQS::Queue":
+            function = function.get("Ref") if isinstance(function, dict) else function
+            yield name, source["Fn::GetAtt"][0], function
+
+
+def visibility_problems(resources, template):
+    """Each polled queue's own VisibilityTimeout, for every function timeout the template
+    allows, against six times that timeout (AWS's guidance for SQS event sources)."""
+    problems = []
+    for mapping, queue, function in polled_queues(resources):
+        timeout_expression = resources.get(function, {}).get("Properties", {}).get("Timeout", 3)
+        visibility_expression = resources[queue].get("Properties", {}).get("VisibilityTimeout", 30)
+        parameter = timeout_expression.get("Ref") if isinstance(timeout_expression, dict) else None
+        cases = ([(t, with_parameter(template, parameter, t)) for t in
+                  template["Parameters"][parameter].get("AllowedValues", [template["Parameters"][parameter].get("Default")])]
+                 if parameter in template.get("Parameters", {}) else [(timeout_expression, template)])
+        for timeout, fixed in cases:
+            try:
+                visibilities = evaluated(visibility_expression, fixed)
+            except (Unknowable, KeyError, TypeError) as unknown:
+                problems.append(f"{queue}: VisibilityTimeout {unknown} cannot be checked against {function}'s timeout")
+                continue
+            for visibility in visibilities:
+                if int(visibility) < 6 * int(timeout):
+                    problems.append(f"{queue}: VisibilityTimeout {visibility} s for {function}'s {timeout} s timeout "
+                                    f"is under 6x (polled by {mapping})")
+    return problems
+
+
+def receive_count_problems(resources, template):
+    """The redrive policy's maxReceiveCount (a parameter at its MaxValue) within what the
+    queue's retention holds at the redelivery schedule's cap."""
+    problems = []
+    parameters = template.get("Parameters", {})
+    for mapping, queue, function in polled_queues(resources):
+        properties = resources[queue].get("Properties", {})
+        count = properties.get("RedrivePolicy", {}).get("maxReceiveCount")
+        if count is None:
+            continue
+        try:
+            retention = int(evaluated(properties.get("MessageRetentionPeriod", 345600), template)[0])
+            timeouts = [t for t in (resources.get(function, {}).get("Properties", {}).get("Timeout"),) if t]
+            longest = 0
+            for fixed in [template] + [with_parameter(template, t["Ref"], v) for t in timeouts if isinstance(t, dict)
+                                       for v in parameters.get(t["Ref"], {}).get("AllowedValues", [])]:
+                longest = max([longest] + [int(v) for v in evaluated(properties.get("VisibilityTimeout", 30), fixed)])
+        except (Unknowable, KeyError, TypeError, ValueError):
+            continue
+        most = max_receives_retained(retention, longest)
+        if isinstance(count, dict) and count.get("Ref") in parameters:
+            parameter = parameters[count["Ref"]]
+            highest = parameter.get("MaxValue")
+            if highest is None or int(highest) > most:
+                problems.append(f"{queue}: maxReceiveCount parameter {count['Ref']} allows {highest if highest is not None else 'any value'}; "
+                                f"the {retention} s retention holds {most} receives at the {REDELIVERY_CAP_SECONDS // 60}-minute delay cap")
+        elif int(count) > most:
+            problems.append(f"{queue}: maxReceiveCount {count} exceeds the {most} receives the {retention} s retention holds")
     return problems
 
 
@@ -401,7 +629,8 @@ def main():
         print(f"template check: {problem}", file=sys.stderr)
     if problems:
         sys.exit(1)
-    print(f"template check: {path} ok (least privilege, encryption, retention, data kept, queue names, metrics, timeouts, stream mapping)")
+    print(f"template check: {path} ok (least privilege, resource policies, parameters, encryption, retention, "
+          "data kept, queue names, metrics, timeouts, receive counts, stream mapping, paging)")
 
 
 if __name__ == "__main__":

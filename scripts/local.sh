@@ -11,7 +11,9 @@ event=${1:-events/sqs-single.json}
 cd "$root"
 
 echo "==> building the function and the dev tools"
-cargo build --quiet --workspace --bins
+# LOCAL_SKIP_BUILD=1: the binaries are built already (make test's own run of `make local`
+# builds nothing while other cargo commands hold the build directory).
+[ -n "${LOCAL_SKIP_BUILD:-}" ] || cargo build --quiet --workspace --bins
 
 echo "==> starting moto and the Polar double"
 start_moto

@@ -117,7 +117,7 @@ def show_dead_letters():
 
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName=DLQ_NAME)["QueueUrl"]
-    for letter in list_messages(sqs, url, limit=20, wait_seconds=0):
+    for letter in list_messages(sqs, url, limit=20, wait_seconds=0)["messages"]:
         print(f"dead-lettered {letter['OriginalMessageId']}: {letter['ErrorClass']}/{letter['ErrorKind']}: "
               f"{letter['Reason']}")
 

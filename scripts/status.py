@@ -6,11 +6,16 @@
                             intent journal (orders, value read, intent) and Polar's
                             current discount
 
-Reads ORDERS_TABLE and SYNC_TABLE (DynamoDB, with your usual AWS credentials;
-AWS_ENDPOINT_URL for moto), and for the discount GET {POLAR_API_URL}/discounts/{id} with
-POLAR_ACCESS_TOKEN. Read-only: it never writes anything. `--json` prints one JSON
-document instead. Exit status 1 if the order or discount is found nowhere.
-Run it through `make status ORDER=...` or `make status DISCOUNT=...`.
+The tables come from the stack's outputs (`--stack`/STACK: OrdersTableName, SyncTableName),
+or ORDERS_TABLE and SYNC_TABLE, which win (DynamoDB, with your usual AWS credentials, in
+the stack's region; AWS_ENDPOINT_URL for moto). For the discount it GETs
+{POLAR_API_URL}/discounts/{id} (POLAR_API_URL, else the stack's PolarApiUrl parameter, else
+production) with, in this order: POLAR_READ_TOKEN (a read-only token: discounts:read is
+all it needs), POLAR_ACCESS_TOKEN, or the function's own token read from its SSM
+parameter (the stack's TokenParameterName output, or TOKEN_PARAMETER); it says which it
+used. Read-only: it never writes anything. `--json` prints one JSON document instead.
+Exit status 1 if the order or discount is found nowhere; AWS errors are one line.
+Run it through `make status STACK=... ORDER=...` or `make status STACK=... DISCOUNT=...`.
 """
 
 import argparse
@@ -20,10 +25,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
-import boto3
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from polar_http import Polar  # noqa: E402
+from polar_http import DEFAULT_API_URL, Polar  # noqa: E402
+from stack import Resources, run  # noqa: E402
 
 # The item layouts the function writes (src/adapters/dynamo/mod.rs).
 SYNCED, ACTION, SYNCED_AT, CLAIM = (
@@ -216,9 +220,37 @@ def print_discount(report):
     elif state == "deleted":
         print(f"  polar:    deleted (404 ResourceNotFound) [{polar['url']}]")
     elif state == "not_asked":
-        print("  polar:    not asked (no POLAR_ACCESS_TOKEN)")
+        print("  polar:    not asked (no token: POLAR_READ_TOKEN, or STACK=/TOKEN_PARAMETER for the SSM parameter)")
     else:
         print(f"  polar:    could not read it: {polar.get('error')} [{polar['url']}]")
+
+
+def polar_client(resources, environ=os.environ):
+    """(Polar or None, url, notes): the token and the URL, and which were used."""
+    notes = []
+    url = environ.get("POLAR_API_URL", "").strip()
+    if not url and resources.description:
+        parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in resources.description.get("Parameters", [])}
+        url = (parameters.get("PolarApiUrl") or "").strip()
+        if url:
+            notes.append(f"Polar API: {url} (the stack's PolarApiUrl)")
+    if not url:
+        notes.append(f"POLAR_API_URL is not set: using {DEFAULT_API_URL}")
+        url = DEFAULT_API_URL
+    for variable, what in (("POLAR_READ_TOKEN", "a read-only token"), ("POLAR_ACCESS_TOKEN", "the token in your shell")):
+        token = environ.get(variable, "").strip()
+        if token:
+            notes.append(f"token: {variable} ({what})")
+            return Polar(url, token), url, notes
+    if resources.token_parameter:
+        ssm = resources.client("ssm")
+        token = ssm.get_parameter(Name=resources.token_parameter, WithDecryption=True)["Parameter"]["Value"]
+        notes.append(f"token: SSM parameter {resources.token_parameter} (the function's own; "
+                     "POLAR_READ_TOKEN=… to use a read-only one)")
+        return Polar(url, token), url, notes
+    notes.append("no token (POLAR_READ_TOKEN, POLAR_ACCESS_TOKEN, or STACK=/TOKEN_PARAMETER for the SSM "
+                 "parameter): Polar was not asked")
+    return None, url, notes
 
 
 def main(argv=None):
@@ -226,17 +258,16 @@ def main(argv=None):
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--order", help="an order id")
     which.add_argument("--discount", help="a Polar discount id")
+    parser.add_argument("--stack", help="the stack whose outputs name the tables and the token parameter (or STACK)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
     target = args.order if args.order is not None else args.discount
     if not target.strip():
         parser.error("the order or discount id is empty")
-    needed = ["ORDERS_TABLE", "SYNC_TABLE"] if args.order is not None else ["SYNC_TABLE"]
-    missing = [name for name in needed if not os.environ.get(name, "").strip()]
-    if missing:
-        parser.error(f"{' and '.join(missing)} must be set (the function's table names)")
-    env = {name: os.environ.get(name, "").strip() for name in ("ORDERS_TABLE", "SYNC_TABLE")}
-    dynamodb = boto3.client("dynamodb")
+    needs = ["orders_table", "sync_table"] if args.order is not None else ["sync_table"]
+    resources = Resources.from_env(needs=needs, stack=args.stack)
+    env = {"ORDERS_TABLE": resources.orders_table or "", "SYNC_TABLE": resources.sync_table}
+    dynamodb = resources.client("dynamodb")
     now_ms = int(time.time() * 1000)
 
     if args.order is not None:
@@ -248,7 +279,7 @@ def main(argv=None):
             print_order(report)
         return 0 if found else 1
 
-    client, url, notes = Polar.from_env()
+    client, url, notes = polar_client(resources)
     if client is None:
         polar = {"state": "not_asked", "url": url}
     else:
@@ -263,4 +294,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -8,9 +8,10 @@
 #   core of Python) and by Polar's rate limit: it runs next to all the other tests, each
 #   with its own moto, so the run takes about as long as the longer of the two instead of
 #   their sum;
-# - the operator commands' tests (tests/ops: make status, make dlq-redrive, make smoke
-#   against the double, the moto wrapper; Python, mostly waiting) run next to them too, on
-#   a moto of their own.
+# - the operator commands' tests (tests/ops: make status, make dlq-list/dlq-redrive,
+#   STACK= resolution, verify, pause/resume, reconcile-now, put-token against a stack in
+#   moto's CloudFormation, the runbook check, make smoke against the double, the moto
+#   wrapper; Python, mostly waiting) run next to them too, on a moto of their own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 invariant=every_discount_ends_exactly_once_whatever_happens_on_the_way

@@ -327,7 +327,7 @@ const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Kept at the end of a batch once its last step may have started its last request: that
 /// step's commit (one DynamoDB attempt), then the disposal (one SQS attempt per failed
 /// message, all at once), then the answer. From the attempt timeout, the worst case: such a
-/// call takes about 10 ms in the region (README, "The deadline").
+/// call takes about 10 ms in the region (docs/design.md, "The deadline").
 const ANSWER_RESERVE: Duration = Duration::from_millis(2 * AWS_ATTEMPT_TIMEOUT.as_millis() as u64);
 
 fn with_aws_timeouts(aws: &SdkConfig) -> SdkConfig {

@@ -1,5 +1,5 @@
 //! Reflects discount redemptions made outside Polar on Polar's discount limits,
-//! exactly once per order. See README.md for the design.
+//! exactly once per order. See docs/design.md for the design.
 #![forbid(unsafe_code)]
 
 pub mod adapters;

@@ -50,6 +50,7 @@ macro_rules! outcome_line {
             outcome = $outcome, $($rest)+)
     };
 }
+
 /// What the disposal of a batch's messages works with.
 pub(super) struct Disposal<'a, Q> {
     pub queue: &'a Q,
@@ -57,30 +58,6 @@ pub(super) struct Disposal<'a, Q> {
     pub metrics: &'a Metrics,
     /// Queue calls still running then are abandoned, so that the answer goes out in time.
     pub answer_by: Deadline,
-}
-
-impl<Q: Queue> Disposal<'_, Q> {
-    /// Reports a success, or disposes of a failure; true when the message is acknowledged.
-    pub(super) async fn settle(&self, message: &Message, outcome: Outcome) -> bool {
-        match outcome {
-            Ok(synced) => {
-                report_success(self.metrics, message, &synced);
-                true
-            }
-            Err(error) => self.dispose(message, error).await,
-        }
-    }
-
-    /// A queue call, unless the answer is due first: a message whose disposal did not
-    /// finish is reported failed and comes back (a duplicate at worst), never lost.
-    async fn in_time<T>(
-        &self,
-        call: impl Future<Output = Result<T, QueueFailure>>,
-    ) -> Result<T, QueueFailure> {
-        tokio::time::timeout(self.answer_by.remaining(), call)
-            .await
-            .unwrap_or(Err(QueueFailure::OutOfTime))
-    }
 }
 
 /// A FIFO message left unprocessed behind its group's failure.
@@ -132,6 +109,28 @@ fn failure_count(error: &SyncError) -> Count {
 }
 
 impl<Q: Queue> Disposal<'_, Q> {
+    /// Reports a success, or disposes of a failure; true when the message is acknowledged.
+    pub(super) async fn settle(&self, message: &Message, outcome: Outcome) -> bool {
+        match outcome {
+            Ok(synced) => {
+                report_success(self.metrics, message, &synced);
+                true
+            }
+            Err(error) => self.dispose(message, error).await,
+        }
+    }
+
+    /// A queue call, unless the answer is due first: a message whose disposal did not
+    /// finish is reported failed and comes back (a duplicate at worst), never lost.
+    async fn in_time<T>(
+        &self,
+        call: impl Future<Output = Result<T, QueueFailure>>,
+    ) -> Result<T, QueueFailure> {
+        tokio::time::timeout(self.answer_by.remaining(), call)
+            .await
+            .unwrap_or(Err(QueueFailure::OutOfTime))
+    }
+
     /// Decides and carries out what becomes of a failed message; true when it is acknowledged
     /// (it was sent again as a new message, or went to the dead-letter queue).
     async fn dispose(&self, message: &Message, error: Arc<SyncError>) -> bool {

@@ -53,12 +53,14 @@ pub struct RateShares {
 impl RateShares {
     /// The reconciliation's share: a twentieth of the budget (20 a minute of the default
     /// 400: 10 journals a minute), with no burst; the queue's `containers` split the rest
-    /// of the budget and of Polar's headroom over it.
+    /// of the budget and of Polar's headroom over it, less what each container, and the
+    /// reconciliation, may send as soon as it starts ([`START_ALLOWANCE`]).
     pub fn of(limit: u32, budget_per_minute: u32, containers: u32) -> Self {
         let reconciliation = (budget_per_minute / 20).max(1);
+        let start_allowances = START_ALLOWANCE * (containers.max(1) + 1);
         Self {
             batches: RateShare::of(
-                limit.saturating_sub(reconciliation),
+                limit.saturating_sub(reconciliation + start_allowances),
                 budget_per_minute.saturating_sub(reconciliation),
                 containers,
             ),
@@ -70,13 +72,31 @@ impl RateShares {
     }
 }
 
+/// What a new container may send as soon as it starts: one step, a read and its write.
+/// The rest of its burst it earns by staying quiet: the container it replaces may have
+/// spent its own within the last minute, and Polar counts both. The split pays for it.
+pub const START_ALLOWANCE: u32 = 2;
+
 /// After a 429 the share is halved, down to this fraction of the configured one at most.
 const MAX_SLOWDOWN: u32 = 8;
-/// A halved share grows back by this fraction of the configured one each minute without a
-/// 429: slowly, so that containers that together spend more than Polar allows (a
+/// A halved share grows back by this fraction of the configured one a minute, up to 9/10
+/// of the share the 429 came at, where it stays for [`CEILING_HOLD`], then creeps up by
+/// [`PROBE_PER_MINUTE`]. Containers that together spend more than Polar allows (a
 /// `MAXIMUM_CONCURRENCY` that drifted from the trigger's, another tool on the same
-/// organization) settle below the limit with a 429 now and then, not one a second.
-const RECOVERY_PER_MINUTE: f64 = 0.02;
+/// organization) so lower their ceilings by a tenth on each halving until they fit, and
+/// probe above them slowly; 429s from a passing cause cost a tenth of the share for a
+/// while.
+const RECOVERY_PER_MINUTE: f64 = 0.1;
+const CEILING_AFTER_429: f64 = 0.9;
+const CEILING_HOLD: Duration = Duration::from_secs(30 * 60);
+const PROBE_PER_MINUTE: f64 = 0.01;
+/// 429s this close together are one signal: requests in flight together are refused
+/// together.
+const ONE_SIGNAL: Duration = Duration::from_secs(5);
+/// A share is halved on a second signal within this long: a lone 429 (a passing cause) only
+/// pauses, 429s that keep coming mean the shares add up to too much. Long enough to see a
+/// container whose pauses make it meet Polar's refusal once a minute or so.
+const SUSTAINED: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -91,12 +111,16 @@ struct State {
     next_due: Option<Instant>,
     /// Set by a 429: the spacing then, from which the share grows back.
     slowed: Option<Slowdown>,
+    /// The last 429 that counted as a signal of its own.
+    last_signal: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Slowdown {
     since: Instant,
-    spacing: Duration,
+    /// The share (requests a minute) just after the 429, and the one it came at, less a tenth.
+    halved: f64,
+    ceiling: f64,
 }
 
 /// The budget is spent: the next slot is later than the caller can wait.
@@ -107,12 +131,13 @@ pub struct OverBudget {
 }
 
 impl RateLimiter {
-    /// A container's limiter as it starts: as if it had just sent, without its burst, which
-    /// it earns by staying quiet. The container it replaces may have spent its burst and
-    /// its last slot within the last minute, and Polar counts both.
+    /// A container's limiter as it starts: with [`START_ALLOWANCE`] of its burst.
     pub fn new(share: RateShare) -> Self {
         let limiter = Self::per_minute(share.per_minute, share.burst);
-        limiter.lock().next_due = Some(Instant::now() + limiter.burst_tolerance + limiter.spacing);
+        let spent = limiter
+            .burst_tolerance
+            .saturating_sub(limiter.spacing * (START_ALLOWANCE - 1));
+        limiter.lock().next_due = Some(Instant::now() + spent);
         limiter
     }
 
@@ -136,12 +161,23 @@ impl RateLimiter {
         let now = Instant::now();
         let resume = now + retry_after + self.burst_tolerance;
         state.next_due = Some(state.next_due.map_or(resume, |due| due.max(resume)));
-        let spacing = (self.spacing_at(&state, now) * 2).min(self.spacing * MAX_SLOWDOWN);
-        state.slowed = Some(Slowdown {
-            since: now,
-            spacing,
-        });
-        per_minute(spacing)
+        let since_last = state
+            .last_signal
+            .map(|at| now.saturating_duration_since(at));
+        if since_last.is_some_and(|since| since < ONE_SIGNAL) {
+            return per_minute(self.spacing_at(&state, now));
+        }
+        state.last_signal = Some(now);
+        if since_last.is_some_and(|since| since < SUSTAINED) {
+            let at = per_minute(self.spacing_at(&state, now));
+            let floor = per_minute(self.spacing) / f64::from(MAX_SLOWDOWN);
+            state.slowed = Some(Slowdown {
+                since: now,
+                halved: (at / 2.0).max(floor),
+                ceiling: (at * CEILING_AFTER_429).max(floor),
+            });
+        }
+        per_minute(self.spacing_at(&state, now))
     }
 
     /// The share now, in requests a minute.
@@ -156,7 +192,9 @@ impl RateLimiter {
         };
         let minutes = now.saturating_duration_since(slowed.since).as_secs_f64() / 60.0;
         let configured = per_minute(self.spacing);
-        let grown = per_minute(slowed.spacing) + configured * RECOVERY_PER_MINUTE * minutes;
+        let probing = now.saturating_duration_since(slowed.since + CEILING_HOLD);
+        let ceiling = slowed.ceiling + configured * PROBE_PER_MINUTE * probing.as_secs_f64() / 60.0;
+        let grown = (slowed.halved + configured * RECOVERY_PER_MINUTE * minutes).min(ceiling);
         if grown >= configured {
             self.spacing
         } else {
@@ -323,17 +361,17 @@ mod tests {
         ] {
             let shares = RateShares::of(limit, budget, containers);
             let start = Instant::now();
-            // Each of the queue's containers is replaced every 25 s (a crash, a scale-in and
+            // Each of the queue's containers is replaced every 61 s (a crash, a scale-in and
             // out) by one that starts at once; the first of each was quiet before, with its
             // whole burst. The reconciliation runs flat out beside them, as after an outage,
-            // in containers of its own, replaced every 40 s.
+            // in a container of its own, replaced every 100 s.
             let queue_slots = (0..containers).map(|_| async move {
                 let mut sent = Vec::new();
                 let mut limiter =
                     RateLimiter::per_minute(shares.batches.per_minute, shares.batches.burst);
                 let mut until = Duration::ZERO;
                 while until < RUN {
-                    until = (until + Duration::from_secs(25)).min(RUN);
+                    until = (until + Duration::from_secs(61)).min(RUN);
                     sent.extend(flat_out(&limiter, start, until).await);
                     limiter = RateLimiter::new(shares.batches);
                 }
@@ -343,7 +381,7 @@ mod tests {
                 let mut sent = Vec::new();
                 let mut until = Duration::ZERO;
                 while until < RUN {
-                    until = (until + Duration::from_secs(40)).min(RUN);
+                    until = (until + Duration::from_secs(100)).min(RUN);
                     let limiter = RateLimiter::new(shares.reconciliation);
                     sent.extend(flat_out(&limiter, start, until).await);
                 }
@@ -369,19 +407,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_new_container_starts_without_its_burst() {
+    async fn a_new_container_starts_with_one_step_of_its_burst() {
         let limiter = RateLimiter::new(RateShare {
             per_minute: 60,
             burst: 10,
         });
         let start = Instant::now();
+        for _ in 0..START_ALLOWANCE {
+            limiter.admit(Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "one step at once");
         limiter.admit(Duration::from_secs(60)).await.unwrap();
-        limiter.admit(Duration::from_secs(60)).await.unwrap();
-        assert_eq!(
-            start.elapsed(),
-            Duration::from_secs(2),
-            "spaced from the start, as if it had just sent"
-        );
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "then spaced");
         // Quiet for as long as the burst takes to earn, it has it.
         tokio::time::sleep(Duration::from_secs(20)).await;
         let quiet = Instant::now();
@@ -392,20 +429,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_429_halves_the_share_down_to_an_eighth_and_it_grows_back_slowly() {
+    async fn sustained_429s_halve_the_share_down_to_an_eighth_and_it_grows_back_to_a_lower_ceiling_for_a_while(
+    ) {
         let limiter = RateLimiter::per_minute(200, 1);
-        assert_eq!(limiter.pause_for(Duration::ZERO), 100.0);
-        assert_eq!(limiter.pause_for(Duration::ZERO), 50.0);
-        assert_eq!(limiter.pause_for(Duration::ZERO), 25.0);
         assert_eq!(
             limiter.pause_for(Duration::ZERO),
-            25.0,
-            "an eighth at least"
+            200.0,
+            "a lone 429 only pauses"
         );
-        tokio::time::sleep(Duration::from_secs(600)).await;
-        // 2% of 200 a minute: 25 + 40 after 10 minutes.
-        assert!((limiter.share_per_minute() - 65.0).abs() < 0.01);
-        tokio::time::sleep(Duration::from_secs(60 * 60)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            limiter.pause_for(Duration::ZERO),
+            200.0,
+            "429s together are one signal"
+        );
+        for expected in [100.0, 50.0, 25.0, 25.0] {
+            tokio::time::sleep(ONE_SIGNAL).await;
+            let share = limiter.pause_for(Duration::ZERO);
+            assert!((share - expected).abs() < 2.0, "{share}, not {expected}");
+        }
+        // An eighth at least; then 10% of 200 a minute up to 9/10 of the share the last
+        // 429 came at (about 25), where it stays for half an hour.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let share = limiter.share_per_minute();
+        assert!((share - 24.4).abs() < 1.5, "{share}");
+        tokio::time::sleep(Duration::from_secs(20 * 60)).await;
+        let share = limiter.share_per_minute();
+        assert!((share - 24.4).abs() < 1.5, "{share}");
+        // Then 1% of 200 a minute: two hours to the configured share.
+        tokio::time::sleep(Duration::from_secs(2 * 60 * 60)).await;
         assert_eq!(
             limiter.share_per_minute(),
             200.0,
@@ -459,9 +511,12 @@ mod tests {
             in_minutes(10, 20),
             in_minutes(20, 30)
         );
+        // Settled within minutes, and quiet until the ceilings are tried again half an hour
+        // after the last 429, which costs no more than the first settling did.
+        let settled = in_minutes(10, 30);
         assert!(
-            last * 10 <= first.max(10),
-            "429s in minutes 0-10: {first}, in minutes 30-40: {last}"
+            settled == 0 && last <= first && first < 20,
+            "429s in minutes 0-10: {first}, 10-30: {settled}, 30-40: {last}"
         );
     }
 
@@ -476,8 +531,8 @@ mod tests {
         limiter.admit(Duration::from_secs(60)).await.unwrap();
         assert_eq!(
             start.elapsed(),
-            Duration::from_millis(3200),
-            "spaced at half the share, no burst"
+            Duration::from_millis(3100),
+            "spaced, no burst"
         );
     }
 

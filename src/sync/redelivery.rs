@@ -86,9 +86,11 @@ const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(15 * 60);
 /// outage budget takes.
 pub const MAX_REQUEUE_AGE: Duration = OUTAGE_BUDGET;
 
-/// The most times a message is sent again, for copies whose first-sent time is unknown or
-/// that are sent back faster than the age bound counts: copies sent back at the longest
-/// delay SQS allows reach [`MAX_REQUEUE_AGE`] at this count (6 h / 15 min = 24).
+/// The most times a message whose first-sent time is unknown is sent again (SQS always
+/// gives `SentTimestamp`; a hand-made event may not): copies sent back at the longest
+/// delay SQS allows reach [`MAX_REQUEUE_AGE`] at this count (6 h / 15 min = 24). Where
+/// the age is known it alone decides: a busy budget may turn a message away many times
+/// within minutes, and that is no failure.
 pub const MAX_REQUEUES: u32 = (OUTAGE_BUDGET.as_secs() / MAX_REQUEUE_DELAY.as_secs()) as u32;
 
 impl RedeliveryPolicy {
@@ -138,7 +140,10 @@ impl RedeliveryPolicy {
     /// Whether a message sent again `requeues` times, checkout's first send `age` ago, may
     /// be sent again once more; otherwise its failure counts as any other.
     pub fn may_send_again(&self, requeues: u32, age: Option<Duration>) -> bool {
-        requeues < MAX_REQUEUES && age.is_none_or(|age| age < MAX_REQUEUE_AGE)
+        match age {
+            Some(age) => age < MAX_REQUEUE_AGE,
+            None => requeues < MAX_REQUEUES,
+        }
     }
 
     /// The shortest time from a message's first receive to receive number `receive`: every
@@ -353,6 +358,46 @@ mod tests {
         assert!(
             dead_letter_retention > retention,
             "a message moved by the redrive policy keeps its age: the DLQ must keep it longer"
+        );
+    }
+
+    #[test]
+    fn the_templates_most_receives_are_what_the_source_queues_retention_holds() {
+        let policy = RedeliveryPolicy::default();
+        let longest_visibility = template_block("  VisibilityTimeouts:")
+            .iter()
+            .filter_map(|line| line.split("Seconds:").nth(1))
+            .map(|rest| {
+                rest.trim_end_matches(['}', ' '])
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .max()
+            .map(Duration::from_secs)
+            .expect("the template maps function timeouts to visibility timeouts");
+        let retention = template_seconds(
+            &template_block("  RedemptionQueue:"),
+            "MessageRetentionPeriod",
+        );
+        // Every delay at its ceiling (capped at 30 minutes) and every receive held for the
+        // longest visibility timeout: the most receives whose longest stay fits.
+        let longest_stay = |receives: u32| {
+            policy.longest_delays_to_receive(receives) + longest_visibility * receives
+        };
+        let most = (MAX_RECEIVE_COUNT..=1000)
+            .take_while(|&receives| longest_stay(receives) < retention)
+            .last()
+            .expect("the default fits");
+        assert_eq!(most, 143);
+        assert_eq!(longest_stay(143), Duration::from_secs(344_915));
+        let parameter = template_block("  MaxReceiveCount:");
+        assert_eq!(
+            template_value(&parameter, "MaxValue")
+                .parse::<u32>()
+                .unwrap(),
+            most,
+            "MaxReceiveCount's MaxValue is what the 4-day retention holds at the 30-minute cap"
         );
     }
 

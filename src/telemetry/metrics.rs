@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Things counted. The names are the CloudWatch metric names, documented in the README.
+/// Things counted. The names are the CloudWatch metric names, documented in docs/operations.md
+/// ("Metrics and alarms").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Count {
     OrdersDecremented,

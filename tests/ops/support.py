@@ -36,14 +36,15 @@ def create_tables(orders_table, sync_table):
     return dynamodb
 
 
-def run(args, env=None, timeout=120):
-    """Runs a command from the repository root; returns the CompletedProcess (text)."""
+def run(args, env=None, timeout=120, input=None):
+    """Runs a command from the repository root (stdin: `input`, else nothing); returns the
+    CompletedProcess (text)."""
     return subprocess.run(args, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, input=input if input is not None else "")
 
 
-def script(name, *args, env=None, timeout=120):
-    return run([PYTHON, os.path.join(ROOT, "scripts", name), *args], env=env, timeout=timeout)
+def script(name, *args, env=None, timeout=120, input=None):
+    return run([PYTHON, os.path.join(ROOT, "scripts", name), *args], env=env, timeout=timeout, input=input)
 
 
 def invoke_function(event, env, timeout_secs=30):

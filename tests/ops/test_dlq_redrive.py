@@ -61,8 +61,9 @@ class Queues:
         return list(messages.values())
 
     def redrive(self, *args):
+        # The function's dead letters here are malformed messages: permanent failures.
         return script("dlq.py", "redrive", "--queue-url", self.dlq, "--wait-seconds", "0",
-                      "--max-per-second", "0", *args)
+                      "--max-per-second", "0", "--yes", "--include-permanent", *args)
 
 
 class DlqRedriveTest(unittest.TestCase):
@@ -79,7 +80,7 @@ class DlqRedriveTest(unittest.TestCase):
         print(f"\n{done.stdout}", end="")
         self.assertEqual(done.stdout.count("(SourceQueueArn)"), 2, done.stdout)
         self.assertEqual(done.stdout.count("(redrive policy)"), 1, done.stdout)
-        self.assertIn("moved 3, left 0 in the DLQ, 0 failed", done.stdout)
+        self.assertIn("moved 3, left 0 in the DLQ, 0 failed (of 3 in the queue)", done.stdout)
         self.assertEqual(q.drain(q.dlq), [], "deleted from the DLQ")
 
         back = q.drain(q.source)
@@ -114,8 +115,9 @@ class DlqRedriveTest(unittest.TestCase):
 
         elsewhere = q.sqs.create_queue(QueueName=f"elsewhere-{suffix()}")["QueueUrl"]
         some = q.redrive("--limit", "1", "--to", elsewhere, "--json")
-        self.assertEqual(json.loads(some.stdout), {"moved": 1, "left": 0, "failed": 0, "dryRun": False},
+        self.assertEqual(json.loads(some.stdout), {"moved": 1, "left": 1, "failed": 0, "dryRun": False, "total": 2},
                          some.stderr)
+        self.assertIn("beyond --limit 1", some.stderr)
         self.assertEqual(len(q.drain(elsewhere)), 1)
         self.assertEqual(q.drain(q.source), [])
         self.assertEqual(len(q.drain(q.dlq)), 1, "the other one stays, visible again")
@@ -147,6 +149,25 @@ class DlqRedriveTest(unittest.TestCase):
         self.assertEqual(sorted(m["Body"] for m in back), sorted(MALFORMED))
         self.assertEqual({m["Attributes"]["MessageGroupId"] for m in back}, {"group-a"})
 
+    def test_a_fifo_group_longer_than_one_receive_is_moved_whole_after_one_confirmation(self):
+        q = Queues(fifo=True)
+        bodies = [json.dumps({"orderId": f"fifo-{i:02}"}) for i in range(13)]
+        for i, body in enumerate(bodies):
+            q.sqs.send_message(QueueUrl=q.dlq, MessageBody=body, MessageGroupId="one-discount",
+                               MessageDeduplicationId=f"d{i}", MessageAttributes={
+                                   "SourceQueueArn": {"DataType": "String", "StringValue": q.source_arn},
+                                   "ErrorClass": {"DataType": "String", "StringValue": "transient"}})
+        done = script("dlq.py", "redrive", "--queue-url", q.dlq, "--wait-seconds", "0", "--max-per-second", "0",
+                      input="y\n")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stderr.count("? [y/N]"), 1, done.stderr)
+        self.assertIn("(FIFO: the ones behind them in their message groups", done.stderr)
+        self.assertIn("moved 13, left 0 in the DLQ, 0 failed (of 13 in the queue)", done.stdout)
+        count = q.sqs.get_queue_attributes(QueueUrl=q.source, AttributeNames=["ApproximateNumberOfMessages"])
+        self.assertEqual(count["Attributes"]["ApproximateNumberOfMessages"], "13")
+        # The source queue holds the group back too: its first receive is the first 10, in order.
+        self.assertEqual([m["Body"] for m in q.drain(q.source)], bodies[:10])
+
     def test_make_dlq_list_shows_the_source_and_the_targets_check_their_variables(self):
         q = self.queues
         q.dead_letter_from_the_function(MALFORMED[:1])
@@ -155,10 +176,10 @@ class DlqRedriveTest(unittest.TestCase):
         self.assertIn(f"source: {q.source_arn}", listed.stdout)
         self.assertIn("kind=invalid_message", listed.stdout)
         for target in ("dlq-list", "dlq-redrive"):
-            usage = run(["make", "--no-print-directory", target], env={"DLQ_URL": ""})
+            usage = run(["make", "--no-print-directory", target], env={"DLQ_URL": "", "STACK": ""})
             self.assertEqual(usage.returncode, 2, usage.stdout)
-            self.assertIn(f"DLQ_URL is not set. Usage: make {target} DLQ_URL=", usage.stderr)
-        moved = run(["make", "--no-print-directory", "dlq-redrive", f"DLQ_URL={q.dlq}"])
+            self.assertIn(f"STACK or DLQ_URL is not set. Usage: make {target} STACK=name | DLQ_URL=", usage.stderr)
+        moved = run(["make", "--no-print-directory", "dlq-redrive", f"DLQ_URL={q.dlq}", "INCLUDE_PERMANENT=1", "YES=1"])
         self.assertIn("moved 1, left 0", moved.stdout, moved.stderr)
 
 

@@ -116,21 +116,23 @@ class StatusTest(unittest.TestCase):
         self.assertEqual(wrong.returncode, 1)
 
     def test_without_a_token_polar_is_not_asked_and_it_says_so(self):
-        done = self.status("--discount", self.discount, env={"POLAR_ACCESS_TOKEN": "", "POLAR_API_URL": ""})
+        done = self.status("--discount", self.discount, env={"POLAR_ACCESS_TOKEN": "", "POLAR_API_URL": "",
+                                                             "POLAR_READ_TOKEN": "", "STACK": "", "TOKEN_PARAMETER": ""})
         self.assertEqual(done.returncode, 0, done.stderr)
-        self.assertIn("POLAR_ACCESS_TOKEN is not set: Polar was not asked", done.stdout)
+        self.assertIn("no token (POLAR_READ_TOKEN, POLAR_ACCESS_TOKEN, or STACK=/TOKEN_PARAMETER for the SSM "
+                      "parameter): Polar was not asked", done.stdout)
         self.assertIn("POLAR_API_URL is not set: using https://api.polar.sh/v1", done.stdout)
         self.assertIn("polar:    not asked", done.stdout)
         bad = self.status("--discount", self.discount, env={"POLAR_ACCESS_TOKEN": "polar_oat_wrong"})
         self.assertIn("HTTP 401: the token is invalid or revoked", bad.stdout)
 
     def test_make_status_checks_its_variables_and_runs_the_script(self):
-        env = {k: "" for k in ("ORDER", "DISCOUNT", "ORDERS_TABLE", "SYNC_TABLE")}
+        env = {k: "" for k in ("ORDER", "DISCOUNT", "ORDERS_TABLE", "SYNC_TABLE", "STACK")}
         usage = run(["make", "--no-print-directory", "status"], env=env)
         self.assertEqual(usage.returncode, 2)
         self.assertIn("ORDER or DISCOUNT is not set. Usage:", usage.stderr)
         usage = run(["make", "--no-print-directory", "status", f"ORDER={self.synced}"], env=env)
-        self.assertIn("SYNC_TABLE is not set", usage.stderr)
+        self.assertIn("STACK or SYNC_TABLE is not set", usage.stderr)
         done = run(["make", "--no-print-directory", "status", f"ORDER={self.synced}"], env=self.env)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertIn(f"order {self.synced}\n", done.stdout)

@@ -42,7 +42,7 @@ pub struct Batching {
 }
 
 impl Batching {
-    /// The template's standard-queue settings, chosen for coalescing (README).
+    /// The template's standard-queue settings, chosen for coalescing (docs/design.md, "Hot codes").
     pub const TEMPLATE: Batching = Batching {
         size: 100,
         window: Duration::from_secs(1),
