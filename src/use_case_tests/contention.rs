@@ -480,7 +480,7 @@ async fn when_the_holder_dies_the_orders_its_waiter_gave_back_are_counted_once_b
 
     // The copies come back before the lease expires: given back again, still uncounted.
     let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
-    let copies = as_copy(waiter_event.clone(), 1, Duration::from_secs(2));
+    let copies = as_copy(waiter_event.clone(), 1, Some(Duration::from_secs(2)));
     let response = process_batch(&s, &queue, &batch_settings(), copies, deadline())
         .await
         .unwrap();
@@ -492,7 +492,7 @@ async fn when_the_holder_dies_the_orders_its_waiter_gave_back_are_counted_once_b
     // The dead holder's lease expires; the next copies settle its journal and count o2.
     super::journal::expire_lease(&s);
     let queue = InMemoryQueue::with_dead_letter_queue(Some(4));
-    let copies = as_copy(waiter_event, 2, Duration::from_secs(15));
+    let copies = as_copy(waiter_event, 2, Some(Duration::from_secs(15)));
     let response = process_batch(&s, &queue, &batch_settings(), copies, deadline())
         .await
         .unwrap();
@@ -549,7 +549,7 @@ async fn a_waiters_message_delivered_again_after_the_holder_counted_its_order_is
     assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(4)));
 
     // The copy comes back, and so does the original (the waiter's answer was lost).
-    let copy = as_copy(waiter_event.clone(), 1, Duration::from_secs(2));
+    let copy = as_copy(waiter_event.clone(), 1, Some(Duration::from_secs(2)));
     let mut original = waiter_event;
     original.records[0]
         .attributes
