@@ -147,7 +147,7 @@ impl RateLimiter {
             return None;
         }
         state.last_signal = Some(now);
-        if !since_last.is_some_and(|since| since < SUSTAINED) {
+        if since_last.is_none_or(|since| since >= SUSTAINED) {
             return None;
         }
         let at = per_minute(self.spacing_at(&state, now));
