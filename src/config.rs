@@ -345,7 +345,7 @@ mod tests {
             RateShares {
                 batches: RateShare {
                     per_minute: 190,
-                    burst: 47
+                    burst: 24
                 },
                 reconciliation: RateShare {
                     per_minute: 20,
@@ -371,7 +371,7 @@ mod tests {
             sandbox.polar_rate_shares().batches,
             RateShare {
                 per_minute: 38,
-                burst: 7
+                burst: 4
             }
         );
         vars.push(("POLAR_RATE_LIMIT_PER_MINUTE", "400"));

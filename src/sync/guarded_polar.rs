@@ -159,16 +159,18 @@ impl<D: DiscountLookup> GuardedPolar<D> {
             },
         ) = (self.limiter(), failure.kind)
         {
-            let share = rate.pause_for(retry_after);
-            self.metrics.observe(Distribution::PolarRateShare, share);
-            warn!(
-                event = "rate_share_halved",
-                sharePerMinute = share.round() as u64,
-                "Polar answered 429 although this container kept to its share: the \
-                 containers together send more than the organization's limit (a trigger \
-                 MaximumConcurrency above MAXIMUM_CONCURRENCY, or another tool on the same \
-                 organization); halving this container's share, which grows back slowly"
-            );
+            if let Some(share) = rate.pause_for(retry_after) {
+                self.metrics.observe(Distribution::PolarRateShare, share);
+                warn!(
+                    event = "rate_share_cut",
+                    sharePerMinute = share.round() as u64,
+                    "Polar keeps answering 429 although this container keeps to its share: \
+                     the containers together send more than the organization's limit (a \
+                     trigger MaximumConcurrency above MAXIMUM_CONCURRENCY, or another tool \
+                     on the same organization); cutting this container's share, which \
+                     grows back slowly"
+                );
+            }
         }
     }
 

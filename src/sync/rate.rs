@@ -21,25 +21,6 @@ pub struct RateShare {
     pub burst: u32,
 }
 
-impl RateShare {
-    /// The share of one of `containers` that together spend `budget` requests a minute of
-    /// an organization's `limit` (L = 500 in production): R/N a minute, and a burst of
-    /// (L − R)/N, the headroom over the budget split between the containers. The limiter
-    /// admits at most `per_minute + burst` requests in any 60 s, so all N containers
-    /// together stay within N·(R/N + (L − R)/N) ≤ L. With the defaults (L = 500, R = 400,
-    /// N = 2): 200 a minute and bursts of 50.
-    pub fn of(limit: u32, budget_per_minute: u32, containers: u32) -> Self {
-        let containers = containers.max(1);
-        let burst = (limit.saturating_sub(budget_per_minute) / containers).max(1);
-        // A budget of the whole limit leaves no headroom: the burst of one comes out of
-        // the even share.
-        let per_minute = (budget_per_minute / containers)
-            .min((limit / containers).saturating_sub(burst))
-            .max(1);
-        Self { per_minute, burst }
-    }
-}
-
 /// The budget for all of an organization's Polar requests, split between the containers
 /// that may send them: the scheduled reconciliation gets a small share of its own, and
 /// the queue's containers split the rest (the template reserves one more concurrent
@@ -52,18 +33,24 @@ pub struct RateShares {
 
 impl RateShares {
     /// The reconciliation's share: a twentieth of the budget (20 a minute of the default
-    /// 400: 10 journals a minute), with no burst; the queue's `containers` split the rest
-    /// of the budget and of Polar's headroom over it, less what each container, and the
-    /// reconciliation, may send as soon as it starts ([`START_ALLOWANCE`]).
+    /// 400: 10 journals a minute), with no burst. The queue's `containers` split the rest
+    /// of the budget, and Polar's headroom over it into bursts for twice as many: a
+    /// container starts with its whole burst (a cold container's first batch goes out at
+    /// once), and the one it replaced (a crash, a scale-in and out) may have spent its own
+    /// within the same minute. So each of the N slots sends at most R'/N + 2b in any 60 s,
+    /// and all of them with the reconciliation N·(R'/N + 2b) + r + 1 ≤ L.
     pub fn of(limit: u32, budget_per_minute: u32, containers: u32) -> Self {
+        let containers = containers.max(1);
         let reconciliation = (budget_per_minute / 20).max(1);
-        let start_allowances = START_ALLOWANCE * (containers.max(1) + 1);
+        let headroom = limit.saturating_sub(budget_per_minute + 1);
+        let burst = (headroom / (2 * containers)).max(1);
+        // A budget of the whole limit leaves no headroom: the bursts of one come out of the
+        // even share.
+        let per_minute = (budget_per_minute.saturating_sub(reconciliation) / containers)
+            .min((limit.saturating_sub(reconciliation + 1) / containers).saturating_sub(2 * burst))
+            .max(1);
         Self {
-            batches: RateShare::of(
-                limit.saturating_sub(reconciliation + start_allowances),
-                budget_per_minute.saturating_sub(reconciliation),
-                containers,
-            ),
+            batches: RateShare { per_minute, burst },
             reconciliation: RateShare {
                 per_minute: reconciliation,
                 burst: 1,
@@ -72,20 +59,17 @@ impl RateShares {
     }
 }
 
-/// What a new container may send as soon as it starts: one step, a read and its write.
-/// The rest of its burst it earns by staying quiet: the container it replaces may have
-/// spent its own within the last minute, and Polar counts both. The split pays for it.
-pub const START_ALLOWANCE: u32 = 2;
-
-/// After a 429 the share is halved, down to this fraction of the configured one at most.
-const MAX_SLOWDOWN: u32 = 8;
-/// A halved share grows back by this fraction of the configured one a minute, up to 9/10
-/// of the share the 429 came at, where it stays for [`CEILING_HOLD`], then creeps up by
+/// On 429s that keep coming the share is cut by a quarter, down to half the configured one
+/// at most: enough for twice as many containers as configured, while 429s from elsewhere
+/// (another tool's burst) cost at most half the share, for a while.
+const CUT: f64 = 0.75;
+const FLOOR: f64 = 0.5;
+/// A cut share grows back by this fraction of the configured one a minute, up to 9/10 of
+/// the share it was cut from, where it stays for [`CEILING_HOLD`], then creeps up by
 /// [`PROBE_PER_MINUTE`]. Containers that together spend more than Polar allows (a
 /// `MAXIMUM_CONCURRENCY` that drifted from the trigger's, another tool on the same
-/// organization) so lower their ceilings by a tenth on each halving until they fit, and
-/// probe above them slowly; 429s from a passing cause cost a tenth of the share for a
-/// while.
+/// organization) so lower their ceilings by a tenth on each cut until they fit, and probe
+/// above them slowly; 429s from elsewhere cost a tenth of the share for a while.
 const RECOVERY_PER_MINUTE: f64 = 0.1;
 const CEILING_AFTER_429: f64 = 0.9;
 const CEILING_HOLD: Duration = Duration::from_secs(30 * 60);
@@ -93,7 +77,7 @@ const PROBE_PER_MINUTE: f64 = 0.01;
 /// 429s this close together are one signal: requests in flight together are refused
 /// together.
 const ONE_SIGNAL: Duration = Duration::from_secs(5);
-/// A share is halved on a second signal within this long: a lone 429 (a passing cause) only
+/// A share is cut on a second signal within this long: a lone 429 (a passing cause) only
 /// pauses, 429s that keep coming mean the shares add up to too much. Long enough to see a
 /// container whose pauses make it meet Polar's refusal once a minute or so.
 const SUSTAINED: Duration = Duration::from_secs(5 * 60);
@@ -119,7 +103,7 @@ struct State {
 struct Slowdown {
     since: Instant,
     /// The share (requests a minute) just after the 429, and the one it came at, less a tenth.
-    halved: f64,
+    cut: f64,
     ceiling: f64,
 }
 
@@ -131,14 +115,8 @@ pub struct OverBudget {
 }
 
 impl RateLimiter {
-    /// A container's limiter as it starts: with [`START_ALLOWANCE`] of its burst.
     pub fn new(share: RateShare) -> Self {
-        let limiter = Self::per_minute(share.per_minute, share.burst);
-        let spent = limiter
-            .burst_tolerance
-            .saturating_sub(limiter.spacing * (START_ALLOWANCE - 1));
-        limiter.lock().next_due = Some(Instant::now() + spent);
-        limiter
+        Self::per_minute(share.per_minute, share.burst)
     }
 
     /// `per_minute` requests a minute on average, up to `burst` of them back to back, the
@@ -153,10 +131,11 @@ impl RateLimiter {
     }
 
     /// Polar answered 429. Its limit is the organization's, so no request of this container
-    /// goes out before `retry_after` has passed, and none in a burst right after. And since
-    /// the containers' shares add up to more than Polar allows, this one's is halved; it
-    /// grows back slowly. Returns the share now, in requests a minute.
-    pub fn pause_for(&self, retry_after: Duration) -> f64 {
+    /// goes out before `retry_after` has passed, and none in a burst right after. And when
+    /// 429s keep coming although this container keeps to its share, the shares add up to
+    /// more than Polar allows: this one's is cut. Returns the share when it was cut, in
+    /// requests a minute.
+    pub fn pause_for(&self, retry_after: Duration) -> Option<f64> {
         let mut state = self.lock();
         let now = Instant::now();
         let resume = now + retry_after + self.burst_tolerance;
@@ -165,19 +144,20 @@ impl RateLimiter {
             .last_signal
             .map(|at| now.saturating_duration_since(at));
         if since_last.is_some_and(|since| since < ONE_SIGNAL) {
-            return per_minute(self.spacing_at(&state, now));
+            return None;
         }
         state.last_signal = Some(now);
-        if since_last.is_some_and(|since| since < SUSTAINED) {
-            let at = per_minute(self.spacing_at(&state, now));
-            let floor = per_minute(self.spacing) / f64::from(MAX_SLOWDOWN);
-            state.slowed = Some(Slowdown {
-                since: now,
-                halved: (at / 2.0).max(floor),
-                ceiling: (at * CEILING_AFTER_429).max(floor),
-            });
+        if since_last.is_none_or(|since| since >= SUSTAINED) {
+            return None;
         }
-        per_minute(self.spacing_at(&state, now))
+        let at = per_minute(self.spacing_at(&state, now));
+        let floor = per_minute(self.spacing) * FLOOR;
+        state.slowed = Some(Slowdown {
+            since: now,
+            cut: (at * CUT).max(floor),
+            ceiling: (at * CEILING_AFTER_429).max(floor),
+        });
+        Some(per_minute(self.spacing_at(&state, now)))
     }
 
     /// The share now, in requests a minute.
@@ -185,7 +165,7 @@ impl RateLimiter {
         per_minute(self.spacing_at(&self.lock(), Instant::now()))
     }
 
-    /// The spacing at `now`: the configured one, or a halved share growing back.
+    /// The spacing at `now`: the configured one, or a cut share growing back.
     fn spacing_at(&self, state: &State, now: Instant) -> Duration {
         let Some(slowed) = state.slowed else {
             return self.spacing;
@@ -194,7 +174,7 @@ impl RateLimiter {
         let configured = per_minute(self.spacing);
         let probing = now.saturating_duration_since(slowed.since + CEILING_HOLD);
         let ceiling = slowed.ceiling + configured * PROBE_PER_MINUTE * probing.as_secs_f64() / 60.0;
-        let grown = (slowed.halved + configured * RECOVERY_PER_MINUTE * minutes).min(ceiling);
+        let grown = (slowed.cut + configured * RECOVERY_PER_MINUTE * minutes).min(ceiling);
         if grown >= configured {
             self.spacing
         } else {
@@ -298,34 +278,34 @@ mod tests {
     }
 
     #[test]
-    fn the_burst_is_polars_headroom_over_the_budget_split_between_the_containers() {
+    fn the_reconciliation_has_a_twentieth_and_the_headroom_pays_two_bursts_a_slot() {
+        let share = |per_minute, burst| RateShare { per_minute, burst };
+        let reconciliation = |per_minute| RateShare {
+            per_minute,
+            burst: 1,
+        };
         assert_eq!(
-            RateShare::of(POLAR_LIMIT_PER_MINUTE, 400, 2),
-            RateShare {
-                per_minute: 200,
-                burst: 50
+            RateShares::of(POLAR_LIMIT_PER_MINUTE, 400, 2),
+            RateShares {
+                batches: share(190, 24),
+                reconciliation: reconciliation(20)
             }
         );
         assert_eq!(
-            RateShare::of(POLAR_LIMIT_PER_MINUTE, 300, 4),
-            RateShare {
-                per_minute: 75,
-                burst: 50
-            }
+            RateShares::of(POLAR_LIMIT_PER_MINUTE, 300, 4).batches,
+            share(71, 24)
         );
         assert_eq!(
-            RateShare::of(POLAR_LIMIT_PER_MINUTE, 500, 2),
-            RateShare {
-                per_minute: 249,
-                burst: 1
-            }
-        );
-        assert_eq!(
-            RateShare::of(POLAR_SANDBOX_LIMIT_PER_MINUTE, 80, 2),
-            RateShare {
-                per_minute: 40,
-                burst: 10
+            RateShares::of(POLAR_LIMIT_PER_MINUTE, 500, 2),
+            RateShares {
+                batches: share(235, 1),
+                reconciliation: reconciliation(25)
             },
+            "no headroom: the bursts of one come out of the even share"
+        );
+        assert_eq!(
+            RateShares::of(POLAR_SANDBOX_LIMIT_PER_MINUTE, 80, 2).batches,
+            share(38, 4),
             "the sandbox's headroom is its own"
         );
     }
@@ -407,62 +387,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_new_container_starts_with_one_step_of_its_burst() {
-        let limiter = RateLimiter::new(RateShare {
-            per_minute: 60,
-            burst: 10,
-        });
-        let start = Instant::now();
-        for _ in 0..START_ALLOWANCE {
-            limiter.admit(Duration::from_secs(60)).await.unwrap();
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO, "one step at once");
-        limiter.admit(Duration::from_secs(60)).await.unwrap();
-        assert_eq!(start.elapsed(), Duration::from_secs(1), "then spaced");
-        // Quiet for as long as the burst takes to earn, it has it.
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        let quiet = Instant::now();
-        for _ in 0..10 {
-            limiter.admit(Duration::from_secs(60)).await.unwrap();
-        }
-        assert_eq!(quiet.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn sustained_429s_halve_the_share_down_to_an_eighth_and_it_grows_back_to_a_lower_ceiling_for_a_while(
+    async fn sustained_429s_cut_the_share_down_to_half_and_it_grows_back_to_a_lower_ceiling_for_a_while(
     ) {
         let limiter = RateLimiter::per_minute(200, 1);
         assert_eq!(
             limiter.pause_for(Duration::ZERO),
-            200.0,
+            None,
             "a lone 429 only pauses"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(
             limiter.pause_for(Duration::ZERO),
-            200.0,
+            None,
             "429s together are one signal"
         );
-        for expected in [100.0, 50.0, 25.0, 25.0] {
+        for expected in [150.0, 112.5, 100.0, 100.0] {
             tokio::time::sleep(ONE_SIGNAL).await;
-            let share = limiter.pause_for(Duration::ZERO);
+            let share = limiter.pause_for(Duration::ZERO).expect("cut");
+            // Within the 5 s since the last cut the share grew back a little.
             assert!((share - expected).abs() < 2.0, "{share}, not {expected}");
         }
-        // An eighth at least; then 10% of 200 a minute up to 9/10 of the share the last
-        // 429 came at (about 25), where it stays for half an hour.
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        let share = limiter.share_per_minute();
-        assert!((share - 24.4).abs() < 1.5, "{share}");
+        // Half at least, its ceiling too, for half an hour.
         tokio::time::sleep(Duration::from_secs(20 * 60)).await;
-        let share = limiter.share_per_minute();
-        assert!((share - 24.4).abs() < 1.5, "{share}");
-        // Then 1% of 200 a minute: two hours to the configured share.
-        tokio::time::sleep(Duration::from_secs(2 * 60 * 60)).await;
+        assert!((limiter.share_per_minute() - 100.0).abs() < 0.5);
+        // Then 1% of 200 a minute: under an hour to the configured share.
+        tokio::time::sleep(Duration::from_secs(60 * 60)).await;
         assert_eq!(
             limiter.share_per_minute(),
             200.0,
             "back to the configured share"
         );
+        // Cut from 200 by a quarter, it grows back by 10% of it a minute to 9/10 of 200.
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        limiter.pause_for(Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let share = limiter.pause_for(Duration::ZERO).expect("cut");
+        assert!((share - 150.0).abs() < 0.5, "{share}");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let share = limiter.share_per_minute();
+        assert!((share - 170.0).abs() < 0.5, "{share}");
+        tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+        let share = limiter.share_per_minute();
+        assert!((share - 180.0).abs() < 0.5, "{share}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -515,7 +481,7 @@ mod tests {
         // after the last 429, which costs no more than the first settling did.
         let settled = in_minutes(10, 30);
         assert!(
-            settled == 0 && last <= first && first < 20,
+            settled == 0 && last <= first && first <= 30,
             "429s in minutes 0-10: {first}, 10-30: {settled}, 30-40: {last}"
         );
     }

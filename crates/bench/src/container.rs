@@ -1,7 +1,12 @@
 //! One Lambda container: the function binary as its own process, behind its own Runtime
-//! API (which hands it one invocation at a time, as Lambda does).
+//! API (which hands it one invocation at a time, as Lambda does). What the function writes
+//! (stdout and stderr: its log lines and EMF documents, which Lambda would send to
+//! CloudWatch Logs) goes to a file of its own, measured, then copied to the bench's stderr
+//! when the container stops.
 
-use std::path::Path;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lambda_driver::{FunctionProcess, Outcome, RuntimeApi};
@@ -13,9 +18,45 @@ use crate::machine;
 /// Lambda's init phase limit.
 const INIT_LIMIT: Duration = Duration::from_secs(10);
 
+/// Numbers the containers' log files within this bench process.
+static CONTAINERS: AtomicUsize = AtomicUsize::new(0);
+
+/// What the function wrote to its logs over some span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogBytes {
+    pub bytes: u64,
+    /// Lines, each a log event in CloudWatch Logs.
+    pub lines: u64,
+    /// Of `bytes`, those of the EMF documents (lines with an `"_aws"` member).
+    pub emf_bytes: u64,
+}
+
+impl LogBytes {
+    pub fn add(&mut self, other: LogBytes) {
+        self.bytes += other.bytes;
+        self.lines += other.lines;
+        self.emf_bytes += other.emf_bytes;
+    }
+
+    fn of(text: &[u8]) -> LogBytes {
+        let mut counted = LogBytes {
+            bytes: text.len() as u64,
+            ..LogBytes::default()
+        };
+        for line in text.split_inclusive(|b| *b == b'\n') {
+            counted.lines += 1;
+            if line.windows(6).any(|w| w == b"\"_aws\"") {
+                counted.emf_bytes += line.len() as u64;
+            }
+        }
+        counted
+    }
+}
+
 pub struct Container {
     api: RuntimeApi,
     process: FunctionProcess,
+    log: PathBuf,
     /// From spawning the process to its first `GET /runtime/invocation/next`.
     pub start_time: Duration,
 }
@@ -26,7 +67,12 @@ impl Container {
         let api = RuntimeApi::start()
             .await
             .map_err(|e| format!("Runtime API: {e}"))?;
-        let mut process = FunctionProcess::spawn(binary, env, &api)
+        let log = std::env::temp_dir().join(format!(
+            "polar-sync-bench-{}-{}.log",
+            std::process::id(),
+            CONTAINERS.fetch_add(1, Ordering::SeqCst)
+        ));
+        let mut process = FunctionProcess::spawn_logging_to(binary, env, &api, &log)
             .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
         let waiting_since = Instant::now();
         let first_next = loop {
@@ -34,12 +80,15 @@ impl Container {
                 break at;
             }
             if let Some(error) = api.init_error() {
+                copy_to_stderr(&log);
                 return Err(format!("the function reported an init error: {error}"));
             }
             if let Some(status) = process.try_exited() {
+                copy_to_stderr(&log);
                 return Err(format!("the function exited during init: {status}"));
             }
             if waiting_since.elapsed() > INIT_LIMIT {
+                copy_to_stderr(&log);
                 return Err(format!(
                     "the function did not ask for work within {INIT_LIMIT:?}"
                 ));
@@ -50,6 +99,7 @@ impl Container {
         Ok(Container {
             api,
             process,
+            log,
             start_time,
         })
     }
@@ -74,9 +124,44 @@ impl Container {
         machine::peak_rss_bytes(self.process.id()?)
     }
 
+    /// How far the function's log has come: a mark for [`Container::logged_since`].
+    pub fn log_mark(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// What the function logged since `mark`.
+    pub fn logged_since(&self, mark: u64) -> LogBytes {
+        let mut text = Vec::new();
+        let read = std::fs::File::open(&self.log).and_then(|mut file| {
+            file.seek(SeekFrom::Start(mark))?;
+            file.read_to_end(&mut text)
+        });
+        match read {
+            Ok(_) => LogBytes::of(&text),
+            Err(_) => LogBytes::default(),
+        }
+    }
+
+    /// Kills the function, then copies its log to the bench's stderr.
     pub async fn stop(mut self) {
         self.process.kill().await;
+        copy_to_stderr(&self.log);
     }
+}
+
+impl Drop for Container {
+    /// A container dropped without `stop` (a run given up on) still leaves its log behind.
+    fn drop(&mut self) {
+        copy_to_stderr(&self.log);
+    }
+}
+
+/// The function's log onto the bench's stderr (`bench-results/stderr.log`), then removed.
+fn copy_to_stderr(log: &Path) {
+    if let Ok(mut file) = std::fs::File::open(log) {
+        let _ = std::io::copy(&mut file, &mut std::io::stderr().lock());
+    }
+    let _ = std::fs::remove_file(log);
 }
 
 /// The message ids of `{"batchItemFailures": [{"itemIdentifier": …}]}`.
@@ -87,4 +172,19 @@ fn failed_ids(response: &Value) -> Option<Vec<String>> {
         .iter()
         .map(|failure| Some(failure.get("itemIdentifier")?.as_str()?.to_owned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_bytes_count_every_line_and_the_emf_documents_apart() {
+        let log = b"{\"level\":\"INFO\",\"message\":\"synced\"}\n{\"_aws\":{\"Timestamp\":1},\"Redemptions\":3}\nno newline";
+        let counted = LogBytes::of(log);
+        assert_eq!(counted.bytes, log.len() as u64);
+        assert_eq!(counted.lines, 3);
+        assert_eq!(counted.emf_bytes, 41);
+        assert_eq!(LogBytes::of(b""), LogBytes::default());
+    }
 }

@@ -8,6 +8,9 @@
 //! time (`scripts/moto_server.py`), so while any of them is in flight, moto is working on
 //! one of them and the others queue behind it. No schedule of the same requests can finish
 //! sooner than that.
+//!
+//! And it adds up the DynamoDB capacity those requests consume on an on-demand table, from
+//! their bodies ([`Capacity`]), for the cost per redemption.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +22,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
 /// Requests by `X-Amz-Target` (or `other` without one).
@@ -65,6 +69,84 @@ impl RequestCounts {
             "none".into()
         } else {
             listed.join(", ")
+        }
+    }
+}
+
+/// DynamoDB on-demand request units consumed, as billed: 1 WRU per item written (up to
+/// 1 KB) by PutItem, UpdateItem, DeleteItem and BatchWriteItem, 2 per item of a
+/// TransactWriteItems; 1 RRU per strongly consistent item read (up to 4 KB), 0.5 eventually
+/// consistent, 2 per item of a TransactGetItems. Assumes every item is under 1 KB (the
+/// orders and the sync table's discount items are); a Query or Scan is billed by the items
+/// it scans, taken as 4 per 4 KB read unit (at most 1 KB each), at least one unit. A
+/// request is counted whatever it answered: conditional writes that fail consume their
+/// units too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub write_units: u64,
+    /// In halves, so that eventually consistent reads stay whole numbers.
+    pub read_half_units: u64,
+}
+
+impl Capacity {
+    pub fn read_units(&self) -> f64 {
+        self.read_half_units as f64 / 2.0
+    }
+
+    fn add(&mut self, other: Capacity) {
+        self.write_units += other.write_units;
+        self.read_half_units += other.read_half_units;
+    }
+
+    /// The units one DynamoDB request consumes: `operation` as in `X-Amz-Target`
+    /// (`DynamoDB_20120810.GetItem`), its JSON body, and the answer's for Query and Scan.
+    pub fn of_request(target: &str, request: &Value, answer: Option<&Value>) -> Capacity {
+        let Some(operation) = target
+            .strip_prefix("DynamoDB_")
+            .map(|t| t.rsplit('.').next().unwrap_or(t))
+        else {
+            return Capacity::default();
+        };
+        let consistent = request
+            .get("ConsistentRead")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let half_units_per_read = if consistent { 2 } else { 1 };
+        let length = |value: Option<&Value>| value.and_then(Value::as_array).map_or(0, Vec::len);
+        let tables = || {
+            request
+                .get("RequestItems")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|tables| tables.values())
+        };
+        let (write_units, read_half_units) = match operation {
+            "PutItem" | "UpdateItem" | "DeleteItem" => (1, 0),
+            "BatchWriteItem" => (tables().map(|writes| length(Some(writes))).sum(), 0),
+            "TransactWriteItems" => (2 * length(request.get("TransactItems")), 0),
+            "GetItem" => (0, half_units_per_read),
+            "BatchGetItem" => {
+                let reads = tables()
+                    .map(|table| {
+                        let consistent = table.get("ConsistentRead").and_then(Value::as_bool);
+                        length(table.get("Keys")) * if consistent == Some(true) { 2 } else { 1 }
+                    })
+                    .sum();
+                (0, reads)
+            }
+            "TransactGetItems" => (0, 4 * length(request.get("TransactItems"))),
+            "Query" | "Scan" => {
+                let scanned = answer
+                    .and_then(|a| a.get("ScannedCount").or_else(|| a.get("Count")))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0) as usize;
+                (0, scanned.div_ceil(4).max(1) * half_units_per_read)
+            }
+            _ => (0, 0),
+        };
+        Capacity {
+            write_units: write_units as u64,
+            read_half_units: read_half_units as u64,
         }
     }
 }
@@ -126,6 +208,7 @@ struct Upstream {
     base: String,
     client: reqwest::Client,
     counts: Mutex<RequestCounts>,
+    capacity: Mutex<Capacity>,
     occupancy: Mutex<Occupancy>,
 }
 
@@ -144,6 +227,7 @@ impl CountingProxy {
             base: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
             counts: Mutex::default(),
+            capacity: Mutex::default(),
             occupancy: Mutex::default(),
         });
         let router = Router::new().fallback(forward).with_state(upstream.clone());
@@ -167,6 +251,11 @@ impl CountingProxy {
         self.upstream.counts.lock().unwrap().clone()
     }
 
+    /// The DynamoDB request units those requests consumed (see [`Capacity`]).
+    pub fn capacity(&self) -> Capacity {
+        *self.upstream.capacity.lock().unwrap()
+    }
+
     /// How long moto was busy with the requests that passed through (see the module doc).
     pub fn moto_busy(&self) -> Duration {
         self.upstream.occupancy.lock().unwrap().busy(Instant::now())
@@ -175,6 +264,7 @@ impl CountingProxy {
     /// Forget what was counted and timed so far (after a warm-up).
     pub fn reset(&self) {
         *self.upstream.counts.lock().unwrap() = RequestCounts::default();
+        *self.upstream.capacity.lock().unwrap() = Capacity::default();
         self.upstream
             .occupancy
             .lock()
@@ -197,12 +287,21 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
         .and_then(|v| v.to_str().ok())
         .unwrap_or("other")
         .to_owned();
-    *upstream.counts.lock().unwrap().0.entry(target).or_default() += 1;
+    *upstream
+        .counts
+        .lock()
+        .unwrap()
+        .0
+        .entry(target.clone())
+        .or_default() += 1;
     let _in_flight = InFlight::enter(&upstream.occupancy);
 
     let Ok(body) = to_bytes(body, 64 * 1024 * 1024).await else {
         return (StatusCode::BAD_REQUEST, "unreadable request body").into_response();
     };
+    let dynamodb_request = target
+        .starts_with("DynamoDB_")
+        .then(|| serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null));
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut headers = parts.headers;
     remove_hop_by_hop(&mut headers);
@@ -228,7 +327,14 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
     let mut headers = answer.headers().clone();
     remove_hop_by_hop(&mut headers);
     match answer.bytes().await {
-        Ok(bytes) => (status, headers, Body::from(bytes)).into_response(),
+        Ok(bytes) => {
+            if let Some(request) = dynamodb_request {
+                let answer = serde_json::from_slice::<Value>(&bytes).ok();
+                let units = Capacity::of_request(&target, &request, answer.as_ref());
+                upstream.capacity.lock().unwrap().add(units);
+            }
+            (status, headers, Body::from(bytes)).into_response()
+        }
         Err(error) => {
             (StatusCode::BAD_GATEWAY, format!("moto answer cut: {error}")).into_response()
         }
@@ -249,9 +355,61 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn at(start: Instant, millis: u64) -> Instant {
         start + Duration::from_millis(millis)
+    }
+
+    fn units(target: &str, request: Value, answer: Option<Value>) -> (u64, f64) {
+        let capacity = Capacity::of_request(
+            &format!("DynamoDB_20120810.{target}"),
+            &request,
+            answer.as_ref(),
+        );
+        (capacity.write_units, capacity.read_units())
+    }
+
+    #[test]
+    fn a_transaction_costs_two_write_units_per_item_and_a_single_write_one() {
+        let three =
+            json!({"TransactItems": [{"Update": {}}, {"Update": {}}, {"ConditionCheck": {}}]});
+        assert_eq!(units("TransactWriteItems", three, None), (6, 0.0));
+        assert_eq!(units("UpdateItem", json!({}), None), (1, 0.0));
+        assert_eq!(units("PutItem", json!({}), None), (1, 0.0));
+        let batch = json!({"RequestItems": {"a": [{}, {}], "b": [{}]}});
+        assert_eq!(units("BatchWriteItem", batch, None), (3, 0.0));
+    }
+
+    #[test]
+    fn a_consistent_read_costs_one_read_unit_and_an_eventual_one_half() {
+        assert_eq!(
+            units("GetItem", json!({"ConsistentRead": true}), None),
+            (0, 1.0)
+        );
+        assert_eq!(units("GetItem", json!({}), None), (0, 0.5));
+        let two = json!({"TransactItems": [{"Get": {}}, {"Get": {}}]});
+        assert_eq!(units("TransactGetItems", two, None), (0, 4.0));
+    }
+
+    #[test]
+    fn a_scan_costs_a_read_unit_per_four_items_scanned_and_at_least_one() {
+        let consistent = json!({"ConsistentRead": true});
+        let nine = Some(json!({"Count": 2, "ScannedCount": 9}));
+        assert_eq!(units("Scan", consistent.clone(), nine), (0, 3.0));
+        let none = Some(json!({"Count": 0, "ScannedCount": 0}));
+        assert_eq!(units("Scan", consistent, none), (0, 1.0));
+        assert_eq!(
+            units("Query", json!({}), Some(json!({"Count": 8}))),
+            (0, 1.0)
+        );
+    }
+
+    #[test]
+    fn requests_that_are_not_reads_or_writes_cost_no_units() {
+        assert_eq!(units("DescribeTable", json!({}), None), (0, 0.0));
+        let sqs = Capacity::of_request("AmazonSQS.SendMessage", &json!({}), None);
+        assert_eq!(sqs, Capacity::default());
     }
 
     #[test]

@@ -149,6 +149,16 @@ pub struct Progress {
     pub receives: usize,
     pub most_receives_of_one_message: u32,
     pub drained: bool,
+    /// The invocations' durations summed, each from the invoke to its answer.
+    pub invoke_time: Duration,
+    /// The same, each rounded up to the millisecond as Lambda bills it.
+    pub billed_millis: u64,
+    /// ReceiveMessage requests that returned messages (the event source mapping's, billed
+    /// to the account); those that found the queue empty are in `empty_receive_requests`.
+    pub receive_requests: usize,
+    pub empty_receive_requests: usize,
+    /// DeleteMessageBatch requests for the acknowledged messages.
+    pub delete_requests: usize,
 }
 
 impl Progress {
@@ -232,7 +242,14 @@ impl EventSource {
             .unwrap()
             .first_invoke
             .get_or_insert_with(Instant::now);
+        let invoked_at = Instant::now();
         let answer = invoker.invoke(&batch, timeout).await;
+        let took = invoked_at.elapsed();
+        {
+            let mut progress = self.progress.lock().unwrap();
+            progress.invoke_time += took;
+            progress.billed_millis += billed_millis(took);
+        }
         self.finish(batch, answer).await;
         true
     }
@@ -313,6 +330,7 @@ impl EventSource {
             .unwrap_or_else(|e| panic!("ReceiveMessage on the source queue: {e:?}"));
         let messages = output.messages.unwrap_or_default();
         if messages.is_empty() {
+            self.progress.lock().unwrap().empty_receive_requests += 1;
             return None;
         }
         let records: Vec<SqsMessage> = messages
@@ -320,6 +338,7 @@ impl EventSource {
             .map(|m| record(m, &self.queues.source_arn))
             .collect();
         let mut progress = self.progress.lock().unwrap();
+        progress.receive_requests += 1;
         progress.receives += records.len();
         for record in &records {
             let count = record
@@ -353,6 +372,7 @@ impl EventSource {
             })
             .collect();
         if !entries.is_empty() {
+            self.progress.lock().unwrap().delete_requests += 1;
             let deleted = self
                 .sqs
                 .delete_message_batch()
@@ -398,6 +418,11 @@ impl EventSource {
             .map(|a| a.values().filter_map(|n| n.parse::<u64>().ok()).sum())
             .unwrap_or(0)
     }
+}
+
+/// Lambda bills duration in whole milliseconds, rounded up.
+fn billed_millis(took: Duration) -> u64 {
+    took.as_nanos().div_ceil(1_000_000) as u64
 }
 
 /// The record the event source mapping builds for a received message.
@@ -456,6 +481,14 @@ mod tests {
             .expect("a standard-queue value")
             .trim()
             .to_owned()
+    }
+
+    #[test]
+    fn an_invocation_is_billed_in_whole_milliseconds_rounded_up() {
+        assert_eq!(billed_millis(Duration::from_micros(1)), 1);
+        assert_eq!(billed_millis(Duration::from_millis(12)), 12);
+        assert_eq!(billed_millis(Duration::from_micros(12_001)), 13);
+        assert_eq!(billed_millis(Duration::ZERO), 0);
     }
 
     #[test]

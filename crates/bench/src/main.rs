@@ -10,6 +10,7 @@
 //! with `AWS_ENDPOINT_URL` pointing at moto (`scripts/with-moto.sh` sets it).
 
 mod container;
+mod cost;
 mod counting_proxy;
 mod event_source;
 mod fixtures;

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cost::{self, CostPerMillion, Usage};
 use crate::event_source::QUEUE_DEPTH;
 use crate::machine::{BinaryFile, Machine};
 use crate::workloads::{
@@ -101,6 +102,7 @@ pub fn render(results: &Results) -> String {
     for workload in &results.workloads {
         workload_details(&mut out, results, workload);
     }
+    cost_per_million(&mut out, results);
     footprint(&mut out, results);
     targets(&mut out, results);
     out
@@ -330,6 +332,9 @@ fn workload_details(out: &mut String, r: &Results, w: &WorkloadResult) {
     row("DynamoDB operations", &|m| {
         m.aws_requests.dynamodb_operations()
     });
+    row("DynamoDB request units (WRU, RRU)", &|m| {
+        format!("{}, {}", m.capacity.write_units, m.capacity.read_units())
+    });
     row("moto busy with them (one request at a time)", &|m| {
         moto_share(m)
     });
@@ -340,6 +345,34 @@ fn workload_details(out: &mut String, r: &Results, w: &WorkloadResult) {
             m.aws_requests.sqs_operations()
         )
     });
+    row(
+        "event source's SQS requests (receives with messages, empty, deletes)",
+        &|m| {
+            format!(
+                "{}, {}, {}",
+                m.progress.receive_requests,
+                m.progress.empty_receive_requests,
+                m.progress.delete_requests
+            )
+        },
+    );
+    row("invocation time, summed (billed, ms rounded up)", &|m| {
+        format!(
+            "{} ({} ms)",
+            seconds(m.progress.invoke_time),
+            m.progress.billed_millis
+        )
+    });
+    row(
+        "bytes logged by the function (lines, of which EMF bytes)",
+        &|m| match m.algorithm {
+            Algorithm::Function => format!(
+                "{} ({}, {})",
+                m.logged.bytes, m.logged.lines, m.logged.emf_bytes
+            ),
+            Algorithm::Original => "0 (logs nothing)".into(),
+        },
+    );
     row("dead-lettered messages", &|m| m.dead_letters.to_string());
     row("valid orders dead-lettered", &|m| {
         m.dead_lettered_orders.to_string()
@@ -363,6 +396,121 @@ fn workload_details(out: &mut String, r: &Results, w: &WorkloadResult) {
     });
     if let Some(error) = columns.iter().find_map(|m| m.progress.first_error.clone()) {
         let _ = writeln!(out, "\nFirst whole-invocation error: `{error}`");
+    }
+    let _ = writeln!(out);
+}
+
+fn cost_per_million(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## Cost per million redemptions\n");
+    let _ = writeln!(
+        out,
+        "US dollars per million redemptions (distinct orders), computed from this run's own \
+         counts at us-east-1 on-demand prices (`crates/bench/src/cost.rs`, as of 2026-12-05, \
+         no free tier): Lambda at ${:.2}/1M requests and ${}/GB-s on arm64 × the invocations' \
+         measured durations (each rounded up to the ms) × the memory size ({} MB, the \
+         template's; the original's taken as {} MB); DynamoDB on-demand at ${:.3}/1M WRU and \
+         ${:.3}/1M RRU (1 WRU per item written, 2 per item of a transaction, 1 RRU per \
+         consistent read; items < 1 KB); SQS at ${:.2}/1M requests (the function's own, and the \
+         event source mapping's receives that returned messages and its deletes); CloudWatch \
+         Logs ingestion at ${:.2}/GB of what the function wrote (EMF included) plus Lambda's \
+         own lines per invocation ({} bytes in the function's JSON log format, {} in the \
+         original's text format). The original's port logs nothing, as the original did not; \
+         its durations are the port's (I/O waits and retry sleeps dominate), not Node's.\n",
+        cost::LAMBDA_PER_REQUEST * 1e6,
+        cost::LAMBDA_ARM64_PER_GB_SECOND,
+        cost::FUNCTION_MEMORY_MB,
+        cost::ORIGINAL_MEMORY_MB,
+        cost::DYNAMODB_PER_WRITE_UNIT * 1e6,
+        cost::DYNAMODB_PER_READ_UNIT * 1e6,
+        cost::SQS_PER_REQUEST * 1e6,
+        cost::LOGS_PER_GB,
+        cost::platform_log_bytes(Algorithm::Function),
+        cost::platform_log_bytes(Algorithm::Original),
+    );
+    let measured = || {
+        r.workloads.iter().flat_map(|w| {
+            std::iter::once(&w.function)
+                .chain(w.original.as_ref())
+                .filter(|m| m.failure.is_none())
+                .map(move |m| (w, m))
+        })
+    };
+    let _ = writeln!(
+        out,
+        "| workload | algorithm | Lambda requests | Lambda GB-s | DynamoDB writes | \
+         DynamoDB reads | SQS | CloudWatch Logs | **total** | vs the original |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (w, m) in measured() {
+        let Some(cost) = CostPerMillion::of(&Usage::of(m)) else {
+            continue;
+        };
+        let versus = match (m.algorithm, &w.original) {
+            (Algorithm::Function, Some(original)) => CostPerMillion::of(&Usage::of(original))
+                .filter(|o| o.total() > 0.0)
+                .map_or("–".into(), |o| {
+                    format!("{:.0}%", cost.total() / o.total() * 100.0)
+                }),
+            (Algorithm::Original, _) => "100%".into(),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {}. {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {versus} |",
+            w.spec.number,
+            short_title(&w.spec),
+            algorithm_name(m),
+            dollars(cost.lambda_requests),
+            dollars(cost.lambda_duration),
+            dollars(cost.dynamodb_writes),
+            dollars(cost.dynamodb_reads),
+            dollars(cost.sqs),
+            dollars(cost.logs),
+            dollars(cost.total()),
+        );
+    }
+    let _ = writeln!(out, "\nThe counts behind it, per redemption:\n");
+    let _ = writeln!(
+        out,
+        "| workload | algorithm | invocations | billed ms | GB-s | WRU | RRU | SQS requests \
+         (function's; receives, deletes) | log bytes (function's, of which EMF; Lambda's) | \
+         all for |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (w, m) in measured() {
+        let usage = Usage::of(m);
+        let redemptions = usage.redemptions.max(1) as f64;
+        let each = |count: f64| format!("{:.3}", count / redemptions);
+        let platform = usage.log_bytes - m.logged.bytes;
+        let _ = writeln!(
+            out,
+            "| {}. {} | {} | {} | {} | {} | {} | {} | {} ({}; {}, {}) | {} ({}, {}; {}) | \
+             {} redemptions: {} invocations, {} billed ms, {} WRU, {} RRU, {} SQS requests, \
+             {} log bytes |",
+            w.spec.number,
+            short_title(&w.spec),
+            algorithm_name(m),
+            each(usage.invocations as f64),
+            format_args!("{:.1}", usage.billed_millis as f64 / redemptions),
+            format_args!("{:.5}", usage.gb_seconds() / redemptions),
+            each(usage.write_units as f64),
+            each(usage.read_units),
+            each(usage.sqs_requests as f64),
+            each(m.aws_requests.sqs() as f64),
+            each(m.progress.receive_requests as f64),
+            each(m.progress.delete_requests as f64),
+            format_args!("{:.0}", usage.log_bytes as f64 / redemptions),
+            format_args!("{:.0}", m.logged.bytes as f64 / redemptions),
+            format_args!("{:.0}", m.logged.emf_bytes as f64 / redemptions),
+            format_args!("{:.0}", platform as f64 / redemptions),
+            usage.redemptions,
+            usage.invocations,
+            usage.billed_millis,
+            usage.write_units,
+            usage.read_units,
+            usage.sqs_requests,
+            usage.log_bytes,
+        );
     }
     let _ = writeln!(out);
 }
@@ -558,6 +706,19 @@ fn moto_share(m: &Measurement) -> String {
             m.moto_busy.as_secs_f64() / wall.as_secs_f64().max(f64::EPSILON) * 100.0
         ),
         None => seconds(m.moto_busy),
+    }
+}
+
+/// Dollars to the cent above $10, else to four significant figures' worth of decimals.
+fn dollars(amount: f64) -> String {
+    if amount == 0.0 {
+        "$0".into()
+    } else if amount >= 10.0 {
+        format!("${amount:.2}")
+    } else if amount >= 0.01 {
+        format!("${amount:.3}")
+    } else {
+        format!("${amount:.4}")
     }
 }
 

@@ -10,8 +10,8 @@ use aws_config::SdkConfig;
 use polar_double::{DiscountSeed, DoubleConfig, Fault, FaultAction, PolarDouble, RecordedRequest};
 use uuid::Uuid;
 
-use crate::container::Container;
-use crate::counting_proxy::{CountingProxy, RequestCounts};
+use crate::container::{Container, LogBytes};
+use crate::counting_proxy::{Capacity, CountingProxy, RequestCounts};
 use crate::event_source::{Batching, EventSource, Invoker, Progress};
 use crate::fixtures::{aws_config, Order, Queues, Tables, REGION};
 use crate::machine::{self, BinaryFile, Machine};
@@ -138,6 +138,11 @@ pub struct Measurement {
     pub aws_requests: RequestCounts,
     /// How long moto was busy with those requests (`CountingProxy::moto_busy`).
     pub moto_busy: Duration,
+    /// The DynamoDB request units those requests consumed.
+    pub capacity: Capacity,
+    /// What the function's containers logged (stdout and stderr) during the run; nothing
+    /// for the original's port, which logs nothing, as the original did not.
+    pub logged: LogBytes,
     pub dead_letters: usize,
     /// Distinct orders (all valid: each exists and matches its message) with a message in
     /// the dead-letter queue.
@@ -168,6 +173,8 @@ impl Measurement {
             hot: None,
             aws_requests: RequestCounts::default(),
             moto_busy: Duration::ZERO,
+            capacity: Capacity::default(),
+            logged: LogBytes::default(),
             dead_letters: 0,
             dead_lettered_orders: 0,
             orders_synced: 0,
@@ -446,9 +453,10 @@ impl Bench {
         times
     }
 
-    /// The function's environment, as CONTRACT.md names it; its AWS requests go through the
-    /// counting proxy. Each container spends 1/N of the rate budget, N being the event
-    /// source's concurrency: the containers run here, or the default 2.
+    /// The function's environment, as CONTRACT.md names it, and the log format Lambda sets
+    /// for the template; its AWS requests go through the counting proxy. Each container
+    /// spends 1/N of the rate budget, N being the event source's concurrency: the
+    /// containers run here, or the default 2.
     fn function_env(
         &self,
         tables: &Tables,
@@ -469,6 +477,8 @@ impl Bench {
             ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            // As the template's `LogFormat: JSON` deploys it: the bytes it logs are costed.
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -490,6 +500,13 @@ impl Bench {
             return Measurement::failed(spec, algorithm, error);
         }
 
+        let log_marks: Vec<u64> = invokers
+            .iter()
+            .map(|invoker| match invoker {
+                Invoker::Function(container) => container.log_mark(),
+                Invoker::Original(_) => 0,
+            })
+            .collect();
         let polar_baseline = setup.polar.requests().len();
         setup.polar.reset_rate_limit_window();
         source
@@ -503,9 +520,12 @@ impl Bench {
             .await;
         let aws_requests = setup.proxy.counts();
         let moto_busy = setup.proxy.moto_busy();
+        let capacity = setup.proxy.capacity();
+        let mut logged = LogBytes::default();
         let mut peak_rss_bytes = None;
-        for invoker in invokers {
+        for (invoker, mark) in invokers.into_iter().zip(log_marks) {
             if let Invoker::Function(container) = invoker {
+                logged.add(container.logged_since(mark));
                 peak_rss_bytes = peak_rss_bytes.max(container.peak_rss_bytes());
                 container.stop().await;
             }
@@ -515,6 +535,8 @@ impl Bench {
         measurement.progress = source.progress();
         measurement.aws_requests = aws_requests;
         measurement.moto_busy = moto_busy;
+        measurement.capacity = capacity;
+        measurement.logged = logged;
         measurement.peak_rss_bytes = peak_rss_bytes;
         setup.tables.delete(&self.dynamo).await;
         setup.queues.delete(&self.sqs).await;
@@ -621,6 +643,8 @@ impl Bench {
                 .and_then(|code| plan.hot_code(code, &requests)),
             aws_requests: RequestCounts::default(),
             moto_busy: Duration::ZERO,
+            capacity: Capacity::default(),
+            logged: LogBytes::default(),
             dead_letters: dead_letters.len(),
             dead_lettered_orders: plan.orders_named_in(&dead_letters),
             orders_synced: synced.len(),

@@ -48,6 +48,7 @@ fn the_tiny_bench_runs_every_workload_and_writes_its_report() {
         "## 3. ",
         "## 4. ",
         "## 5. ",
+        "## Cost per million redemptions",
         "## Start time and footprint",
         "## Targets (issue 10)",
     ] {
