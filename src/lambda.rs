@@ -23,7 +23,7 @@ use crate::sync::{
     process_batch, shadow, BatchError, BatchSettings, Checkpoint, RateLimiter, RedeliveryPolicy,
     RetryPolicy, Shadow, SyncError, Syncer,
 };
-use crate::telemetry::{emf, Count, Distribution, Metrics, Recorded};
+use crate::telemetry::{emf, Count, Metrics, Recorded};
 
 pub struct Handler<S, D, Q, R> {
     mode: Mode<S, D, Q, R>,
@@ -253,19 +253,13 @@ where
 
 /// The batch's summary line.
 fn summarize(recorded: &Recorded, messages: usize, not_acknowledged: usize, started: Instant) {
-    let synced = [
+    let synced = recorded.total(&[
         Count::OrdersDecremented,
         Count::OrdersDeleted,
         Count::OrdersSkippedUnlimited,
         Count::OrdersAlreadyDeleted,
-    ]
-    .into_iter()
-    .map(|count| recorded.count(count))
-    .sum::<u64>();
-    let polar_requests = recorded
-        .distributions
-        .get(&Distribution::PolarLatency)
-        .map_or(0, Vec::len);
+    ]);
+    let polar_requests = recorded.polar_requests();
     info!(
         event = "invocation",
         messages,

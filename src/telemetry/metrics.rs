@@ -123,7 +123,7 @@ impl Distribution {
             Self::PolarLatency => "Milliseconds",
             Self::OrdersPerWrite => "Count",
             Self::OldestMessageAge => "Seconds",
-            Self::PolarRateShare => "Count/Second",
+            Self::PolarRateShare => "Count",
         }
     }
 }
@@ -176,6 +176,18 @@ impl Metrics {
 impl Recorded {
     pub fn count(&self, what: Count) -> u64 {
         self.counts.get(&what).copied().unwrap_or(0)
+    }
+
+    /// The sum of `counts`.
+    pub fn total(&self, counts: &[Count]) -> u64 {
+        counts.iter().map(|&count| self.count(count)).sum()
+    }
+
+    /// The Polar requests that were answered (each has its latency).
+    pub fn polar_requests(&self) -> usize {
+        self.distributions
+            .get(&Distribution::PolarLatency)
+            .map_or(0, Vec::len)
     }
 }
 

@@ -35,7 +35,7 @@ use crate::failure::FailureClass;
 use crate::ports::{
     DiscountLookup, JournalIndex, Lookup, OrderReader, OrderSnapshot, StoreFailure,
 };
-use crate::telemetry::{Count, Distribution, Ids, Metrics, Recorded};
+use crate::telemetry::{Count, Ids, Metrics, Recorded};
 
 pub use reconcile::ShadowReconciliation;
 
@@ -462,19 +462,13 @@ fn shadow_count(action: SyncAction) -> Count {
 
 /// The shadow batch's summary line (`event=shadow_invocation`).
 pub fn summarize(recorded: &Recorded, messages: usize, started: Instant) {
-    let would_sync = [
+    let would_sync = recorded.total(&[
         Count::ShadowOrdersDecremented,
         Count::ShadowOrdersDeleted,
         Count::ShadowOrdersSkippedUnlimited,
         Count::ShadowOrdersAlreadyDeleted,
-    ]
-    .into_iter()
-    .map(|count| recorded.count(count))
-    .sum::<u64>();
-    let polar_requests = recorded
-        .distributions
-        .get(&Distribution::PolarLatency)
-        .map_or(0, Vec::len);
+    ]);
+    let polar_requests = recorded.polar_requests();
     info!(
         event = "shadow_invocation",
         shadow = true,
