@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
-use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use polar_discount_sync::adapters::{deduplication_id, SqsRelay};
 use polar_discount_sync::deadline::Deadline;
@@ -22,7 +20,7 @@ use serde_json::Value;
 use support::event_source::EventSource;
 use support::queues::{QueueSettings, Queues};
 use support::stream::OrdersStream;
-use support::{s, SqsBackend, World};
+use support::{s, RequestCounter, SqsBackend, World};
 use uuid::Uuid;
 
 fn settings(fifo: bool) -> QueueSettings {
@@ -406,26 +404,6 @@ async fn when_sqs_refuses_the_relay_only_the_relayable_records_are_listed_by_seq
         );
     }
     assert_eq!(queues.outstanding().await, 0);
-}
-
-/// Counts the HTTP requests an SQS client sends (retries included).
-#[derive(Debug)]
-struct RequestCounter(Arc<AtomicUsize>);
-
-impl Intercept for RequestCounter {
-    fn name(&self) -> &'static str {
-        "RequestCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
 }
 
 #[tokio::test]

@@ -21,4 +21,4 @@ pub mod world;
 #[allow(unused_imports)]
 pub use sqs::{as_refs, body, event, failed_ids, scheduled_event, Record};
 #[allow(unused_imports)]
-pub use world::{counting_dynamo, moto_endpoint, s, SqsBackend, World, TOKEN};
+pub use world::{counting_dynamo, moto_endpoint, s, RequestCounter, SqsBackend, World, TOKEN};

@@ -369,8 +369,10 @@ pub fn counting_dynamo(aws: &SdkConfig) -> (aws_sdk_dynamodb::Client, Arc<Atomic
     (aws_sdk_dynamodb::Client::from_conf(config), count)
 }
 
+/// Counts the HTTP requests an AWS SDK client sends (retries included); one interceptor
+/// serves every SDK.
 #[derive(Debug)]
-struct RequestCounter(Arc<AtomicUsize>);
+pub struct RequestCounter(pub Arc<AtomicUsize>);
 
 impl Intercept for RequestCounter {
     fn name(&self) -> &'static str {
