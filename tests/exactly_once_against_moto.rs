@@ -61,7 +61,8 @@ async fn ten_redemptions_of_one_discount_cost_one_polar_read_and_one_write() {
 }
 
 #[tokio::test]
-async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each() {
+async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each_and_share_dynamodb_requests()
+{
     let world = World::start().await;
     let mut messages = Vec::new();
     for i in 0..10 {
@@ -75,10 +76,12 @@ async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each() {
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(world.polar_requests().len(), 20);
-    assert_eq!(
-        dynamo_requests.load(Ordering::SeqCst),
-        30,
-        "a transaction taking the lease and the claim, the journal, a transaction marking the order"
+    // Each step takes its lease and claim, writes its journal, and marks its order; the
+    // ten steps' writes of each kind go out together, at most the first alone.
+    let sent = dynamo_requests.load(Ordering::SeqCst);
+    assert!(
+        sent <= 6,
+        "{sent} DynamoDB requests for ten steps: at most two for each of the three writes"
     );
     println!(
         "10 messages, 10 discounts: {} Polar requests per redemption, {} DynamoDB requests per message",

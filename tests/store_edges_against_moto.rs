@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use polar_discount_sync::adapters::DynamoStore;
 use polar_discount_sync::domain::{DiscountId, Intent, Journal, OrderId, SyncRequest};
-use polar_discount_sync::ports::{Acquisition, ClaimOutcome, Coordination, Lease, OrderLedger};
+use polar_discount_sync::ports::{
+    Acquisition, ClaimOutcome, Coordination, Lease, OrderLedger, QuickStart,
+};
 use support::{body, World};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -242,4 +244,110 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>
         buffer.extend_from_slice(&chunk[..read]);
     }
     Ok(Some(buffer))
+}
+
+// The container's transactions go out together while one is in flight (group commit).
+
+/// Ten steps on ten discounts starting at once, as a batch starts them.
+async fn start_together(store: &DynamoStore, steps: &[(SyncRequest, Lease)]) -> Vec<QuickStart> {
+    let now = now_ms();
+    let claims: Vec<[&SyncRequest; 1]> = steps.iter().map(|(request, _)| [request]).collect();
+    let starts = steps.iter().zip(&claims).map(|((request, lease), claims)| {
+        store.acquire_with_claims(request.discount_id, lease, now, claims)
+    });
+    futures_util::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+async fn ten_steps(world: &World) -> Vec<(SyncRequest, Lease)> {
+    let mut steps = Vec::new();
+    for n in 0..10 {
+        let discount = Uuid::new_v4();
+        let order = format!("ord_{n}");
+        world.put_order(&order, discount, "SPRING").await;
+        steps.push((request(&order, discount, "SPRING"), lease()));
+    }
+    steps
+}
+
+#[tokio::test]
+async fn steps_that_start_together_share_their_transactions_and_each_still_holds_its_lease_and_claim(
+) {
+    let world = World::start().await;
+    let steps = ten_steps(&world).await;
+    let (dynamo, requests) = support::counting_dynamo(&world.aws);
+    let store = store(&world, dynamo);
+
+    let started = start_together(&store, &steps).await;
+
+    assert!(
+        started.iter().all(|s| *s == QuickStart::Started),
+        "{started:?}"
+    );
+    let sent = requests.load(Ordering::SeqCst);
+    assert!(
+        sent <= 2,
+        "ten starts in {sent} requests: the first alone, the rest together"
+    );
+    for (request, lease) in &steps {
+        let order = world.order(request.order_id.as_str()).await;
+        assert_eq!(
+            order["polarDiscountSyncClaim"].as_s().unwrap(),
+            &lease.token.to_string()
+        );
+        let again = store
+            .acquire(request.discount_id, &self::lease(), now_ms())
+            .await
+            .unwrap();
+        assert!(matches!(again, Acquisition::Held(_)), "{again:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_step_refused_the_lease_does_not_cancel_the_steps_sent_with_it() {
+    let world = World::start().await;
+    let steps = ten_steps(&world).await;
+    let store = store(&world, world.dynamo.clone());
+    let held = [1, 4, 7];
+    for &n in &held {
+        let acquired = store
+            .acquire(steps[n].0.discount_id, &lease(), now_ms())
+            .await
+            .unwrap();
+        assert!(matches!(acquired, Acquisition::Acquired { pending: None }));
+    }
+
+    let started = start_together(&store, &steps).await;
+
+    for (n, start) in started.iter().enumerate() {
+        if held.contains(&n) {
+            assert!(matches!(start, QuickStart::Held(_)), "step {n}: {start:?}");
+        } else {
+            assert_eq!(*start, QuickStart::Started, "step {n}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn steps_that_touch_the_same_order_are_never_sent_in_one_request() {
+    let world = World::start().await;
+    let (ours, theirs) = (Uuid::new_v4(), Uuid::new_v4());
+    world.put_order("ord_1", ours, "SPRING").await;
+    let store = store(&world, world.dynamo.clone());
+    let steps = [
+        (request("ord_1", ours, "SPRING"), lease()),
+        (request("ord_1", theirs, "SPRING"), lease()),
+    ];
+
+    let started = start_together(&store, &steps).await;
+
+    assert_eq!(started[0], QuickStart::Started);
+    assert_eq!(
+        started[1],
+        QuickStart::Declined,
+        "the order names another discount: declined, not failed with the first"
+    );
 }

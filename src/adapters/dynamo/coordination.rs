@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::journal_codec::{decode_journal, encode_journal};
+use super::transactions::NotApplied;
 use super::{
     discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, JOURNAL,
     LAST_STEP_MS, LEASE_EXPIRES_AT_MS, LEASE_TAKEN_AT_MS, LEASE_TOKEN, TTL,
@@ -243,19 +244,17 @@ impl Coordination for DynamoStore {
         let result = self
             .transact(std::iter::once(take_lease).chain(claims))
             .await;
-        let Err(err) = result else {
+        let Err(not_applied) = result else {
             return Ok(QuickStart::Started);
         };
-        let reasons = error::cancellation_reasons(&err);
-        if reasons.is_empty() {
+        if matches!(not_applied, NotApplied::Failed(_)) {
             return Err(error::transaction_failure(
                 "TransactWriteItems(lease and claims)",
                 &self.sync_table,
-                &reasons,
-                err,
+                not_applied,
             ));
         }
-        let held = error::cancelled_item(&err, 0).filter(|item| {
+        let held = not_applied.refused_item(0).filter(|item| {
             let live = number_of(item, LEASE_EXPIRES_AT_MS).is_some_and(|until| until >= now_ms);
             let other =
                 item.get(LEASE_TOKEN).and_then(|v| v.as_s().ok()) != Some(&lease.token.to_string());
@@ -274,20 +273,31 @@ impl Coordination for DynamoStore {
         lease: &Lease,
         journal: &Journal,
     ) -> Result<(), StoreFailure> {
-        let result = self
-            .update_discount(discount)
+        let intent = Update::builder()
+            .table_name(&self.sync_table)
+            .key("pk", discount_key(discount))
             .update_expression("SET #journal = :journal")
             .condition_expression("#owner = :token")
             .expression_attribute_names("#journal", JOURNAL)
             .expression_attribute_names("#owner", LEASE_TOKEN)
             .expression_attribute_values(":journal", encode_journal(journal))
             .expression_attribute_values(":token", string(&lease.token.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Err(StoreFailure::LeaseLost(discount)),
-            Err(err) => Err(self.sync_failure("UpdateItem(journal)", err)),
+            .build()
+            .expect("table, key and update expression are set");
+        match self.transactions.apply_one(intent).await {
+            Ok(()) => Ok(()),
+            Err(NotApplied::Cancelled(reasons))
+                if reasons
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+            {
+                Err(StoreFailure::LeaseLost(discount))
+            }
+            Err(not_applied) => Err(error::transaction_failure(
+                "UpdateItem or TransactWriteItems(journal)",
+                &self.sync_table,
+                not_applied,
+            )),
         }
     }
 
@@ -308,10 +318,10 @@ impl Coordination for DynamoStore {
             .map(|order| self.mark_order(order, action, &at))
             .chain([self.finish_discount(discount, lease, lease_after)]);
         let result = self.transact(updates).await;
-        let Err(err) = result else {
+        let Err(not_applied) = result else {
             return Ok(());
         };
-        let reasons = error::cancellation_reasons(&err);
+        let reasons = not_applied.reasons();
         let failed_condition =
             |reason: &Option<String>| reason.as_deref() == Some("ConditionalCheckFailed");
         match reasons.split_last() {
@@ -325,8 +335,7 @@ impl Coordination for DynamoStore {
             _ => Err(error::transaction_failure(
                 "TransactWriteItems(commit)",
                 &self.orders_table,
-                &reasons,
-                err,
+                not_applied,
             )),
         }
     }

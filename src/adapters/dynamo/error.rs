@@ -1,14 +1,12 @@
 //! DynamoDB errors classified at the edge into the store port's terms, keeping the SDK
 //! error (with the operation and table) as the source for the log.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::AttributeValue;
 use thiserror::Error;
 
+use super::transactions::{Failed, NotApplied};
 use crate::ports::{BoxError, StoreFailure};
 
 /// DynamoDB error codes that clear up by themselves.
@@ -35,40 +33,6 @@ pub struct DynamoError {
     source: BoxError,
 }
 
-/// A cancelled transaction's reasons, one per item in order (`None` where the item was
-/// fine); empty for any other failure.
-pub fn cancellation_reasons<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<Option<String>> {
-    match err {
-        SdkError::ServiceError(service) => match service.err() {
-            TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|reason| reason.code().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    }
-}
-
-/// The item a cancelled transaction's `index`th update found, when its condition failed
-/// and the update asked for it (`ReturnValuesOnConditionCheckFailure::AllOld`).
-pub fn cancelled_item<R>(
-    err: &SdkError<TransactWriteItemsError, R>,
-    index: usize,
-) -> Option<&HashMap<String, AttributeValue>> {
-    let SdkError::ServiceError(service) = err else {
-        return None;
-    };
-    let TransactWriteItemsError::TransactionCanceledException(cancelled) = service.err() else {
-        return None;
-    };
-    let reason = cancelled.cancellation_reasons().get(index)?;
-    (reason.code() == Some("ConditionalCheckFailed"))
-        .then(|| reason.item())
-        .flatten()
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
     Transient,
@@ -86,20 +50,37 @@ where
     wrap(cause, operation, table, err)
 }
 
-/// A failed transaction: a cancelled one by its cancellation reasons (one per item,
+/// A transaction not applied: a cancelled one by its cancellation reasons (one per item,
 /// `None` where that item was fine), as the top-level code only says "cancelled".
-pub fn transaction_failure<E, R>(
+pub fn transaction_failure(
     operation: &'static str,
     table: &str,
-    cancellation_reasons: &[Option<String>],
-    err: SdkError<E, R>,
-) -> StoreFailure
-where
-    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    let cause = cancellation_cause(cancellation_reasons).unwrap_or_else(|| cause_of(&err));
-    wrap(cause, operation, table, err)
+    not_applied: NotApplied,
+) -> StoreFailure {
+    let reasons = not_applied.reasons();
+    match not_applied {
+        NotApplied::Failed(Failed::Transaction(err)) => {
+            wrap(cause_of(&*err), operation, table, err)
+        }
+        NotApplied::Failed(Failed::Update(err)) => wrap(cause_of(&*err), operation, table, err),
+        NotApplied::Cancelled(_) => {
+            let cause = cancellation_cause(&reasons).unwrap_or(Cause::Misconfigured);
+            wrap(cause, operation, table, TransactionCancelled(reasons))
+        }
+    }
+}
+
+/// The source of a failure that was a cancellation: the reasons, one per item.
+#[derive(Debug, Error)]
+#[error("transaction cancelled: {}", describe(.0))]
+struct TransactionCancelled(Vec<Option<String>>);
+
+fn describe(reasons: &[Option<String>]) -> String {
+    let codes: Vec<&str> = reasons
+        .iter()
+        .map(|reason| reason.as_deref().unwrap_or("None"))
+        .collect();
+    codes.join(", ")
 }
 
 fn cause_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Cause {
@@ -133,16 +114,12 @@ fn cancellation_cause(reasons: &[Option<String>]) -> Option<Cause> {
     }
 }
 
-fn wrap<E, R>(
+fn wrap(
     cause: Cause,
     operation: &'static str,
     table: &str,
-    err: SdkError<E, R>,
-) -> StoreFailure
-where
-    E: StdError + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
+    err: impl StdError + Send + Sync + 'static,
+) -> StoreFailure {
     let source = Box::new(DynamoError {
         operation,
         table: table.to_owned(),

@@ -6,19 +6,17 @@ mod error;
 mod journal_codec;
 mod journals;
 mod orders;
+mod transactions;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::{
-    TransactWriteItemsError, TransactWriteItemsOutput,
-};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 use aws_sdk_dynamodb::Client;
 
+use self::transactions::{NotApplied, Transactions};
 use crate::domain::DiscountId;
 use crate::ports::StoreFailure;
 
@@ -52,6 +50,7 @@ const NOT_SYNCED: &str = "(attribute_not_exists(#synced) OR #synced <> :true)";
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
+    transactions: Transactions,
     orders_table: String,
     sync_table: String,
 }
@@ -63,6 +62,7 @@ impl DynamoStore {
         sync_table: impl Into<String>,
     ) -> Self {
         Self {
+            transactions: Transactions::new(client.clone()),
             client,
             orders_table: orders_table.into(),
             sync_table: sync_table.into(),
@@ -71,30 +71,13 @@ impl DynamoStore {
 
     /// An update built for a transaction, sent on its own as an `UpdateItem`.
     fn update_item(&self, update: &Update) -> UpdateItemFluentBuilder {
-        self.client
-            .update_item()
-            .table_name(update.table_name())
-            .set_key(Some(update.key().clone()))
-            .update_expression(update.update_expression())
-            .set_condition_expression(update.condition_expression().map(str::to_owned))
-            .set_expression_attribute_names(update.expression_attribute_names().cloned())
-            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+        transactions::update_item(&self.client, update)
     }
 
-    /// Updates in one all-or-nothing `TransactWriteItems`.
-    async fn transact(
-        &self,
-        updates: impl IntoIterator<Item = Update>,
-    ) -> Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError, HttpResponse>> {
-        let items = updates
-            .into_iter()
-            .map(|update| TransactWriteItem::builder().update(update).build())
-            .collect();
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
+    /// Updates in one all-or-nothing transaction, sent with the container's other
+    /// transactions of the moment.
+    async fn transact(&self, updates: impl IntoIterator<Item = Update>) -> Result<(), NotApplied> {
+        self.transactions.apply(updates.into_iter().collect()).await
     }
 
     fn update_discount(&self, discount: DiscountId) -> UpdateItemFluentBuilder {
