@@ -61,6 +61,27 @@ async fn ten_redemptions_of_one_discount_cost_one_polar_read_and_one_write() {
 }
 
 #[tokio::test]
+async fn a_copy_of_an_order_synced_earlier_costs_its_batch_one_request_not_one_per_order() {
+    let world = World::start().await;
+    let discount = world.discount("COPY", Some(50));
+    let messages = seed_orders(&world, "o", discount, "COPY", 10).await;
+    let (handler, _) = world.counting_handler().await;
+    assert!(world
+        .deliver(&handler, &as_refs(&messages[..1]))
+        .await
+        .is_empty());
+    let (handler, dynamo_requests) = world.counting_handler().await;
+
+    // The first order's message again (a late copy), with the nine others.
+    let failed = world.deliver(&handler, &as_refs(&messages)).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(40)));
+    // the start refused for the synced order, the start without it, the journal, the commit
+    assert_eq!(dynamo_requests.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
 async fn ten_redemptions_of_ten_discounts_cost_two_polar_requests_each_and_share_dynamodb_requests()
 {
     let world = World::start().await;

@@ -112,8 +112,13 @@ pub enum QuickStart {
     /// Nothing was written because another invocation holds the lease: the refusal
     /// already tells everything `acquire` would, so a waiter asks nothing more.
     Held(HeldLease),
-    /// Nothing was written, for another reason (a pending journal, an order that cannot
-    /// be claimed as spelled, a conflict): `acquire` and `OrderLedger::claim` tell which.
+    /// Nothing was written because these orders cannot be claimed (by their index in
+    /// `claims`, with what `OrderLedger::claim` would have answered): the lease is free and
+    /// nothing is pending, so the other orders can start without them.
+    ClaimsRefused(Vec<(usize, ClaimOutcome)>),
+    /// Nothing was written, for another reason (a pending journal, an order spelled
+    /// otherwise than the message, a conflict): `acquire` and `OrderLedger::claim` tell
+    /// which.
     Declined,
 }
 
@@ -137,8 +142,8 @@ pub trait Coordination: Send + Sync {
 
     /// The common case in one write: takes the lease and claims every order of `claims`
     /// (as `OrderLedger::claim` would, with the message's spelling), all or nothing, only
-    /// if the lease is free and no journal is pending. `Declined` when nothing was
-    /// written; `acquire` and `OrderLedger::claim` then tell why.
+    /// if the lease is free and no journal is pending. `ClaimsRefused` or `Declined` when
+    /// nothing was written; `acquire` and `OrderLedger::claim` then tell why.
     fn acquire_with_claims(
         &self,
         discount: DiscountId,

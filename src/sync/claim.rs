@@ -18,7 +18,7 @@ use crate::ports::{ClaimOutcome, Coordination, Discounts, Lease, OrderLedger};
 
 /// One claim per distinct message: duplicates share it, and a message naming another
 /// discount for the same order gets its own (refused) claim.
-type Claims<'a> = HashMap<&'a SyncRequest, Result<ClaimOutcome, Arc<SyncError>>>;
+pub(super) type Claims<'a> = HashMap<&'a SyncRequest, Result<ClaimOutcome, Arc<SyncError>>>;
 
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     /// Claims every distinct message once. Returns, in the order of `requests`, the outcome
@@ -98,7 +98,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     }
 }
 
-fn decide_from_claims<'a>(
+pub(super) fn decide_from_claims<'a>(
     requests: &'a [SyncRequest],
     claims: &Claims<'_>,
 ) -> (Vec<Option<Outcome>>, Vec<&'a SyncRequest>) {

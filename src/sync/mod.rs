@@ -27,7 +27,7 @@ pub mod shadow;
 mod validate;
 mod write;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -45,9 +45,10 @@ pub use shadow::{Shadow, ShadowReconciliation};
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
-    Coordination, Discounts, HeldLease, Lease, OrderLedger, QuickStart, StoreFailure,
+    ClaimOutcome, Coordination, Discounts, HeldLease, Lease, OrderLedger, QuickStart, StoreFailure,
 };
 use crate::telemetry::{Count, Metrics};
+use claim::{decide_from_claims, Claims};
 pub use guarded_polar::TurnedAway;
 use guarded_polar::{GuardedPolar, StepRoom};
 pub use lease::LEASE_GRACE;
@@ -350,10 +351,12 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
 
     /// The common case (a free lease, nothing pending, each order named by one message and
     /// claimable as the message spells it) with the lease and the claims in one write.
-    /// `Held` when another invocation holds the lease (nothing was written, and there is
-    /// nothing more to ask); `Declined` when that write was declined for another reason or
-    /// failed: nothing was written, and the caller takes the lease and claims one by one,
-    /// which tells why.
+    /// Orders that write refuses (synced already by an earlier copy, missing, another
+    /// discount's) are decided by what it found, and the others start again without them:
+    /// two requests instead of one per order. `Held` when another invocation holds the
+    /// lease (nothing was written, and there is nothing more to ask); `Declined` when that
+    /// write was declined for another reason or failed: nothing was written, and the caller
+    /// takes the lease and claims one by one, which tells why.
     async fn sync_quickly(
         &self,
         discount: DiscountId,
@@ -372,25 +375,51 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         if orders.len() < distinct.len() || distinct.len() > MAX_ORDERS_PER_WRITE {
             return QuickSync::Declined;
         }
-        let now_ms = epoch_ms(SystemTime::now());
-        let started = self
-            .store
-            .acquire_with_claims(discount, lease, now_ms, &distinct)
-            .await;
-        match started {
-            Ok(QuickStart::Started) => {}
-            Ok(QuickStart::Held(held)) => return QuickSync::Held(held),
-            Ok(QuickStart::Declined) | Err(_) => return QuickSync::Declined,
-        }
-        self.reached(Step::LeaseTaken);
-        self.reached(Step::ClaimTaken);
-        let counted = self
-            .count_all(discount, lease, &distinct, deadline, room.take())
-            .await;
-        QuickSync::Done(
-            requests
+        let mut claims: Claims = HashMap::new();
+        loop {
+            let to_claim: Vec<&SyncRequest> = distinct
                 .iter()
-                .map(|request| counted[&request.order_id].clone())
+                .copied()
+                .filter(|request| !claims.contains_key(request))
+                .collect();
+            if to_claim.is_empty() {
+                break;
+            }
+            let now_ms = epoch_ms(SystemTime::now());
+            let started = self
+                .store
+                .acquire_with_claims(discount, lease, now_ms, &to_claim)
+                .await;
+            match started {
+                Ok(QuickStart::Started) => {
+                    self.reached(Step::LeaseTaken);
+                    self.reached(Step::ClaimTaken);
+                    claims.extend(to_claim.into_iter().map(|r| (r, Ok(ClaimOutcome::Claimed))));
+                }
+                // Decided by the orders the refusal found: the others start without them.
+                Ok(QuickStart::ClaimsRefused(refused)) => claims.extend(
+                    refused
+                        .into_iter()
+                        .map(|(index, outcome)| (to_claim[index], Ok(outcome))),
+                ),
+                Ok(QuickStart::Held(held)) => return QuickSync::Held(held),
+                Ok(QuickStart::Declined) | Err(_) => return QuickSync::Declined,
+            }
+        }
+        let (decided, to_count) = decide_from_claims(requests, &claims);
+        let counted = if to_count.is_empty() {
+            HashMap::new()
+        } else {
+            self.count_all(discount, lease, &to_count, deadline, room.take())
+                .await
+        };
+        QuickSync::Done(
+            decided
+                .into_iter()
+                .zip(requests)
+                .map(|(outcome, request)| {
+                    outcome.unwrap_or_else(|| counted[&request.order_id].clone())
+                })
                 .collect(),
         )
     }

@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::journal_codec::{decode_journal, encode_journal};
+use super::orders::{refusal, spelled_as_in, Refusal};
 use super::transactions::NotApplied;
 use super::{
     discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, JOURNAL,
@@ -19,7 +20,7 @@ use super::{
 };
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
-    Acquisition, Coordination, HeldLease, Lease, LeaseAfter, QuickStart, StoreFailure,
+    Acquisition, ClaimOutcome, Coordination, HeldLease, Lease, LeaseAfter, QuickStart, StoreFailure,
 };
 
 #[derive(Clone, Copy)]
@@ -190,6 +191,38 @@ fn held_lease(discount: DiscountId, item: &HashMap<String, AttributeValue>) -> H
     )
 }
 
+/// The claims a cancelled start refused, each with what its order tells, when the lease
+/// was free and every refusal tells enough; `None` when the start must go one by one (a
+/// pending journal, a conflict, an order spelled otherwise).
+fn refused_claims(
+    claims: &[&SyncRequest],
+    not_applied: &NotApplied,
+) -> Option<Vec<(usize, ClaimOutcome)>> {
+    let reasons = not_applied.reasons();
+    let (lease_reason, claim_reasons) = reasons.split_first()?;
+    if lease_reason.is_some() {
+        return None;
+    }
+    let mut refused = Vec::new();
+    for (index, reason) in claim_reasons.iter().enumerate() {
+        match reason.as_deref() {
+            None => {}
+            Some("ConditionalCheckFailed") => {
+                let request = claims[index];
+                let order = not_applied
+                    .refused_item(index + 1)
+                    .filter(|order| !order.is_empty());
+                match refusal(request, &spelled_as_in(request), order) {
+                    Refusal::Decided(outcome) => refused.push((index, outcome)),
+                    Refusal::SpelledOtherwise(_) => return None,
+                }
+            }
+            Some(_) => return None,
+        }
+    }
+    (!refused.is_empty()).then_some(refused)
+}
+
 impl Coordination for DynamoStore {
     async fn acquire(
         &self,
@@ -238,11 +271,11 @@ impl Coordination for DynamoStore {
         claims: &[&SyncRequest],
     ) -> Result<QuickStart, StoreFailure> {
         let take_lease = self.take_lease(discount, lease, now_ms, true);
-        let claims = claims
+        let claim_updates = claims
             .iter()
             .map(|request| self.claim_order(request, lease));
         let result = self
-            .transact(std::iter::once(take_lease).chain(claims))
+            .transact(std::iter::once(take_lease).chain(claim_updates))
             .await;
         let Err(not_applied) = result else {
             return Ok(QuickStart::Started);
@@ -263,8 +296,8 @@ impl Coordination for DynamoStore {
         if let Some(item) = held {
             return Ok(QuickStart::Held(held_lease(discount, item)));
         }
-        // Pending, refused or conflicting: the one-by-one path sorts it out.
-        Ok(QuickStart::Declined)
+        Ok(refused_claims(claims, &not_applied)
+            .map_or(QuickStart::Declined, QuickStart::ClaimsRefused))
     }
 
     async fn record_intent(

@@ -39,11 +39,7 @@ impl DynamoStore {
     /// A claim as a transaction item: the order exists, is not synced, and names the
     /// request's discount and code exactly as the message spells them.
     pub(super) fn claim_order(&self, request: &SyncRequest, lease: &Lease) -> Update {
-        let spelled = (
-            request.discount_id.to_string(),
-            request.discount_code.as_str().to_owned(),
-        );
-        self.claim_naming(&request.order_id, &spelled, lease)
+        self.claim_naming(&request.order_id, &spelled_as_in(request), lease)
     }
 
     fn claim_naming(
@@ -67,6 +63,8 @@ impl DynamoStore {
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":discountId", string(discount_id))
             .expression_attribute_values(":discountCode", string(discount_code))
+            // In a transaction, a refusal then shows the order, so that no read is needed.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .expect("table, key and update expression are set")
     }
@@ -78,33 +76,51 @@ impl OrderLedger for DynamoStore {
         request: &SyncRequest,
         lease: &Lease,
     ) -> Result<ClaimOutcome, StoreFailure> {
-        let mut expected = (
-            request.discount_id.to_string(),
-            request.discount_code.as_str().to_owned(),
-        );
+        let mut expected = spelled_as_in(request);
         loop {
             let order = match self.claim_if_names(request, &expected, lease).await? {
                 ConditionalClaim::Written => return Ok(ClaimOutcome::Claimed),
-                ConditionalClaim::Refused(None) => return Ok(ClaimOutcome::NotFound),
-                ConditionalClaim::Refused(Some(order)) => order,
+                ConditionalClaim::Refused(order) => order,
             };
-            let record = order_record(Some(&order));
-            if order.get(SYNCED).and_then(|v| v.as_bool().ok()) == Some(&true) {
-                return Ok(ClaimOutcome::AlreadySynced(record));
+            match refusal(request, &expected, order.as_ref()) {
+                Refusal::Decided(outcome) => return Ok(outcome),
+                // The condition compares exactly; the message may write the same discount
+                // differently (a code's case, a UUID's). Claim again with the order's spelling.
+                Refusal::SpelledOtherwise(respelled) => expected = respelled,
             }
-            let (Some(id), Some(code)) = (&record.discount_id, &record.discount_code) else {
-                return Ok(ClaimOutcome::Mismatched(record));
-            };
-            // The condition compares exactly; the message may write the same discount
-            // differently (a code's case, a UUID's). Claim again with the order's spelling.
-            let same_discount = request.field_differing_from(Some(id), Some(code)).is_none();
-            let respelled = (id.clone(), code.clone());
-            if !same_discount || respelled == expected {
-                return Ok(ClaimOutcome::Mismatched(record));
-            }
-            expected = respelled;
         }
     }
+}
+
+/// What a refused claim's order tells, from the order as it was (`None`: missing).
+pub(super) enum Refusal {
+    Decided(ClaimOutcome),
+    /// The order names the message's discount, spelled otherwise: claim it as it is spelled.
+    SpelledOtherwise((String, String)),
+}
+
+/// Why the claim of `request`, expecting `expected`'s spelling, was refused by `order`.
+pub(super) fn refusal(
+    request: &SyncRequest,
+    expected: &(String, String),
+    order: Option<&Item>,
+) -> Refusal {
+    let Some(order) = order else {
+        return Refusal::Decided(ClaimOutcome::NotFound);
+    };
+    let record = order_record(Some(order));
+    if order.get(SYNCED).and_then(|v| v.as_bool().ok()) == Some(&true) {
+        return Refusal::Decided(ClaimOutcome::AlreadySynced(record));
+    }
+    let (Some(id), Some(code)) = (&record.discount_id, &record.discount_code) else {
+        return Refusal::Decided(ClaimOutcome::Mismatched(record));
+    };
+    let same_discount = request.field_differing_from(Some(id), Some(code)).is_none();
+    let respelled = (id.clone(), code.clone());
+    if !same_discount || respelled == *expected {
+        return Refusal::Decided(ClaimOutcome::Mismatched(record));
+    }
+    Refusal::SpelledOtherwise(respelled)
 }
 
 impl OrderReader for DynamoStore {
@@ -131,7 +147,7 @@ impl OrderReader for DynamoStore {
     }
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub(super) type Item = HashMap<String, AttributeValue>;
 
 enum ConditionalClaim {
     Written,
@@ -168,6 +184,14 @@ impl DynamoStore {
             Err(err) => Err(self.order_failure("UpdateItem(claim)", err)),
         }
     }
+}
+
+/// The discount id and code as `request` spells them.
+pub(super) fn spelled_as_in(request: &SyncRequest) -> (String, String) {
+    (
+        request.discount_id.to_string(),
+        request.discount_code.as_str().to_owned(),
+    )
 }
 
 fn order_record(item: Option<&Item>) -> OrderRecord {

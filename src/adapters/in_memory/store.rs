@@ -198,24 +198,43 @@ impl Coordination for InMemoryStore {
         self.lease_requests.fetch_add(1, Ordering::SeqCst);
         self.round_trip().await;
         let orders = self.orders.lock().unwrap();
-        let claimable = claims.iter().all(|request| {
-            orders.get(request.order_id.as_str()).is_some_and(|stored| {
-                stored.synced.is_none()
-                    && stored.record.as_ref().is_some_and(|record| {
-                        record.discount_id.as_deref()
-                            == Some(request.discount_id.to_string().as_str())
-                            && record.discount_code.as_deref()
-                                == Some(request.discount_code.as_str())
-                    })
-            })
-        });
+        let mut refused = Vec::new();
+        let mut spelled_otherwise = false;
+        for (index, request) in claims.iter().enumerate() {
+            let Some(stored) = orders.get(request.order_id.as_str()) else {
+                refused.push((index, ClaimOutcome::NotFound));
+                continue;
+            };
+            let record = stored.record.clone().unwrap_or(OrderRecord {
+                discount_id: None,
+                discount_code: None,
+            });
+            let exactly = record.discount_id.as_deref()
+                == Some(request.discount_id.to_string().as_str())
+                && record.discount_code.as_deref() == Some(request.discount_code.as_str());
+            let names_request = request
+                .field_differing_from(
+                    record.discount_id.as_deref(),
+                    record.discount_code.as_deref(),
+                )
+                .is_none();
+            match stored.synced {
+                Some(_) => refused.push((index, ClaimOutcome::AlreadySynced(record))),
+                None if exactly => {}
+                None if names_request => spelled_otherwise = true,
+                None => refused.push((index, ClaimOutcome::Mismatched(record))),
+            }
+        }
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
         if let Some(held) = stored.held_against(lease, now_ms) {
             return Ok(QuickStart::Held(held));
         }
-        if !(claimable && stored.journal.is_none()) {
+        if spelled_otherwise || stored.journal.is_some() {
             return Ok(QuickStart::Declined);
+        }
+        if !refused.is_empty() {
+            return Ok(QuickStart::ClaimsRefused(refused));
         }
         stored.lease = Some(lease.clone());
         Ok(QuickStart::Started)
