@@ -377,7 +377,7 @@ async fn in_shadow_mode_the_binary_logs_the_plan_writes_nothing_anywhere_and_ack
     world
         .dynamo
         .update_item()
-        .table_name(&world.orders_table)
+        .table_name(&world.tables.orders)
         .key("id", s("ord_305"))
         .update_expression("SET polarDiscountSynced = :t, polarDiscountSyncAction = :a")
         .expression_attribute_values(":t", AttributeValue::Bool(true))
@@ -407,8 +407,8 @@ async fn in_shadow_mode_the_binary_logs_the_plan_writes_nothing_anywhere_and_ack
     .iter()
     .map(|(id, body)| Record::new(id, body).source_arn(&queues.source_arn))
     .collect();
-    let orders_before = scan(&world, &world.orders_table, "id").await;
-    let sync_before = scan(&world, &world.sync_table, "pk").await;
+    let orders_before = scan(&world, &world.tables.orders, "id").await;
+    let sync_before = scan(&world, &world.tables.sync, "pk").await;
     let log = std::env::temp_dir().join(format!("polar-sync-shadow-{}.log", Uuid::new_v4()));
     let mut env = queues.env(&world);
     env.extend([
@@ -444,12 +444,12 @@ async fn in_shadow_mode_the_binary_logs_the_plan_writes_nothing_anywhere_and_ack
     assert_eq!(world.max_redemptions(summer), Some(Some(3)));
     assert_eq!(world.max_redemptions(last_use), Some(Some(1)));
     assert_eq!(
-        scan(&world, &world.orders_table, "id").await,
+        scan(&world, &world.tables.orders, "id").await,
         orders_before,
         "no order changed"
     );
     assert_eq!(
-        scan(&world, &world.sync_table, "pk").await,
+        scan(&world, &world.tables.sync, "pk").await,
         sync_before,
         "no lease, journal or TTL written"
     );

@@ -187,7 +187,7 @@ async fn expire_lease(world: &World, discount: Uuid) {
     world
         .dynamo
         .update_item()
-        .table_name(&world.sync_table)
+        .table_name(&world.tables.sync)
         .key("pk", s(&format!("discount#{discount}")))
         .update_expression("SET leaseExpiresAtMs = :zero")
         .condition_expression("attribute_exists(leaseToken)")
@@ -308,7 +308,7 @@ async fn a_lease_held_by_a_live_invocation_gives_the_message_back_for_one_dynamo
     world
         .dynamo
         .put_item()
-        .table_name(&world.sync_table)
+        .table_name(&world.tables.sync)
         .item("pk", s(&format!("discount#{discount}")))
         .item("leaseToken", s(&Uuid::new_v4().to_string()))
         .item(
@@ -365,7 +365,7 @@ async fn a_journaled_order_already_marked_elsewhere_does_not_block_the_others() 
     world
         .dynamo
         .update_item()
-        .table_name(&world.orders_table)
+        .table_name(&world.tables.orders)
         .key("id", s("o0"))
         .update_expression("SET polarDiscountSynced = :t, polarDiscountSyncAction = :a")
         .expression_attribute_values(":t", AttributeValue::Bool(true))

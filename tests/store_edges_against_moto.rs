@@ -39,7 +39,7 @@ fn request(order: &str, discount: Uuid, code: &str) -> SyncRequest {
 }
 
 fn store(world: &World, dynamo: aws_sdk_dynamodb::Client) -> DynamoStore {
-    DynamoStore::new(dynamo, &world.orders_table, &world.sync_table)
+    DynamoStore::new(dynamo, &world.tables.orders, &world.tables.sync)
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use polar_discount_sync::lambda::{ProductionHandler, Wiring};
 use polar_discount_sync::relay::{relay_records, StreamBatchResponse};
 use polar_discount_sync::telemetry::{Count, Metrics};
 use serde_json::Value;
-use support::event_source::EventSource;
+use support::event_source::drain;
 use support::queues::{QueueSettings, Queues};
 use support::stream::OrdersStream;
 use support::{s, RequestCounter, SqsBackend, World};
@@ -57,7 +57,7 @@ async fn put(world: &World, item: &[(&str, AttributeValue)]) {
     world
         .dynamo
         .put_item()
-        .table_name(&world.orders_table)
+        .table_name(&world.tables.orders)
         .set_item(Some(
             item.iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -72,7 +72,7 @@ async fn update(world: &World, id: &str, expression: &str, values: &[(&str, Attr
     let mut update = world
         .dynamo
         .update_item()
-        .table_name(&world.orders_table)
+        .table_name(&world.tables.orders)
         .key("id", s(id))
         .update_expression(expression);
     for (name, value) in values {
@@ -190,7 +190,7 @@ async fn each_kind_of_stream_record_is_relayed_with_its_delay_or_left_and_the_re
     world
         .dynamo
         .delete_item()
-        .table_name(&world.orders_table)
+        .table_name(&world.tables.orders)
         .key("id", s("ord_removed"))
         .send()
         .await
@@ -272,15 +272,15 @@ async fn each_kind_of_stream_record_is_relayed_with_its_delay_or_left_and_the_re
             .await
             .expect("made visible");
     }
-    let source = EventSource::new(queues.clone());
-    source
-        .drain(
-            &handler,
-            Duration::from_secs(30),
-            Duration::from_secs(30),
-            &HashMap::new(),
-        )
-        .await;
+    let source = queues.event_source();
+    drain(
+        &source,
+        &handler,
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+        &HashMap::new(),
+    )
+    .await;
     assert_eq!(
         world.action("ord_new").await.as_deref(),
         Some("decremented")

@@ -84,7 +84,7 @@ async fn put_item(world: &World, item: HashMap<String, AttributeValue>) {
     world
         .dynamo
         .put_item()
-        .table_name(&world.orders_table)
+        .table_name(&world.tables.orders)
         .set_item(Some(item))
         .send()
         .await
@@ -152,7 +152,7 @@ async fn orders_whose_message_never_arrived_are_synced_exactly_once_through_the_
         world
             .dynamo
             .update_item()
-            .table_name(&world.orders_table)
+            .table_name(&world.tables.orders)
             .key("id", s(&id))
             .update_expression("SET discountId = :d, discountCode = :c")
             .expression_attribute_values(":d", s(&big.to_string()))
@@ -176,7 +176,7 @@ async fn orders_whose_message_never_arrived_are_synced_exactly_once_through_the_
     let records = stream.read_new().await;
     let stream_invocations = invoke_with_stream(&api, &records).await;
     let queued = queues.outstanding().await;
-    let source = EventSource::new(queues.clone());
+    let source = queues.event_source();
     let queue_invocations = drain_through_binary(&source, &api).await;
     // The function's own writes (claims, marks) come through the stream too.
     let own_writes = stream.read_new().await;

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant, SystemTime};
 use fastrand::Rng;
 use lambda_driver::{FunctionProcess, RuntimeApi};
 use polar_discount_sync::lambda::Wiring;
-use support::event_source::EventSource;
 use support::queues::{QueueSettings, Queues};
 use support::{SqsBackend, World};
 
@@ -111,7 +110,7 @@ async fn every_discount_ends_exactly_once_whatever_happens_on_the_way() {
         started.elapsed().as_secs_f64()
     );
 
-    let source = Arc::new(EventSource::new(queues.clone()));
+    let source = Arc::new(queues.event_source());
     let progress = Arc::new(Progress {
         sqs: sqs.clone(),
         queue_url: queues.source_url.clone(),

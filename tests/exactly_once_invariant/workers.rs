@@ -13,7 +13,7 @@ use polar_discount_sync::lambda::ProductionHandler;
 use super::support::event_source::{Answer, Batch, EventSource};
 use super::support::failed_ids;
 use super::support::simulated_sqs::SimulatedSqs;
-use super::support::sqs::failed_ids_json;
+use super::support::sqs::{event_of, failed_ids_json};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_polar-discount-sync");
 pub const IN_PROCESS_WORKERS: usize = 4;
@@ -84,7 +84,7 @@ impl Worker {
 }
 
 async fn invoke_in_process(handler: Arc<ProductionHandler>, batch: &Batch) -> Answer {
-    let event = batch.event(IN_PROCESS_TIMEOUT);
+    let event = event_of(batch.records.clone(), IN_PROCESS_TIMEOUT);
     // A task of its own, so that a panic at a checkpoint ends this invocation only,
     // dropping whatever it was doing, as a crash would.
     let invocation = tokio::spawn(async move { handler.handle(event).await });

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::support::event_source::EventSource;
+use super::support::event_source::{drain, poll};
 use super::support::{body, SqsBackend, World};
 use super::{applied_patches, least_redelivery_delay, setup, synced_at, INVOCATION_TIMEOUT};
 
@@ -59,9 +59,8 @@ async fn fifo_groups(backend: SqsBackend) {
     let id = |label: &str| ids[label].clone();
 
     // The first batch: every message, in the order sent.
-    let source = EventSource::new(queues.clone());
-    let first = source
-        .poll(&handler, INVOCATION_TIMEOUT)
+    let source = queues.event_source();
+    let first = poll(&source, &handler, INVOCATION_TIMEOUT)
         .await
         .expect("the first poll receives a batch");
     let first_labels: Vec<&str> = source
@@ -108,14 +107,14 @@ async fn fifo_groups(backend: SqsBackend) {
 
     // Checkout's write of a1's order lands; the group drains in order.
     world.put_order("a1", group_a, "GROUPA").await;
-    source
-        .drain(
-            &handler,
-            INVOCATION_TIMEOUT,
-            Duration::from_secs(45),
-            &labels,
-        )
-        .await;
+    drain(
+        &source,
+        &handler,
+        INVOCATION_TIMEOUT,
+        Duration::from_secs(45),
+        &labels,
+    )
+    .await;
     let history = source.history(&labels);
 
     for order in ["a1", "a2", "a3"] {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
 use polar_discount_sync::lambda::{ProductionHandler, Wiring};
 use polar_double::{Fault, FaultAction};
-use support::event_source::EventSource;
+use support::event_source::poll;
 use support::queues::{QueueSettings, Queues};
 use support::{SqsBackend, World};
 use uuid::Uuid;
@@ -135,9 +135,7 @@ async fn the_dlq_listing_shows_each_dead_letter_with_its_reason() {
     let world = World::start().await;
     let (queues, handler) = setup(&world, &SqsBackend::Moto, false, 3).await;
     let original = queues.send("{\"orderId\": \"o1\"", None).await;
-    EventSource::new(queues.clone())
-        .poll(&handler, INVOCATION_TIMEOUT)
-        .await;
+    poll(&queues.event_source(), &handler, INVOCATION_TIMEOUT).await;
 
     let output =
         std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))

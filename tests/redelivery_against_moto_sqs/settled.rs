@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use polar_double::FaultAction;
 
-use super::support::event_source::EventSource;
+use super::support::event_source::poll;
 use super::support::{body, SqsBackend, World};
 use super::{fault, setup, INVOCATION_TIMEOUT};
 
@@ -22,10 +22,9 @@ async fn a_polar_failure_of_the_discount_does_not_hold_back_messages_already_set
     }
 
     // f0 is synced by an earlier delivery.
-    let source = EventSource::new(queues.clone());
+    let source = queues.event_source();
     queues.send(&body("f0", flaky, "FLAKY"), None).await;
-    let earlier = source
-        .poll(&handler, INVOCATION_TIMEOUT)
+    let earlier = poll(&source, &handler, INVOCATION_TIMEOUT)
         .await
         .expect("f0 is delivered");
     assert!(source.invocation(earlier).failed.is_empty());
@@ -46,8 +45,7 @@ async fn a_polar_failure_of_the_discount_does_not_hold_back_messages_already_set
     ] {
         labels.insert(queues.send(&message, None).await, label.to_owned());
     }
-    let batch = source
-        .poll(&handler, INVOCATION_TIMEOUT)
+    let batch = poll(&source, &handler, INVOCATION_TIMEOUT)
         .await
         .expect("the batch is delivered");
     let failed: HashSet<&str> = source

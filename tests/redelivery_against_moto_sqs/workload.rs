@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use polar_double::FaultAction;
 
-use super::support::event_source::{EventSource, CLOCK_TOLERANCE};
+use super::support::event_source::{drain, CLOCK_TOLERANCE};
 use super::support::queues::DeadLetter;
 use super::support::{body, SqsBackend, World};
 use super::{
@@ -234,15 +234,15 @@ async fn mixed_workload(backend: SqsBackend) {
         .map(|s| (s.id.clone(), s.label.to_owned()))
         .collect();
 
-    let source = EventSource::new(queues.clone());
-    source
-        .drain(
-            &handler,
-            INVOCATION_TIMEOUT,
-            Duration::from_secs(60),
-            &labels,
-        )
-        .await;
+    let source = queues.event_source();
+    drain(
+        &source,
+        &handler,
+        INVOCATION_TIMEOUT,
+        Duration::from_secs(60),
+        &labels,
+    )
+    .await;
     let drained_in = started.elapsed();
     // A message that found its discount busy was acknowledged and sent again as a copy.
     let copies = source.copies();

@@ -1,12 +1,16 @@
 //! Test support shared by the integration tests, not copied into them. A test binary
 //! includes it with `mod support;` (from a folder test: `#[path = "../support/mod.rs"]`).
 //!
-//! - `world`: moto tables and a Polar double per test; the handler as production wires it.
-//! - `sqs`: message bodies, SQS records and events, the Lambda context, failed ids.
+//! What the bench shares with the tests is in the `test-kit` crate (`crates/test-kit`): the
+//! SQS event source emulator, the queues and tables in moto, SQS records. Here it is wired
+//! to the function:
+//!
+//! - `world`: the kit's tables and a Polar double per test; the handler as production wires it.
+//! - `sqs`: the kit's bodies and records, and the in-process event with its Lambda context.
 //! - `simulated_sqs` (+ `sqs_endpoint`): an SQS with visibility timeouts, receive counts,
 //!   redrive to a dead-letter queue and FIFO groups, served over the SQS API.
-//! - `queues`: a source queue and its dead-letter queue, in moto or the simulated SQS.
-//! - `event_source`: Lambda's SQS event source mapping, played against such queues.
+//! - `queues`: the kit's queues in moto or the simulated SQS, and the function's config.
+//! - `event_source`: the kit's event source mapping, polled with the handler in process.
 //! - `stream`: the orders table's stream in moto, read as Lambda's DynamoDB event source.
 #![allow(dead_code)]
 

@@ -27,7 +27,7 @@ impl OrdersStream {
         let table = world
             .dynamo
             .update_table()
-            .table_name(&world.orders_table)
+            .table_name(&world.tables.orders)
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)

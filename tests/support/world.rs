@@ -1,33 +1,33 @@
-//! One test's world: its own tables in the shared moto server, its own Polar double, and
-//! the function wired as production wires it (`polar_discount_sync::lambda::handler_with`).
+//! One test's world: its own tables in the shared moto server (`test_kit::tables`), its own
+//! Polar double, and the function wired as production wires it
+//! (`polar_discount_sync::lambda::handler_with`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    PutRequest, ScalarAttributeType, WriteRequest,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use polar_discount_sync::config::Config;
 use polar_discount_sync::lambda::{self, ProductionHandler, Wiring};
 use polar_double::{DiscountSeed, DoubleConfig, PolarDouble};
+use test_kit::tables::{is_synced, Order, Tables};
 use uuid::Uuid;
 
 use super::simulated_sqs::SimulatedSqs;
 use super::sqs::{event, failed_ids};
+
+pub use test_kit::tables::s;
 
 pub const TOKEN: &str = "polar_oat_test_token_5f0c";
 
 pub struct World {
     pub aws: SdkConfig,
     pub dynamo: aws_sdk_dynamodb::Client,
-    pub orders_table: String,
-    pub sync_table: String,
+    pub tables: Tables,
     pub polar: PolarDouble,
 }
 
@@ -72,14 +72,7 @@ pub fn moto_endpoint() -> String {
 }
 
 pub async fn aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto_endpoint())
-        .region(aws_config::Region::new(super::sqs::REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .load()
-        .await
+    test_kit::aws_config(&moto_endpoint()).await
 }
 
 impl World {
@@ -91,16 +84,11 @@ impl World {
     pub async fn start_with_polar(polar: DoubleConfig) -> World {
         let aws = aws_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-        let suffix = Uuid::new_v4().simple().to_string();
-        let orders_table = format!("orders-{suffix}");
-        let sync_table = format!("sync-{suffix}");
-        create_table(&dynamo, &orders_table, "id").await;
-        create_table(&dynamo, &sync_table, "pk").await;
+        let tables = Tables::create(&dynamo).await;
         World {
             aws,
             dynamo,
-            orders_table,
-            sync_table,
+            tables,
             polar: PolarDouble::start_with(polar)
                 .await
                 .expect("Polar double starts"),
@@ -110,8 +98,8 @@ impl World {
     /// The function's environment, as the contract names it.
     pub fn env(&self) -> Vec<(String, String)> {
         [
-            ("ORDERS_TABLE", self.orders_table.clone()),
-            ("SYNC_TABLE", self.sync_table.clone()),
+            ("ORDERS_TABLE", self.tables.orders.clone()),
+            ("SYNC_TABLE", self.tables.sync.clone()),
             ("POLAR_API_URL", self.polar.base_url()),
             ("POLAR_ACCESS_TOKEN", TOKEN.to_owned()),
         ]
@@ -181,19 +169,18 @@ impl World {
     }
 
     pub async fn put_order(&self, id: &str, discount_id: Uuid, code: &str) {
-        self.dynamo
-            .put_item()
-            .table_name(&self.orders_table)
-            .set_item(Some(order_item(id, discount_id, code)))
-            .send()
-            .await
-            .expect("order written");
+        let order = Order {
+            id: id.to_owned(),
+            discount: discount_id,
+            code: code.to_owned(),
+        };
+        self.tables.put_order(&self.dynamo, &order).await;
     }
 
     pub async fn order(&self, id: &str) -> HashMap<String, AttributeValue> {
         self.dynamo
             .get_item()
-            .table_name(&self.orders_table)
+            .table_name(&self.tables.orders)
             .key("id", s(id))
             .consistent_read(true)
             .send()
@@ -207,7 +194,7 @@ impl World {
     pub async fn sync_item(&self, discount: Uuid) -> HashMap<String, AttributeValue> {
         self.dynamo
             .get_item()
-            .table_name(&self.sync_table)
+            .table_name(&self.tables.sync)
             .key("pk", s(&format!("discount#{discount}")))
             .consistent_read(true)
             .send()
@@ -220,7 +207,7 @@ impl World {
     /// The order's `polarDiscountSyncAction`, if it was marked synced.
     pub async fn action(&self, id: &str) -> Option<String> {
         let order = self.order(id).await;
-        if order.get("polarDiscountSynced")?.as_bool().ok() != Some(&true) {
+        if !is_synced(&order) {
             return None;
         }
         Some(order.get("polarDiscountSyncAction")?.as_s().ok()?.clone())
@@ -275,72 +262,21 @@ impl World {
 
     /// Writes many orders as checkout does (`put_order`), 25 per `BatchWriteItem`.
     pub async fn put_orders(&self, orders: &[(String, Uuid, String)]) {
-        for chunk in orders.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|(id, discount_id, code)| {
-                    let put = PutRequest::builder()
-                        .set_item(Some(order_item(id, *discount_id, code)))
-                        .build()
-                        .expect("an item is set");
-                    WriteRequest::builder().put_request(put).build()
-                })
-                .collect();
-            while !requests.is_empty() {
-                let output = self
-                    .dynamo
-                    .batch_write_item()
-                    .request_items(&self.orders_table, requests)
-                    .send()
-                    .await
-                    .expect("orders written");
-                requests = output
-                    .unprocessed_items
-                    .and_then(|mut left| left.remove(&self.orders_table))
-                    .unwrap_or_default();
-            }
-        }
+        let orders: Vec<Order> = orders
+            .iter()
+            .map(|(id, discount, code)| Order {
+                id: id.clone(),
+                discount: *discount,
+                code: code.clone(),
+            })
+            .collect();
+        self.tables.put_orders(&self.dynamo, &orders).await;
     }
 
     /// Many order items by id, each read consistently (`BatchGetItem`, 100 per call).
     /// Orders that do not exist are absent from the map.
     pub async fn orders(&self, ids: &[String]) -> HashMap<String, HashMap<String, AttributeValue>> {
-        let mut found = HashMap::new();
-        for chunk in ids.chunks(100) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|id| HashMap::from([("id".to_owned(), s(id))]))
-                .collect();
-            while !keys.is_empty() {
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .expect("keys are set");
-                let output = self
-                    .dynamo
-                    .batch_get_item()
-                    .request_items(&self.orders_table, request)
-                    .send()
-                    .await
-                    .expect("orders read");
-                for item in output
-                    .responses
-                    .and_then(|mut tables| tables.remove(&self.orders_table))
-                    .unwrap_or_default()
-                {
-                    if let Some(id) = item.get("id").and_then(|v| v.as_s().ok()).cloned() {
-                        found.insert(id, item);
-                    }
-                }
-                keys = output
-                    .unprocessed_keys
-                    .and_then(|mut left| left.remove(&self.orders_table))
-                    .map(|left| left.keys)
-                    .unwrap_or_default();
-            }
-        }
-        found
+        self.tables.orders(&self.dynamo, ids).await
     }
 }
 
@@ -348,16 +284,6 @@ impl World {
 pub fn config_from(env: &[(String, String)]) -> Config {
     let env: HashMap<_, _> = env.iter().cloned().collect();
     Config::from_lookup(|name| env.get(name).cloned()).expect("test config is valid")
-}
-
-/// An order item as checkout writes it.
-fn order_item(id: &str, discount_id: Uuid, code: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("id".to_owned(), s(id)),
-        ("discountId".to_owned(), s(&discount_id.to_string())),
-        ("discountCode".to_owned(), s(code)),
-        ("total".to_owned(), AttributeValue::N("1990".into())),
-    ])
 }
 
 /// A DynamoDB client that counts the HTTP requests it sends (retries included).
@@ -388,32 +314,4 @@ impl Intercept for RequestCounter {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-}
-
-pub fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-async fn create_table(dynamo: &aws_sdk_dynamodb::Client, name: &str, key: &str) {
-    dynamo
-        .create_table()
-        .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(key)
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create table {name} in moto: {e:?}"));
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use lambda_driver::{FunctionProcess, Outcome, RuntimeApi};
 use serde_json::Value;
 
-use crate::event_source::Answer;
 use crate::machine;
+use test_kit::event_source::Answer;
 
 /// Lambda's init phase limit.
 const INIT_LIMIT: Duration = Duration::from_secs(10);

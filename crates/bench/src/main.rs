@@ -1,6 +1,6 @@
 //! `make bench`: drives the function binary through the Lambda Runtime API against moto
-//! (DynamoDB, SQS) and the Polar double with injected latency, with an SQS event source
-//! emulator pulling batches from a real moto queue. The original TypeScript algorithm,
+//! (DynamoDB, SQS) and the Polar double with injected latency, with the tests' SQS event source
+//! emulator (`test_kit`) pulling batches from a real moto queue. The original TypeScript algorithm,
 //! ported, runs in the same run as the baseline. Prints a Markdown report and writes it to
 //! a file. Timings are reported, never asserted.
 //!
@@ -12,10 +12,9 @@
 mod container;
 mod cost;
 mod counting_proxy;
-mod event_source;
-mod fixtures;
 mod machine;
 mod original;
+mod pollers;
 mod report;
 mod workloads;
 

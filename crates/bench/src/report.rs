@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cost::{self, CostPerMillion, Usage};
-use crate::event_source::QUEUE_DEPTH;
 use crate::machine::{BinaryFile, Machine};
 use crate::workloads::{
     Algorithm, Bench, CriticalPath, Measurement, Size, WorkloadSpec, FUNCTION_TIMEOUT,
     MAX_RECEIVE_COUNT, POLAR_REQUESTS_PER_MINUTE, VISIBILITY_TIMEOUT_SECS,
 };
+use test_kit::event_source::QUEUE_DEPTH;
 
 const MIB: f64 = 1024.0 * 1024.0;
 

@@ -8,20 +8,28 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use polar_double::{DiscountSeed, DoubleConfig, Fault, FaultAction, PolarDouble, RecordedRequest};
+use test_kit::event_source::Batching;
+use test_kit::queues::{QueueSettings, Queues};
+use test_kit::tables::{is_synced, Order, Tables};
+use test_kit::{aws_config, REGION};
 use uuid::Uuid;
 
 use crate::container::{Container, LogBytes};
 use crate::counting_proxy::{Capacity, CountingProxy, RequestCounts};
-use crate::event_source::{Batching, EventSource, Invoker, Progress};
-use crate::fixtures::{aws_config, Order, Queues, Tables, REGION};
 use crate::machine::{self, BinaryFile, Machine};
 use crate::original::OriginalSync;
+use crate::pollers::{Invoker, Pollers, Progress};
 
 /// The function's timeout: each invocation's deadline.
 pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(6);
 /// The source queue's visibility timeout: at least the function timeout, as AWS requires.
 pub const VISIBILITY_TIMEOUT_SECS: u32 = 6;
 pub const MAX_RECEIVE_COUNT: u32 = 5;
+const QUEUE_SETTINGS: QueueSettings = QueueSettings {
+    fifo: false,
+    visibility_timeout_secs: VISIBILITY_TIMEOUT_SECS,
+    max_receive_count: MAX_RECEIVE_COUNT,
+};
 /// Polar's organization-wide limit, enforced by the double with 429 and `retry-after`.
 pub const POLAR_REQUESTS_PER_MINUTE: u32 = 500;
 /// Every discount starts with this many uses left, so no workload reaches a last use.
@@ -433,7 +441,7 @@ impl Bench {
             return Vec::new();
         };
         let tables = Tables::create(&self.dynamo).await;
-        let queues = Queues::create(&self.sqs, VISIBILITY_TIMEOUT_SECS, MAX_RECEIVE_COUNT).await;
+        let queues = Queues::create(self.sqs.clone(), QUEUE_SETTINGS).await;
         let env = self.function_env(&tables, &queues, &polar, &proxy, 1);
         let mut times = Vec::new();
         for _ in 0..spawns {
@@ -449,7 +457,7 @@ impl Bench {
             }
         }
         tables.delete(&self.dynamo).await;
-        queues.delete(&self.sqs).await;
+        queues.delete().await;
         times
     }
 
@@ -495,8 +503,8 @@ impl Bench {
             Ok(invokers) => invokers,
             Err(error) => return Measurement::failed(spec, algorithm, error),
         };
-        let source = EventSource::new(self.sqs.clone(), setup.queues.clone());
-        if let Err(error) = self.warm_up(&source, &invokers, &setup).await {
+        let pollers = Pollers::new(setup.queues.clone());
+        if let Err(error) = self.warm_up(&pollers, &invokers, &setup).await {
             return Measurement::failed(spec, algorithm, error);
         }
 
@@ -509,7 +517,7 @@ impl Bench {
             .collect();
         let polar_baseline = setup.polar.requests().len();
         setup.polar.reset_rate_limit_window();
-        source
+        pollers
             .drain(
                 &invokers,
                 setup.plan.bodies.clone(),
@@ -532,14 +540,14 @@ impl Bench {
         }
 
         let mut measurement = self.check(spec, algorithm, &setup, polar_baseline).await;
-        measurement.progress = source.progress();
+        measurement.progress = pollers.progress();
         measurement.aws_requests = aws_requests;
         measurement.moto_busy = moto_busy;
         measurement.capacity = capacity;
         measurement.logged = logged;
         measurement.peak_rss_bytes = peak_rss_bytes;
         setup.tables.delete(&self.dynamo).await;
-        setup.queues.delete(&self.sqs).await;
+        setup.queues.delete().await;
         measurement
     }
 
@@ -565,7 +573,7 @@ impl Bench {
             .await
             .map_err(|e| format!("counting proxy: {e}"))?;
         let tables = Tables::create(&self.dynamo).await;
-        let queues = Queues::create(&self.sqs, VISIBILITY_TIMEOUT_SECS, MAX_RECEIVE_COUNT).await;
+        let queues = Queues::create(self.sqs.clone(), QUEUE_SETTINGS).await;
 
         let plan = Plan::new(spec);
         for (code, id) in &plan.discounts {
@@ -597,20 +605,20 @@ impl Bench {
     /// opened, the queue's redrive policy read. Then the counters start from zero.
     async fn warm_up(
         &self,
-        source: &EventSource,
+        pollers: &Pollers,
         invokers: &[Invoker],
         setup: &Setup,
     ) -> Result<(), String> {
         for (invoker, order) in invokers.iter().zip(&setup.warm_ups) {
-            setup.queues.send(&self.sqs, &[order.message_body()]).await;
-            if !source
+            setup.queues.send(&order.message_body(), None).await;
+            if !pollers
                 .poll_once(invoker, ONE_MESSAGE, FUNCTION_TIMEOUT)
                 .await
             {
                 return Err("the warm-up message was not received".into());
             }
         }
-        source.reset();
+        pollers.reset();
         setup.proxy.reset();
         Ok(())
     }
@@ -627,9 +635,16 @@ impl Bench {
         let plan = &setup.plan;
         let requests = setup.polar.requests().split_off(polar_baseline);
         let ids: Vec<String> = plan.orders.iter().map(|o| o.id.clone()).collect();
-        let synced = setup.tables.synced_orders(&self.dynamo, &ids).await;
+        let synced: HashSet<String> = (setup.tables.orders(&self.dynamo, &ids).await)
+            .into_iter()
+            .filter(|(_, order)| is_synced(order))
+            .map(|(id, _)| id)
+            .collect();
         let limits = LimitCheck::of(&setup.polar, plan, &synced);
-        let dead_letters = setup.queues.dead_letter_bodies(&self.sqs).await;
+        let dead_letters: Vec<String> = (setup.queues.dead_letters().await)
+            .into_iter()
+            .map(|letter| letter.body)
+            .collect();
         Measurement {
             algorithm,
             messages: spec.messages(),
