@@ -169,13 +169,7 @@ impl ItemTouched {
         for word in expression.split_whitespace() {
             if ["SET", "REMOVE", "ADD", "DELETE"].contains(&word) {
                 close_clause(clause, &mut text);
-                clause = if word == "SET" {
-                    "SET"
-                } else if word == "REMOVE" {
-                    "REMOVE"
-                } else {
-                    ""
-                };
+                clause = word;
             } else {
                 text.push_str(word);
                 text.push(' ');
