@@ -24,6 +24,7 @@ use crate::backoff::Backoff;
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, Journal, OrderId};
 use crate::ports::{Acquisition, Coordination, Discounts, HeldLease, Lease, OrderLedger};
+use crate::telemetry::Count;
 
 /// How long a lease outlives its invocation's deadline. Longer than the Polar request
 /// timeout, so a write still in flight when an invocation dies has landed (or failed)
@@ -182,6 +183,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             match acquisition {
                 Acquisition::Acquired { pending } => return Ok(pending),
                 Acquisition::Held(held) => {
+                    self.metrics.count(Count::LeaseWaitRequests, 1);
                     if !waiting.until_released(&held, deadline).await {
                         return Err(LeaseRefused::held(discount, held));
                     }

@@ -309,6 +309,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 {
                     QuickSync::Done(outcomes) => return outcomes,
                     QuickSync::Held(held) => {
+                        self.metrics.count(Count::LeaseWaitRequests, 1);
                         if !waiting.until_released(&held, deadline).await {
                             let refused = LeaseRefused::held(discount, held);
                             return failed_all(requests, refused.error, &refused.journaled);

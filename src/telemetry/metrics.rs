@@ -22,6 +22,9 @@ pub enum Count {
     DeadLettered,
     /// Messages that found their discount's lease held by another invocation.
     LeaseContention,
+    /// DynamoDB requests answered that another invocation holds the lease: what waiting
+    /// for a hot code costs.
+    LeaseWaitRequests,
     /// Journals left by an invocation that did not finish, resolved by the next holder.
     JournalsRecovered,
     /// Journals settled by the scheduled reconciliation.
@@ -69,6 +72,7 @@ impl Count {
             Self::PermanentFailures => "PermanentFailures",
             Self::DeadLettered => "DeadLettered",
             Self::LeaseContention => "LeaseContention",
+            Self::LeaseWaitRequests => "LeaseWaitRequests",
             Self::JournalsRecovered => "JournalsRecovered",
             Self::JournalsReconciled => "JournalsReconciled",
             Self::ReconciliationFailures => "ReconciliationFailures",

@@ -108,6 +108,38 @@ async fn a_waiter_looks_again_only_when_its_holder_is_expected_to_be_done() {
 }
 
 #[tokio::test]
+async fn a_waiter_refused_by_two_holders_in_turn_reports_two_lease_wait_requests() {
+    let s = Arc::new(syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    ));
+    steps_take(&s, Duration::from_millis(300));
+    hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    // Just before the first holder's expected end, a second one holds the lease, expected
+    // to be busy longer than a waiter waits.
+    let second_holder = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            steps_take(&s, Duration::from_secs(10));
+            hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+        })
+    };
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+    second_holder.await.unwrap();
+
+    let err = outcome.unwrap_err();
+    assert!(matches!(*err, SyncError::LeaseHeld { .. }), "{err}");
+    assert_eq!(s.store().lease_requests(), 2);
+    assert_eq!(
+        s.metrics()
+            .take()
+            .count(crate::telemetry::Count::LeaseWaitRequests),
+        2
+    );
+}
+
+#[tokio::test]
 async fn a_waiter_that_cannot_use_the_one_write_start_still_asks_for_the_lease_once() {
     let s = syncer(
         InMemoryStore::default().with_order("o1", DISCOUNT, "X"),

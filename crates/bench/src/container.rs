@@ -29,6 +29,9 @@ pub struct LogBytes {
     pub lines: u64,
     /// Of `bytes`, those of the EMF documents (lines with an `"_aws"` member).
     pub emf_bytes: u64,
+    /// The function's `LeaseWaitRequests` metric, summed over its EMF documents: its DynamoDB
+    /// requests answered that another invocation holds the lease.
+    pub lease_wait_requests: u64,
 }
 
 impl LogBytes {
@@ -36,6 +39,7 @@ impl LogBytes {
         self.bytes += other.bytes;
         self.lines += other.lines;
         self.emf_bytes += other.emf_bytes;
+        self.lease_wait_requests += other.lease_wait_requests;
     }
 
     fn of(text: &[u8]) -> LogBytes {
@@ -47,10 +51,18 @@ impl LogBytes {
             counted.lines += 1;
             if line.windows(6).any(|w| w == b"\"_aws\"") {
                 counted.emf_bytes += line.len() as u64;
+                counted.lease_wait_requests += lease_wait_requests_in(line);
             }
         }
         counted
     }
+}
+
+fn lease_wait_requests_in(emf_document: &[u8]) -> u64 {
+    serde_json::from_slice::<Value>(emf_document)
+        .ok()
+        .and_then(|document| document.get("LeaseWaitRequests")?.as_u64())
+        .unwrap_or(0)
 }
 
 pub struct Container {
@@ -186,5 +198,11 @@ mod tests {
         assert_eq!(counted.lines, 3);
         assert_eq!(counted.emf_bytes, 41);
         assert_eq!(LogBytes::of(b""), LogBytes::default());
+    }
+
+    #[test]
+    fn lease_wait_requests_are_summed_over_the_emf_documents() {
+        let log = b"{\"_aws\":{},\"LeaseWaitRequests\":2}\n{\"message\":\"LeaseWaitRequests\"}\n{\"_aws\":{},\"OrdersDecremented\":1}\n{\"_aws\":{},\"LeaseWaitRequests\":3}\n";
+        assert_eq!(LogBytes::of(log).lease_wait_requests, 5);
     }
 }

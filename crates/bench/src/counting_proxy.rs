@@ -9,6 +9,9 @@
 //! one of them and the others queue behind it. No schedule of the same requests can finish
 //! sooner than that.
 //!
+//! It keeps each request in arrival order, with what its DynamoDB items set and remove, for
+//! the critical path's list of requests and why each is needed (`request_reasons`).
+//!
 //! And it adds up the DynamoDB capacity those requests consume on an on-demand table, from
 //! their bodies ([`Capacity`]), for the cost per redemption.
 
@@ -24,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::Value;
 use tokio::task::JoinHandle;
+
+use crate::request_reasons::{AwsRequest, ItemTouched};
 
 /// Requests by `X-Amz-Target` (or `other` without one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -208,6 +213,7 @@ struct Upstream {
     base: String,
     client: reqwest::Client,
     counts: Mutex<RequestCounts>,
+    requests: Mutex<Vec<AwsRequest>>,
     capacity: Mutex<Capacity>,
     occupancy: Mutex<Occupancy>,
 }
@@ -227,6 +233,7 @@ impl CountingProxy {
             base: upstream.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
             counts: Mutex::default(),
+            requests: Mutex::default(),
             capacity: Mutex::default(),
             occupancy: Mutex::default(),
         });
@@ -251,6 +258,11 @@ impl CountingProxy {
         self.upstream.counts.lock().unwrap().clone()
     }
 
+    /// Every request forwarded, in arrival order.
+    pub fn requests(&self) -> Vec<AwsRequest> {
+        self.upstream.requests.lock().unwrap().clone()
+    }
+
     /// The DynamoDB request units those requests consumed (see [`Capacity`]).
     pub fn capacity(&self) -> Capacity {
         *self.upstream.capacity.lock().unwrap()
@@ -264,6 +276,7 @@ impl CountingProxy {
     /// Forget what was counted and timed so far (after a warm-up).
     pub fn reset(&self) {
         *self.upstream.counts.lock().unwrap() = RequestCounts::default();
+        self.upstream.requests.lock().unwrap().clear();
         *self.upstream.capacity.lock().unwrap() = Capacity::default();
         self.upstream
             .occupancy
@@ -280,6 +293,7 @@ impl Drop for CountingProxy {
 }
 
 async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Response {
+    let arrived = Instant::now();
     let (parts, body) = request.into_parts();
     let target = parts
         .headers
@@ -302,6 +316,14 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
     let dynamodb_request = target
         .starts_with("DynamoDB_")
         .then(|| serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null));
+    let operation = target.rsplit('.').next().unwrap_or(&target);
+    upstream.requests.lock().unwrap().push(AwsRequest {
+        arrived,
+        target: target.clone(),
+        items: dynamodb_request
+            .as_ref()
+            .map_or_else(Vec::new, |body| ItemTouched::of_request(operation, body)),
+    });
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut headers = parts.headers;
     remove_hop_by_hop(&mut headers);

@@ -6,7 +6,7 @@
 //!
 //! Usage: `polar-sync-bench [--size full|tiny] [--polar-latency-ms 50]
 //! [--binary target/release/polar-discount-sync] [--out bench-results/latest.md]
-//! [--workloads 1,2,3,4,5] [--no-original] [--command "make bench"]`
+//! [--workloads 1,2,3,4,4b,5] [--no-original] [--command "make bench"]`
 //! with `AWS_ENDPOINT_URL` pointing at moto (`scripts/with-moto.sh` sets it).
 
 mod container;
@@ -16,6 +16,7 @@ mod machine;
 mod original;
 mod pollers;
 mod report;
+mod request_reasons;
 mod workloads;
 
 use std::path::PathBuf;
@@ -24,13 +25,16 @@ use std::time::{Duration, Instant};
 
 use workloads::{Algorithm, Bench, Size};
 
+/// Every workload, in the order they run: 4b is 4's flash sale in batches of 10.
+const WORKLOADS: [&str; 6] = ["1", "2", "3", "4", "4b", "5"];
+
 #[derive(Debug)]
 struct Args {
     size: Size,
     polar_latency: Duration,
     binary: PathBuf,
     out: PathBuf,
-    workloads: Vec<usize>,
+    workloads: Vec<String>,
     original: bool,
     command: String,
 }
@@ -41,7 +45,7 @@ fn parse_args() -> Result<Args, String> {
         polar_latency: Duration::from_millis(50),
         binary: PathBuf::from("target/release/polar-discount-sync"),
         out: PathBuf::from("bench-results/latest.md"),
-        workloads: vec![1, 2, 3, 4, 5],
+        workloads: WORKLOADS.iter().map(|id| id.to_string()).collect(),
         original: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
@@ -68,9 +72,12 @@ fn parse_args() -> Result<Args, String> {
             "--workloads" => {
                 args.workloads = value()?
                     .split(',')
-                    .map(|n| match n.trim().parse() {
-                        Ok(n @ 1..=5) => Ok(n),
-                        _ => Err(format!("--workloads takes numbers 1 to 5, not {n}")),
+                    .map(|id| match id.trim() {
+                        id if WORKLOADS.contains(&id) => Ok(id.to_owned()),
+                        _ => Err(format!(
+                            "--workloads takes {}, not {id}",
+                            WORKLOADS.join(",")
+                        )),
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -79,7 +86,7 @@ fn parse_args() -> Result<Args, String> {
             "--help" | "-h" => {
                 return Err(
                     "usage: polar-sync-bench [--size full|tiny] [--polar-latency-ms N] \
-                     [--binary PATH] [--out PATH] [--workloads 1,2,3,4,5] [--no-original] \
+                     [--binary PATH] [--out PATH] [--workloads 1,2,3,4,4b,5] [--no-original] \
                      [--command LABEL]"
                         .into(),
                 )
@@ -129,22 +136,34 @@ async fn run(args: Args, moto: &str) -> ExitCode {
     results.start_times = bench.start_times().await;
     println!("==> critical path: one lone message for one discount");
     results.critical_path = bench.critical_path().await;
-    for number in &args.workloads {
-        let spec = bench.workload(*number);
-        println!("==> workload {number}: {}", spec.title);
+    for id in &args.workloads {
+        let spec = bench
+            .workload(id)
+            .expect("the arguments name only known workloads");
+        println!("==> workload {id}: {}", spec.title);
         let function = bench.run(&spec, Algorithm::Function).await;
         println!("    function: {}", function.one_line());
-        let original = if args.original && spec.with_original {
-            let original = bench.run(&spec, Algorithm::Original).await;
-            println!("    original: {}", original.one_line());
-            Some(original)
-        } else {
-            None
+        let same_original_run = results
+            .workloads
+            .iter()
+            .find(|earlier| earlier.original.is_some() && spec.same_original_run_as(&earlier.spec));
+        let (original, original_of) = match same_original_run {
+            Some(earlier) if spec.with_original => {
+                println!("    original: workload {}'s run, the same", earlier.spec.id);
+                (earlier.original.clone(), Some(earlier.spec.id))
+            }
+            _ if args.original && spec.with_original => {
+                let original = bench.run(&spec, Algorithm::Original).await;
+                println!("    original: {}", original.one_line());
+                (Some(original), None)
+            }
+            _ => (None, None),
         };
         results.workloads.push(report::WorkloadResult {
             spec,
             function,
             original,
+            original_of,
         });
     }
     results.bench_duration = started.elapsed();

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use polar_double::{DiscountSeed, DoubleConfig, Fault, FaultAction, PolarDouble, RecordedRequest};
@@ -19,6 +19,7 @@ use crate::counting_proxy::{Capacity, CountingProxy, RequestCounts};
 use crate::machine::{self, BinaryFile, Machine};
 use crate::original::OriginalSync;
 use crate::pollers::{Invoker, Pollers, Progress};
+use crate::request_reasons::{self, ExplainedRequest};
 
 /// The function's timeout: each invocation's deadline.
 pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(6);
@@ -69,7 +70,7 @@ impl Algorithm {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscountSpec {
     pub code: String,
     pub orders: usize,
@@ -89,7 +90,8 @@ impl DiscountSpec {
 
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
-    pub number: usize,
+    /// `1` to `5`, and `4b` for the flash sale in batches of 10.
+    pub id: &'static str,
     pub title: String,
     pub containers: usize,
     pub discounts: Vec<DiscountSpec>,
@@ -99,6 +101,9 @@ pub struct WorkloadSpec {
     pub bound: Duration,
     /// The code whose Polar requests per redemption are reported on their own.
     pub hot_code: Option<String>,
+    /// How the event source batches the function's messages (the original's are always
+    /// Lambda's defaults).
+    pub function_batching: Batching,
 }
 
 impl WorkloadSpec {
@@ -113,15 +118,29 @@ impl WorkloadSpec {
         self.discounts.iter().map(|d| d.orders).sum()
     }
 
+    pub fn batching(&self, algorithm: Algorithm) -> Batching {
+        match algorithm {
+            Algorithm::Function => self.function_batching,
+            Algorithm::Original => algorithm.batching(),
+        }
+    }
+
+    /// Whether `other` runs the original algorithm on the same messages with the same
+    /// containers: its measurement stands for this workload's too.
+    pub fn same_original_run_as(&self, other: &WorkloadSpec) -> bool {
+        self.discounts == other.discounts && self.containers == other.containers
+    }
+
     fn lone_message() -> WorkloadSpec {
         WorkloadSpec {
-            number: 0,
+            id: "0",
             title: "one lone message for one discount".into(),
             containers: 1,
             discounts: vec![DiscountSpec::new("LONE", 1, 0)],
             with_original: false,
             bound: Duration::from_secs(60),
             hot_code: None,
+            function_batching: Algorithm::Function.batching(),
         }
     }
 }
@@ -165,6 +184,8 @@ pub struct Measurement {
     pub limit_excess: i64,
     /// The largest `VmHWM` among the function's containers.
     pub peak_rss_bytes: Option<u64>,
+    /// Every AWS and Polar request of the run, in order, with why it is needed.
+    pub requests_in_order: Vec<ExplainedRequest>,
     /// Why the run could not be done, if it could not.
     pub failure: Option<String>,
 }
@@ -191,6 +212,7 @@ impl Measurement {
             discounts_matching_synced: 0,
             limit_excess: 0,
             peak_rss_bytes: None,
+            requests_in_order: Vec::new(),
             failure: Some(why),
         }
     }
@@ -205,6 +227,16 @@ impl Measurement {
 
     pub fn per_message(&self, count: u64) -> f64 {
         count as f64 / self.messages.max(1) as f64
+    }
+
+    pub fn per_redemption(&self, count: u64) -> f64 {
+        count as f64 / self.orders.max(1) as f64
+    }
+
+    /// DynamoDB requests answered that another invocation held the lease (the function's
+    /// own count, from its EMF documents; the original takes no lease).
+    pub fn lease_wait_requests(&self) -> u64 {
+        self.logged.lease_wait_requests
     }
 
     /// Over the wall time, or until the run was given up on if it did not drain.
@@ -232,12 +264,13 @@ impl Measurement {
             None => "did not drain".into(),
         };
         format!(
-            "{wall}, {} invocations, {} Polar requests ({} × 429), {} DynamoDB requests, \
-             {} dead-lettered, exactly once: {}",
+            "{wall}, {} invocations, {} Polar requests ({} × 429), {} DynamoDB requests \
+             ({} lease waits), {} dead-lettered, exactly once: {}",
             self.progress.invocations,
             self.polar_requests,
             self.polar_429s,
             self.aws_requests.dynamodb(),
+            self.lease_wait_requests(),
             self.dead_letters,
             if self.exactly_once() { "yes" } else { "NO" },
         )
@@ -304,6 +337,8 @@ impl Plan {
 /// What one run works on, all its own.
 struct Setup {
     polar: PolarDouble,
+    /// Taken just before the double started, the origin of its requests' times.
+    polar_started: Instant,
     proxy: CountingProxy,
     tables: Tables,
     queues: Queues,
@@ -338,12 +373,14 @@ impl Bench {
         }
     }
 
-    pub fn workload(&self, number: usize) -> WorkloadSpec {
+    /// Workload `id`; `None` for an id that names none.
+    pub fn workload(&self, id: &str) -> Option<WorkloadSpec> {
         let tiny = self.size == Size::Tiny;
         let minutes = |m: u64| Duration::from_secs(60 * m);
-        match number {
-            1 => WorkloadSpec {
-                number,
+        let template = Algorithm::Function.batching();
+        let spec = match id {
+            "1" => WorkloadSpec {
+                id: "1",
                 title: "10 messages for 10 distinct discounts, one batch, one container".into(),
                 containers: 1,
                 discounts: (1..=10)
@@ -352,18 +389,20 @@ impl Bench {
                 with_original: true,
                 bound: minutes(2),
                 hot_code: None,
+                function_batching: template,
             },
-            2 => WorkloadSpec {
-                number,
+            "2" => WorkloadSpec {
+                id: "2",
                 title: "10 messages for one discount, one batch, one container".into(),
                 containers: 1,
                 discounts: vec![DiscountSpec::new("SAME", 10, 0)],
                 with_original: true,
                 bound: minutes(2),
                 hot_code: Some("SAME".into()),
+                function_batching: template,
             },
-            3 => WorkloadSpec {
-                number,
+            "3" => WorkloadSpec {
+                id: "3",
                 title: "mixed batch: 4 messages for one discount (one a duplicate), 3 for \
                         another, 3 singles; one batch, one container"
                     .into(),
@@ -378,30 +417,14 @@ impl Bench {
                 with_original: true,
                 bound: minutes(2),
                 hot_code: None,
+                function_batching: template,
             },
-            4 => {
-                let (hot, quiet, containers) = if tiny { (20, 1, 2) } else { (400, 5, 4) };
-                let mut discounts = vec![DiscountSpec::new("FLASH", hot, hot / 10)];
-                discounts.extend((1..=3).map(|n| DiscountSpec::new(format!("QUIET{n}"), quiet, 0)));
-                WorkloadSpec {
-                    number,
-                    title: format!(
-                        "flash sale: one code redeemed by {hot} orders at once (+{} duplicate \
-                         messages) next to 3 quiet codes ({quiet} orders each), {containers} \
-                         containers",
-                        hot / 10
-                    ),
-                    containers,
-                    discounts,
-                    with_original: true,
-                    bound: minutes(10),
-                    hot_code: Some("FLASH".into()),
-                }
-            }
-            5 => {
+            "4" => self.flash_sale("4", "", template),
+            "4b" => self.flash_sale("4b", ", batches of 10", Batching::LAMBDA_DEFAULT),
+            "5" => {
                 let (codes, per_code, containers) = if tiny { (5, 2, 2) } else { (50, 40, 4) };
                 WorkloadSpec {
-                    number,
+                    id: "5",
                     title: format!(
                         "sustained: {} messages across {codes} discounts, {containers} containers",
                         codes * per_code
@@ -413,9 +436,38 @@ impl Bench {
                     with_original: false,
                     bound: minutes(20),
                     hot_code: None,
+                    function_batching: template,
                 }
             }
-            other => panic!("no workload {other}"),
+            _ => return None,
+        };
+        Some(spec)
+    }
+
+    /// One code redeemed by many orders at once, next to quiet codes; the function's messages
+    /// batched as `batching`.
+    fn flash_sale(&self, id: &'static str, batched: &str, batching: Batching) -> WorkloadSpec {
+        let (hot, quiet, containers) = if self.size == Size::Tiny {
+            (20, 1, 2)
+        } else {
+            (400, 5, 4)
+        };
+        let mut discounts = vec![DiscountSpec::new("FLASH", hot, hot / 10)];
+        discounts.extend((1..=3).map(|n| DiscountSpec::new(format!("QUIET{n}"), quiet, 0)));
+        WorkloadSpec {
+            id,
+            title: format!(
+                "flash sale{batched}: one code redeemed by {hot} orders at once (+{} duplicate \
+                 messages) next to 3 quiet codes ({quiet} orders each), {containers} \
+                 containers; the function's batches {batching}",
+                hot / 10
+            ),
+            containers,
+            discounts,
+            with_original: true,
+            bound: Duration::from_secs(600),
+            hot_code: Some("FLASH".into()),
+            function_batching: batching,
         }
     }
 
@@ -521,7 +573,7 @@ impl Bench {
             .drain(
                 &invokers,
                 setup.plan.bodies.clone(),
-                algorithm.batching(),
+                spec.batching(algorithm),
                 FUNCTION_TIMEOUT,
                 spec.bound,
             )
@@ -554,6 +606,7 @@ impl Bench {
     /// The run's own Polar double (with the latency, Polar's rate limit, the discounts),
     /// counting proxy, tables (with the orders) and queues.
     async fn set_up(&self, spec: &WorkloadSpec) -> Result<Setup, String> {
+        let polar_started = Instant::now();
         let polar = PolarDouble::start_with(DoubleConfig {
             token: Some(TOKEN.into()),
             rate_limit_per_minute: Some(POLAR_REQUESTS_PER_MINUTE),
@@ -593,6 +646,7 @@ impl Bench {
         tables.put_orders(&self.dynamo, &all_orders).await;
         Ok(Setup {
             polar,
+            polar_started,
             proxy,
             tables,
             queues,
@@ -668,6 +722,11 @@ impl Bench {
             discounts_matching_synced: limits.matching_synced,
             limit_excess: limits.excess,
             peak_rss_bytes: None,
+            requests_in_order: request_reasons::in_order(
+                &setup.proxy.requests(),
+                &requests,
+                setup.polar_started,
+            ),
             failure: None,
         }
     }

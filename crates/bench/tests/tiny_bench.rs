@@ -1,5 +1,5 @@
 //! CI runs the tiny bench, so that `make bench` keeps working: every workload, both
-//! algorithms, the report. Against the debug function binary that `cargo test --workspace`
+//! algorithms, the report and its columns. Against the debug function binary that `cargo test --workspace`
 //! builds (a release build would add minutes to CI). Timings are printed, never asserted.
 
 use std::path::PathBuf;
@@ -47,13 +47,28 @@ fn the_tiny_bench_runs_every_workload_and_writes_its_report() {
         "## 2. ",
         "## 3. ",
         "## 4. ",
+        "## 4b. ",
         "## 5. ",
         "## Cost per million redemptions",
         "## Start time and footprint",
-        "## Targets (issue 10)",
+        "## Targets (issues 10 and 23)",
     ] {
         assert!(written.contains(section), "no {section:?} in:\n{written}");
     }
+    for column in [
+        "| lease-wait req/message |",
+        "| of which lease-wait requests (per message) |",
+        "| other DynamoDB requests per message |",
+        "| DynamoDB requests (per message, per redemption) |",
+        "Its requests in the order they arrived, and why each is needed",
+        "1. DynamoDB TransactWriteItems [takes the lease, claims an order]: ",
+    ] {
+        assert!(written.contains(column), "no {column:?} in:\n{written}");
+    }
+    assert!(
+        !written.contains("(no reason on file)"),
+        "the lone message made a request nobody explained:\n{written}"
+    );
     assert!(
         !written.contains("not run because"),
         "a workload could not run:\n{written}"
