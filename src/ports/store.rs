@@ -76,6 +76,8 @@ pub struct HeldLease {
     /// When its holder will likely give it up: the time it was taken plus the last
     /// measured step on the discount; `None` when no step was measured yet.
     pub expected_release_at_ms: Option<u64>,
+    /// How long the discount's last measured step took, if one was measured.
+    pub last_step_ms: Option<u64>,
     /// The orders of its pending journal, if it has one.
     pub journaled: Vec<OrderId>,
 }
@@ -91,6 +93,7 @@ impl HeldLease {
         Self {
             expires_at_ms,
             expected_release_at_ms: taken_at_ms.zip(last_step_ms).map(|(at, step)| at + step),
+            last_step_ms,
             journaled,
         }
     }

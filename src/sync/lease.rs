@@ -37,12 +37,15 @@ const LEASE_WAIT: Duration = Duration::from_secs(3);
 /// several containers do not all look at the same instant.
 const LOOK_SPREAD: Duration = Duration::from_millis(20);
 /// The pauses between looks when the holder's end cannot be expected (no step measured
-/// yet, or the holder is past it): a few looks a second at most, so that a slow holder is
-/// not hammered.
-const OVERDUE_POLL: Backoff = Backoff {
+/// yet): a few looks a second at most, so that a slow holder is not hammered.
+const UNKNOWN_END_POLL: Backoff = Backoff {
     base: Duration::from_millis(100),
     max: Duration::from_millis(400),
 };
+/// The shortest first pause after a holder is found past its expected end.
+const OVERDUE_FIRST_LOOK: Duration = Duration::from_millis(20);
+/// The longest pause between looks at a holder past its expected end.
+const OVERDUE_MAX_PAUSE: Duration = Duration::from_millis(400);
 
 /// A new lease for a step that starts now and must end by `deadline`.
 pub(super) fn lease_until(deadline: Deadline) -> Lease {
@@ -53,18 +56,36 @@ pub(super) fn lease_until(deadline: Deadline) -> Lease {
     }
 }
 
-/// How long a waiter has waited for a discount's holders, and how often it looked.
+/// How long a waiter has waited for a discount's holders, and how often in a row it found
+/// one past its expected end.
 #[derive(Default)]
 pub(super) struct Waiting {
-    looks: u32,
+    overdue_looks: u32,
     waited: Duration,
+}
+
+/// How long to sleep before looking at `held` again. A holder expected to be done later is
+/// looked at then. A holder past its expected end is usually just finishing (steps vary by
+/// a few tens of milliseconds), so it is looked at again after a quarter of its last step,
+/// doubling while it stays late: a free lease is not left idle for a fixed poll interval.
+fn pause_before_next_look(held: &HeldLease, now_ms: u64, overdue_looks: u32) -> Duration {
+    match (held.expected_release_at_ms, held.last_step_ms) {
+        (Some(at_ms), _) if at_ms > now_ms => {
+            Duration::from_millis(at_ms - now_ms) + LOOK_SPREAD.mul_f64(fastrand::f64())
+        }
+        (_, Some(step_ms)) => Backoff {
+            base: (Duration::from_millis(step_ms) / 4).max(OVERDUE_FIRST_LOOK),
+            max: OVERDUE_MAX_PAUSE,
+        }
+        .equal_jitter(overdue_looks),
+        (_, None) => UNKNOWN_END_POLL.equal_jitter(overdue_looks),
+    }
 }
 
 impl Waiting {
     /// Sleeps until `held`'s holder is expected to be done, if that is worth waiting for;
     /// false when the waiter should give its messages back instead.
     pub(super) async fn until_released(&mut self, held: &HeldLease, deadline: Deadline) -> bool {
-        self.looks += 1;
         let now_ms = epoch_ms(SystemTime::now());
         // A holder past its own deadline is dead or left a write pending: its lease frees
         // only at expiry, so waiting is pointless if that is too late.
@@ -74,12 +95,11 @@ impl Waiting {
             <= now_ms;
         let frees_too_late =
             held.expires_at_ms + START_MARGIN.as_millis() as u64 > deadline.epoch_ms();
-        let pause = match held.expected_release_at_ms {
-            Some(at_ms) if at_ms > now_ms => {
-                Duration::from_millis(at_ms - now_ms) + LOOK_SPREAD.mul_f64(fastrand::f64())
-            }
-            _ => OVERDUE_POLL.equal_jitter(self.looks),
-        };
+        let overdue = held
+            .expected_release_at_ms
+            .is_none_or(|at_ms| at_ms <= now_ms);
+        self.overdue_looks = if overdue { self.overdue_looks + 1 } else { 0 };
+        let pause = pause_before_next_look(held, now_ms, self.overdue_looks);
         if (holder_gone && frees_too_late)
             || self.waited + pause > LEASE_WAIT
             || deadline.remaining() < pause + START_MARGIN
@@ -204,5 +224,46 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             warn!(error = %crate::error_chain(&err), discountId = %discount,
                 "could not release the lease; it will expire");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(expected_release_at_ms: Option<u64>, last_step_ms: Option<u64>) -> HeldLease {
+        HeldLease {
+            expires_at_ms: u64::MAX,
+            expected_release_at_ms,
+            last_step_ms,
+            journaled: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_holder_expected_to_be_done_later_is_looked_at_then() {
+        let pause = pause_before_next_look(&held(Some(1_300), Some(150)), 1_000, 0);
+        assert!(pause >= Duration::from_millis(300) && pause <= Duration::from_millis(320));
+    }
+
+    #[test]
+    fn a_holder_past_its_expected_end_is_looked_at_again_after_a_quarter_of_its_step_then_less_often(
+    ) {
+        let late = held(Some(1_000), Some(160));
+        let pauses: Vec<Duration> = (1..=6)
+            .map(|looks| pause_before_next_look(&late, 1_010, looks))
+            .collect();
+        let within = |pause: Duration, low: u64, high: u64| {
+            pause >= Duration::from_millis(low) && pause <= Duration::from_millis(high)
+        };
+        assert!(within(pauses[0], 20, 40), "{pauses:?}");
+        assert!(within(pauses[1], 40, 80), "{pauses:?}");
+        assert!(within(pauses[5], 200, 400), "{pauses:?}");
+    }
+
+    #[test]
+    fn a_holder_whose_step_was_never_measured_is_looked_at_a_few_times_a_second() {
+        let pause = pause_before_next_look(&held(None, None), 1_000, 1);
+        assert!(pause >= Duration::from_millis(50) && pause <= Duration::from_millis(100));
     }
 }
