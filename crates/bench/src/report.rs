@@ -611,55 +611,82 @@ fn targets(out: &mut String, r: &Results) {
         measured: rate(flash_rate),
         met: flash_rate.map(|x| x >= 1500.0),
     });
-    let flash_over_original = flash.and_then(|w| {
-        Some(w.function.redemptions_per_minute()? / w.original.as_ref()?.redemptions_per_minute()?)
-    });
-    rows.push(Target {
-        name: "flash sale: ≥ 5× the original's redemptions/min",
-        measured: times(flash_over_original),
-        met: flash_over_original.map(|x| x >= 5.0),
-    });
-    rows.push(Target {
-        name: "flash sale: 0 × 429",
-        measured: flash.map_or("–".into(), |w| format!("{} × 429", w.function.polar_429s)),
-        met: flash.map(|w| w.function.polar_429s == 0),
-    });
-    rows.push(Target {
-        name: "flash sale: 0 valid orders dead-lettered",
-        measured: flash.map_or("–".into(), |w| {
-            format!("{} valid orders", w.function.dead_lettered_orders)
-        }),
-        met: flash.map(|w| w.function.dead_lettered_orders == 0),
-    });
-    rows.push(Target {
-        name: "flash sale: exactly once",
-        measured: flash.map_or("–".into(), |w| {
-            format!(
-                "limit off by {:+}, {} of {} orders synced",
-                w.function.limit_excess, w.function.orders_synced, w.function.orders
+    // Both batchings of the flash sale: the template's (4) and Lambda's default, FIFO's most (4b).
+    for (flash_sale, [faster, no_429, none_dead_lettered, exactly_once, dynamo]) in [
+        (
+            flash,
+            [
+                "flash sale: ≥ 5× the original's redemptions/min",
+                "flash sale: 0 × 429",
+                "flash sale: 0 valid orders dead-lettered",
+                "flash sale: exactly once",
+                "flash sale: ≤ 1.3 DynamoDB requests per message (issue 23)",
+            ],
+        ),
+        (
+            flash_in_tens,
+            [
+                "flash sale in batches of 10: ≥ 5× the original's redemptions/min (issue 23)",
+                "flash sale in batches of 10: 0 × 429",
+                "flash sale in batches of 10: 0 valid orders dead-lettered",
+                "flash sale in batches of 10: exactly once",
+                "flash sale in batches of 10: ≤ 1.3 DynamoDB requests per message (issue 23)",
+            ],
+        ),
+    ] {
+        let over_original = flash_sale.and_then(|w| {
+            Some(
+                w.function.redemptions_per_minute()?
+                    / w.original.as_ref()?.redemptions_per_minute()?,
             )
-        }),
-        met: flash.map(|w| w.function.exactly_once()),
-    });
+        });
+        rows.push(Target {
+            name: faster,
+            measured: times(over_original),
+            met: over_original.map(|x| x >= 5.0),
+        });
+        rows.push(Target {
+            name: no_429,
+            measured: flash_sale
+                .map_or("–".into(), |w| format!("{} × 429", w.function.polar_429s)),
+            met: flash_sale.map(|w| w.function.polar_429s == 0),
+        });
+        rows.push(Target {
+            name: none_dead_lettered,
+            measured: flash_sale.map_or("–".into(), |w| {
+                format!("{} valid orders", w.function.dead_lettered_orders)
+            }),
+            met: flash_sale.map(|w| w.function.dead_lettered_orders == 0),
+        });
+        rows.push(Target {
+            name: exactly_once,
+            measured: flash_sale.map_or("–".into(), |w| {
+                format!(
+                    "limit off by {:+}, {} of {} orders synced",
+                    w.function.limit_excess, w.function.orders_synced, w.function.orders
+                )
+            }),
+            met: flash_sale.map(|w| w.function.exactly_once()),
+        });
+        rows.push(Target {
+            name: dynamo,
+            measured: flash_sale.map_or("–".into(), |w| {
+                format!(
+                    "{} requests/message, of which {} lease waits",
+                    per(&w.function, w.function.aws_requests.dynamodb()),
+                    lease_waits_per_message(&w.function)
+                )
+            }),
+            met: flash_sale
+                .map(|w| w.function.per_message(w.function.aws_requests.dynamodb()) <= 1.3),
+        });
+    }
     let hot = flash.and_then(|w| w.function.hot);
     let hot_per_redemption = hot.map(|h| h.requests as f64 / h.orders.max(1) as f64);
     rows.push(Target {
         name: "flash sale: ≤ 0.2 Polar requests per redemption on the hot code",
         measured: hot_per_redemption.map_or("–".into(), |x| format!("{x:.3} requests")),
         met: hot_per_redemption.map(|x| x <= 0.2),
-    });
-    let tens_dynamo =
-        flash_in_tens.map(|w| w.function.per_message(w.function.aws_requests.dynamodb()));
-    rows.push(Target {
-        name: "flash sale in batches of 10: ≤ 1.3 DynamoDB requests per message (issue 23)",
-        measured: flash_in_tens.map_or("–".into(), |w| {
-            format!(
-                "{} requests/message, of which {} lease waits",
-                per(&w.function, w.function.aws_requests.dynamodb()),
-                lease_waits_per_message(&w.function)
-            )
-        }),
-        met: tens_dynamo.map(|x| x <= 1.3),
     });
     let ten_ratio = ten_discounts.and_then(|w| r.ratio_to_critical_path(&w.function));
     rows.push(Target {
