@@ -74,8 +74,6 @@ pub struct TurnedAway(AtomicU32);
 /// step reserves its slots, or ends without), later checks count them as already taken.
 pub struct StepRoom<'a> {
     steps_let_in: &'a AtomicU32,
-    /// How long until the budget has the step's slots, as the check found it.
-    pub ready_in: Duration,
 }
 
 impl Drop for StepRoom<'_> {
@@ -240,14 +238,12 @@ impl<D: Discounts> GuardedPolar<D> {
         deadline: Deadline,
         turned_away: &TurnedAway,
     ) -> Result<StepRoom<'_>, PolarFailure> {
-        let mut room = StepRoom {
+        let room = StepRoom {
             steps_let_in: &self.steps_let_in,
-            ready_in: Duration::ZERO,
         };
         let ahead = self.steps_let_in.fetch_add(1, Ordering::SeqCst);
         if let Some(rate) = self.limiter() {
-            room.ready_in = rate.ready_in(2 * (ahead + 1));
-            if room.ready_in > Self::max_wait(deadline) {
+            if rate.ready_in(2 * (ahead + 1)) > Self::max_wait(deadline) {
                 let before = turned_away.0.fetch_add(1, Ordering::SeqCst);
                 let wait = rate.ready_in(2 * (ahead + before + 1));
                 return Err(over_budget(OverBudget { wait }));

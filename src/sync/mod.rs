@@ -295,14 +295,10 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         if deadline.remaining() < START_MARGIN {
             return failed_all(requests, SyncError::DeadlineTooClose, &[]);
         }
-        let room = match self.polar.check_room_for_step(deadline, turned_away) {
-            Ok(room) => room,
+        let mut room = match self.polar.check_room_for_step(deadline, turned_away) {
+            Ok(room) => Some(room),
             Err(over_budget) => return failed_all(requests, over_budget.into(), &[]),
         };
-        // The step waits for its Polar budget before it takes the lease, not while it holds
-        // it: on a hot code, another container whose budget has room goes meanwhile.
-        tokio::time::sleep(room.ready_in).await;
-        let mut room = Some(room);
         let lease = lease_until(deadline);
         let mut waiting = Waiting::default();
         if let Claiming::AllAtOnce = claiming {

@@ -636,32 +636,3 @@ async fn steps_of_one_discount_in_one_container_take_turns_instead_of_giving_mes
     );
     assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(3)));
 }
-
-#[tokio::test]
-async fn a_step_waits_for_its_rate_budget_before_it_takes_the_lease_not_while_holding_it() {
-    let s = syncer(
-        InMemoryStore::default()
-            .with_order("o1", DISCOUNT, "X")
-            .with_order("o2", DISCOUNT, "X"),
-        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
-    )
-    // Two requests at once, then one every half second.
-    .with_rate_limiter(RateLimiter::per_minute(120, 2));
-    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
-
-    let started = std::time::Instant::now();
-    let outcome = sync_one(&s, request("o2", DISCOUNT, "X")).await;
-
-    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
-    assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "the budget was waited for"
-    );
-    let held_for = s.store().discounts.lock().unwrap()[&id(DISCOUNT)]
-        .last_step_ms
-        .unwrap();
-    assert!(
-        held_for < 300,
-        "the lease was held {held_for} ms: the step waited for its budget while holding it"
-    );
-}
