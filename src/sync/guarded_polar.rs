@@ -252,6 +252,12 @@ impl<D: Discounts> GuardedPolar<D> {
         Ok(room)
     }
 
+    /// How long until the budget has a step's two slots, the read's and the write's.
+    pub fn step_ready_in(&self) -> Duration {
+        self.limiter()
+            .map_or(Duration::ZERO, |rate| rate.ready_in(2))
+    }
+
     /// Makes the write; its first attempt goes out in `slot` when the read reserved one.
     pub async fn write(
         &self,

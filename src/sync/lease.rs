@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::warn;
 
@@ -112,11 +112,17 @@ impl Waiting {
     }
 }
 
+/// How long a container takes a discount for contended after another invocation last
+/// refused it the discount's lease.
+const CONTENTION_MEMORY: Duration = Duration::from_secs(10);
+
 /// The container's own turns on each discount: its steps on one discount run one at a time,
-/// so that they never refuse each other the lease.
+/// so that they never refuse each other the lease. And which discounts other invocations
+/// hold too.
 #[derive(Default)]
 pub(super) struct LocalTurns {
     discounts: Mutex<HashMap<DiscountId, Arc<tokio::sync::Mutex<()>>>>,
+    refused_at: Mutex<HashMap<DiscountId, Instant>>,
 }
 
 /// This container's turn on a discount, until dropped.
@@ -127,6 +133,21 @@ pub(super) struct Turn<'a> {
 }
 
 impl LocalTurns {
+    /// Another invocation held `discount`'s lease when this container asked for it.
+    pub(super) fn refused(&self, discount: DiscountId) {
+        let mut refused_at = self.refused_at.lock().unwrap();
+        refused_at.retain(|_, at| at.elapsed() < CONTENTION_MEMORY);
+        refused_at.insert(discount, Instant::now());
+    }
+
+    /// Whether other invocations held `discount`'s lease lately.
+    pub(super) fn contended(&self, discount: DiscountId) -> bool {
+        let refused_at = self.refused_at.lock().unwrap();
+        refused_at
+            .get(&discount)
+            .is_some_and(|at| at.elapsed() < CONTENTION_MEMORY)
+    }
+
     /// Waits until no other step of this container is at work on `discount`.
     pub(super) async fn take(&self, discount: DiscountId) -> Turn<'_> {
         let turn = self
@@ -203,13 +224,20 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             match acquisition {
                 Acquisition::Acquired { pending } => return Ok(pending),
                 Acquisition::Held(held) => {
-                    self.metrics.count(Count::LeaseWaitRequests, 1);
+                    self.refused_by_holder(discount);
                     if !waiting.until_released(&held, deadline).await {
                         return Err(LeaseRefused::held(discount, held));
                     }
                 }
             }
         }
+    }
+
+    /// Another invocation held the lease: a DynamoDB request spent waiting, and the
+    /// discount is contended.
+    pub(super) fn refused_by_holder(&self, discount: DiscountId) {
+        self.metrics.count(Count::LeaseWaitRequests, 1);
+        self.turns.refused(discount);
     }
 
     /// Gives the lease up as a failure's leftovers allow: with its own refused journal,

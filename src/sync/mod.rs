@@ -30,7 +30,7 @@ mod write;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use batch::{process_batch, BatchError, BatchSettings, START_MARGIN};
 pub use error::SyncError;
@@ -88,7 +88,18 @@ enum QuickSync {
     Held(HeldLease),
     /// Nothing was written; the step starts over one request at a time.
     Declined,
+    /// The lease and the claims were taken, then the lease given back: the budget has no
+    /// room for the step's Polar requests for this long.
+    AwaitBudget(Duration),
 }
+
+/// A step on a contended discount that would hold its lease longer than this waiting for
+/// its Polar budget gives the lease back and waits without it: at a container's sustained
+/// share a step's two slots are half a second or more apart, and other containers whose
+/// budgets have room would wait all that time. It costs the step two DynamoDB requests
+/// (the release, and the start again), so a discount no other invocation was seen to hold
+/// lately keeps its lease through the wait.
+const LONGEST_HOLD_FOR_BUDGET: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy)]
 enum Claiming {
@@ -299,23 +310,36 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             Ok(room) => Some(room),
             Err(over_budget) => return failed_all(requests, over_budget.into(), &[]),
         };
-        let lease = lease_until(deadline);
+        let mut lease = lease_until(deadline);
         let mut waiting = Waiting::default();
         if let Claiming::AllAtOnce = claiming {
+            let mut may_await_budget = true;
             loop {
                 match self
-                    .sync_quickly(discount, &lease, requests, deadline, &mut room)
+                    .sync_quickly(
+                        discount,
+                        &lease,
+                        requests,
+                        deadline,
+                        &mut room,
+                        may_await_budget,
+                    )
                     .await
                 {
                     QuickSync::Done(outcomes) => return outcomes,
                     QuickSync::Held(held) => {
-                        self.metrics.count(Count::LeaseWaitRequests, 1);
+                        self.refused_by_holder(discount);
                         if !waiting.until_released(&held, deadline).await {
                             let refused = LeaseRefused::held(discount, held);
                             return failed_all(requests, refused.error, &refused.journaled);
                         }
                     }
                     QuickSync::Declined => break,
+                    QuickSync::AwaitBudget(ready_in) => {
+                        may_await_budget = false;
+                        tokio::time::sleep(ready_in).await;
+                        lease = lease_until(deadline);
+                    }
                 }
             }
         }
@@ -365,6 +389,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &[SyncRequest],
         deadline: Deadline,
         room: &mut Option<StepRoom<'_>>,
+        may_await_budget: bool,
     ) -> QuickSync {
         let mut distinct: Vec<&SyncRequest> = Vec::new();
         for request in requests {
@@ -377,6 +402,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             return QuickSync::Declined;
         }
         let mut claims: Claims = HashMap::new();
+        let mut lease_taken = false;
         loop {
             let to_claim: Vec<&SyncRequest> = distinct
                 .iter()
@@ -393,6 +419,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 .await;
             match started {
                 Ok(QuickStart::Started) => {
+                    lease_taken = true;
                     self.reached(Step::LeaseTaken);
                     self.reached(Step::ClaimTaken);
                     claims.extend(to_claim.into_iter().map(|r| (r, Ok(ClaimOutcome::Claimed))));
@@ -408,6 +435,22 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             }
         }
         let (decided, to_count) = decide_from_claims(requests, &claims);
+        if lease_taken && !to_count.is_empty() && may_await_budget && self.turns.contended(discount)
+        {
+            let ready_in = self.polar.step_ready_in();
+            // Only the claims were written under the lease, and the next start makes them
+            // again (refused for any order another holder counted meanwhile).
+            if ready_in > LONGEST_HOLD_FOR_BUDGET
+                && deadline.remaining() > ready_in + START_MARGIN
+                && self
+                    .store
+                    .release_keeping_journal(discount, lease)
+                    .await
+                    .is_ok()
+            {
+                return QuickSync::AwaitBudget(ready_in);
+            }
+        }
         let counted = if to_count.is_empty() {
             HashMap::new()
         } else {

@@ -636,3 +636,92 @@ async fn steps_of_one_discount_in_one_container_take_turns_instead_of_giving_mes
     );
     assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(3)));
 }
+
+/// A syncer whose budget serves two requests at once, then one every half second, with
+/// `o1` synced already (the burst spent) and `o2` still to count.
+async fn budget_spent_on_o1() -> Arc<TestSyncer> {
+    let s = Arc::new(
+        syncer(
+            InMemoryStore::default()
+                .with_order("o1", DISCOUNT, "X")
+                .with_order("o2", DISCOUNT, "X"),
+            InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+        )
+        .with_rate_limiter(RateLimiter::per_minute(120, 2)),
+    );
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+    s
+}
+
+fn lease_held_for_ms(s: &TestSyncer) -> u64 {
+    s.store().discounts.lock().unwrap()[&id(DISCOUNT)]
+        .last_step_ms
+        .unwrap()
+}
+
+#[tokio::test]
+async fn on_a_contended_discount_a_step_whose_rate_budget_is_not_ready_waits_without_the_lease() {
+    let s = budget_spent_on_o1().await;
+    // Another invocation holds the lease for a moment: the discount is contended.
+    steps_take(&s, Duration::from_millis(50));
+    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    let releaser = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            s.store()
+                .release_dropping_journal(id(DISCOUNT), &holder)
+                .await
+                .unwrap();
+        })
+    };
+
+    let outcome = sync_one(&s, request("o2", DISCOUNT, "X")).await;
+    releaser.await.unwrap();
+
+    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    let held_for = lease_held_for_ms(&s);
+    assert!(
+        held_for < 300,
+        "the lease was held {held_for} ms: the step waited for its budget while holding it"
+    );
+    assert_eq!(
+        s.store().lease_requests(),
+        4,
+        "o1's start; o2's refused, taken, and taken again after its wait for the budget"
+    );
+}
+
+#[tokio::test]
+async fn on_a_discount_nobody_else_holds_a_step_keeps_its_lease_through_its_budget_wait() {
+    let s = budget_spent_on_o1().await;
+
+    let outcome = sync_one(&s, request("o2", DISCOUNT, "X")).await;
+
+    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert!(
+        lease_held_for_ms(&s) >= 400,
+        "nobody waits: no requests spent"
+    );
+    assert_eq!(s.store().lease_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_step_with_nothing_to_count_never_waits_for_the_rate_budget() {
+    let s = syncer(
+        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    )
+    .with_rate_limiter(RateLimiter::per_minute(120, 2));
+    sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+
+    assert_eq!(outcome.unwrap(), Synced::AlreadySynced);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "a copy of a synced order waited {:?} for a budget it does not use",
+        started.elapsed()
+    );
+}
