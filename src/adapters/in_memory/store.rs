@@ -134,35 +134,53 @@ impl OrderLedger for InMemoryStore {
         _lease: &Lease,
     ) -> Result<ClaimOutcome, StoreFailure> {
         let orders = self.orders.lock().unwrap();
-        let Some(stored) = orders.get(request.order_id.as_str()) else {
-            return Ok(ClaimOutcome::NotFound);
-        };
-        let record = stored.record.clone().unwrap_or(OrderRecord {
-            discount_id: None,
-            discount_code: None,
-        });
-        let names_request = request
-            .field_differing_from(
-                record.discount_id.as_deref(),
-                record.discount_code.as_deref(),
-            )
-            .is_none();
-        Ok(match stored.synced {
-            Some(_) => ClaimOutcome::AlreadySynced(record),
-            None if names_request => ClaimOutcome::Claimed,
-            None => ClaimOutcome::Mismatched(record),
-        })
+        Ok(claim_outcome(
+            orders.get(request.order_id.as_str()),
+            request,
+        ))
     }
+}
+
+/// What a claim of `request` comes to on `stored` (`None`: no such order).
+fn claim_outcome(stored: Option<&StoredOrder>, request: &SyncRequest) -> ClaimOutcome {
+    let Some(stored) = stored else {
+        return ClaimOutcome::NotFound;
+    };
+    let record = recorded(stored);
+    let names_request = request
+        .field_differing_from(
+            record.discount_id.as_deref(),
+            record.discount_code.as_deref(),
+        )
+        .is_none();
+    match stored.synced {
+        Some(_) => ClaimOutcome::AlreadySynced(record),
+        None if names_request => ClaimOutcome::Claimed,
+        None => ClaimOutcome::Mismatched(record),
+    }
+}
+
+/// Whether `stored` spells the discount exactly as `request` does: a transaction's
+/// condition compares exactly, where a claim on its own claims again with the order's
+/// spelling.
+fn spelled_exactly(stored: &StoredOrder, request: &SyncRequest) -> bool {
+    let record = recorded(stored);
+    record.discount_id.as_deref() == Some(request.discount_id.to_string().as_str())
+        && record.discount_code.as_deref() == Some(request.discount_code.as_str())
+}
+
+fn recorded(stored: &StoredOrder) -> OrderRecord {
+    stored.record.clone().unwrap_or(OrderRecord {
+        discount_id: None,
+        discount_code: None,
+    })
 }
 
 impl OrderReader for InMemoryStore {
     async fn read_order(&self, order: &OrderId) -> Result<Option<OrderSnapshot>, StoreFailure> {
         let orders = self.orders.lock().unwrap();
         Ok(orders.get(order.as_str()).map(|stored| OrderSnapshot {
-            record: stored.record.clone().unwrap_or(OrderRecord {
-                discount_id: None,
-                discount_code: None,
-            }),
+            record: recorded(stored),
             synced: stored.synced.is_some(),
         }))
     }
@@ -201,28 +219,11 @@ impl Coordination for InMemoryStore {
         let mut refused = Vec::new();
         let mut spelled_otherwise = false;
         for (index, request) in claims.iter().enumerate() {
-            let Some(stored) = orders.get(request.order_id.as_str()) else {
-                refused.push((index, ClaimOutcome::NotFound));
-                continue;
-            };
-            let record = stored.record.clone().unwrap_or(OrderRecord {
-                discount_id: None,
-                discount_code: None,
-            });
-            let exactly = record.discount_id.as_deref()
-                == Some(request.discount_id.to_string().as_str())
-                && record.discount_code.as_deref() == Some(request.discount_code.as_str());
-            let names_request = request
-                .field_differing_from(
-                    record.discount_id.as_deref(),
-                    record.discount_code.as_deref(),
-                )
-                .is_none();
-            match stored.synced {
-                Some(_) => refused.push((index, ClaimOutcome::AlreadySynced(record))),
-                None if exactly => {}
-                None if names_request => spelled_otherwise = true,
-                None => refused.push((index, ClaimOutcome::Mismatched(record))),
+            let stored = orders.get(request.order_id.as_str());
+            match claim_outcome(stored, request) {
+                ClaimOutcome::Claimed if stored.is_some_and(|s| spelled_exactly(s, request)) => {}
+                ClaimOutcome::Claimed => spelled_otherwise = true,
+                refusal => refused.push((index, refusal)),
             }
         }
         let mut discounts = self.discounts.lock().unwrap();
