@@ -432,20 +432,15 @@ async fn a_young_copy_is_still_sent_again_however_often_and_the_batch_reports_it
 
 /// A batch of first receives, one message per `(message id, order)`.
 fn event_of(messages: &[(&str, &str)]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = messages
+    let bodies: Vec<(&str, String)> = messages
         .iter()
-        .map(|(message_id, order)| {
-            let mut message = SqsMessage::default();
-            message.message_id = Some((*message_id).to_owned());
-            message.body = Some(body(order, DISCOUNT, "X"));
-            message
-                .attributes
-                .insert("ApproximateReceiveCount".into(), "1".into());
-            message
-        })
+        .map(|(message_id, order)| (*message_id, body(order, DISCOUNT, "X")))
         .collect();
-    event
+    let records: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(message_id, body)| (*message_id, body.as_str()))
+        .collect();
+    super::batch::sqs_event(&records)
 }
 
 fn requeued_ids(queue: &InMemoryQueue) -> Vec<String> {
