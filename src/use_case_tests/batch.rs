@@ -45,15 +45,7 @@ pub(super) fn settings() -> BatchSettings {
     }
 }
 
-fn failures(response: &SqsBatchResponse) -> Vec<String> {
-    let mut ids: Vec<_> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect();
-    ids.sort();
-    ids
-}
+use test_kit::sqs::failed_ids;
 
 #[tokio::test]
 async fn a_batch_reports_exactly_the_messages_that_must_come_back() {
@@ -83,7 +75,7 @@ async fn a_batch_reports_exactly_the_messages_that_must_come_back() {
         .await
         .unwrap();
     assert_eq!(
-        failures(&response),
+        failed_ids(&response),
         ["m4"],
         "the malformed one went to the DLQ"
     );
@@ -117,7 +109,7 @@ async fn without_a_dead_letter_queue_a_permanent_failure_is_reported_not_dropped
     )
     .await
     .unwrap();
-    assert_eq!(failures(&response), ["bad"]);
+    assert_eq!(failed_ids(&response), ["bad"]);
 }
 
 #[tokio::test]
@@ -132,7 +124,7 @@ async fn on_its_last_receive_a_retryable_failure_is_dead_lettered_with_its_reaso
     let response = process_batch(&s, &queue, &settings(), event, deadline())
         .await
         .unwrap();
-    assert!(failures(&response).is_empty());
+    assert!(failed_ids(&response).is_empty());
     let letters = queue.dead_letters.lock().unwrap();
     assert_eq!(letters[0].1.kind, "order_not_found");
     assert!(
@@ -169,7 +161,11 @@ async fn on_a_fifo_queue_a_failure_holds_back_the_rest_of_its_group_unprocessed(
     let response = process_batch(&s, &queue, &settings(), event, deadline())
         .await
         .unwrap();
-    assert_eq!(failures(&response), ["m2", "m3"], "m3 comes back after m2");
+    assert_eq!(
+        failed_ids(&response),
+        ["m2", "m3"],
+        "m3 comes back after m2"
+    );
     assert_eq!(s.store().action("o1"), Some(SyncAction::Decremented));
     // Claimed in order: m2's missing order stops the run, so o3 is not counted before it.
     assert_eq!(s.store().action("o3"), None, "o3 must wait for o2");
@@ -202,7 +198,7 @@ async fn a_standard_queue_with_message_groups_is_not_taken_for_a_fifo_queue() {
         .await
         .unwrap();
 
-    assert_eq!(failures(&response), ["m2"]);
+    assert_eq!(failed_ids(&response), ["m2"]);
     assert_eq!(
         s.store().action("o3"),
         Some(SyncAction::Decremented),
@@ -229,7 +225,7 @@ async fn on_a_fifo_queue_consecutive_messages_of_one_discount_are_counted_in_one
     let response = process_batch(&s, &queue, &settings(), event, deadline())
         .await
         .unwrap();
-    assert!(failures(&response).is_empty());
+    assert!(failed_ids(&response).is_empty());
     assert_eq!(s.discounts().max_redemptions(id(DISCOUNT)), Some(Some(7)));
     assert_eq!(s.discounts().calls(), [Call::Get, Call::Update(7)]);
 }
@@ -246,7 +242,7 @@ async fn on_a_fifo_queue_a_dead_lettered_message_does_not_hold_back_its_group() 
     let response = process_batch(&s, &queue, &settings(), event, deadline())
         .await
         .unwrap();
-    assert!(failures(&response).is_empty());
+    assert!(failed_ids(&response).is_empty());
     assert_eq!(queue.dead_lettered(), ["m1"]);
     assert_eq!(s.store().action("o2"), Some(SyncAction::Decremented));
 }
@@ -268,7 +264,7 @@ async fn messages_are_not_started_when_the_deadline_is_too_close() {
     )
     .await
     .unwrap();
-    assert_eq!(failures(&response), ["m1"]);
+    assert_eq!(failed_ids(&response), ["m1"]);
     assert!(s.discounts().calls().is_empty());
     assert_eq!(
         queue.delayed.lock().unwrap().len(),
@@ -387,7 +383,7 @@ async fn a_batch_whose_budget_serves_one_step_takes_one_lease_and_sends_the_othe
         "the steps start together: only the one the budget serves may take a lease and claims"
     );
     assert_eq!(s.discounts().calls().len(), 2, "its read and its write");
-    assert!(failures(&response).is_empty(), "{response:?}");
+    assert!(failed_ids(&response).is_empty(), "{response:?}");
     let mut delays: Vec<Duration> = queue
         .requeued
         .lock()
@@ -433,7 +429,7 @@ async fn a_message_not_started_on_its_last_receive_is_dead_lettered_with_its_rea
     .await
     .unwrap();
     assert!(
-        failures(&response).is_empty(),
+        failed_ids(&response).is_empty(),
         "acknowledged once dead-lettered"
     );
     let letters = queue.dead_letters.lock().unwrap();
@@ -465,7 +461,7 @@ async fn a_message_whose_write_may_have_landed_says_so_when_dead_lettered() {
     .await
     .unwrap();
 
-    assert!(failures(&response).is_empty());
+    assert!(failed_ids(&response).is_empty());
     let letters = queue.dead_letters.lock().unwrap();
     assert_eq!(
         letters[0].1.kind, "write_may_have_landed",
@@ -549,7 +545,7 @@ async fn a_queue_call_that_hangs_in_the_disposal_still_lets_the_batch_answer_in_
         "answered before the deadline"
     );
     assert_eq!(
-        failures(&response),
+        failed_ids(&response),
         ["bad"],
         "a message whose dead-lettering did not finish comes back"
     );
@@ -571,7 +567,7 @@ async fn no_step_starts_in_the_time_kept_to_answer() {
         .await
         .unwrap();
 
-    assert_eq!(failures(&response), ["m1"]);
+    assert_eq!(failed_ids(&response), ["m1"]);
     assert!(s.discounts().calls().is_empty());
     assert_eq!(s.store().action("o1"), None);
 }
