@@ -402,7 +402,6 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             return QuickSync::Declined;
         }
         let mut claims: Claims = HashMap::new();
-        let mut lease_taken = false;
         loop {
             let to_claim: Vec<&SyncRequest> = distinct
                 .iter()
@@ -419,7 +418,6 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 .await;
             match started {
                 Ok(QuickStart::Started) => {
-                    lease_taken = true;
                     self.reached(Step::LeaseTaken);
                     self.reached(Step::ClaimTaken);
                     claims.extend(to_claim.into_iter().map(|r| (r, Ok(ClaimOutcome::Claimed))));
@@ -435,8 +433,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             }
         }
         let (decided, to_count) = decide_from_claims(requests, &claims);
-        if lease_taken && !to_count.is_empty() && may_await_budget && self.turns.contended(discount)
-        {
+        // Orders to count were claimed, so the lease was taken.
+        if !to_count.is_empty() && may_await_budget && self.turns.contended(discount) {
             let ready_in = self.polar.step_ready_in();
             // Only the claims were written under the lease, and the next start makes them
             // again (refused for any order another holder counted meanwhile).
