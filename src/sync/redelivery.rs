@@ -324,10 +324,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_source_queue_keeps_a_message_past_its_longest_schedule_and_the_dlq_longer() {
-        let policy = RedeliveryPolicy::default();
-        let longest_visibility = template_block("  VisibilityTimeouts:")
+    /// The longest visibility timeout the template maps a function timeout to.
+    fn template_longest_visibility() -> Duration {
+        template_block("  VisibilityTimeouts:")
             .iter()
             .filter_map(|line| line.split("Seconds:").nth(1))
             .map(|rest| {
@@ -338,7 +337,13 @@ mod tests {
             })
             .max()
             .map(Duration::from_secs)
-            .expect("the template maps function timeouts to visibility timeouts");
+            .expect("the template maps function timeouts to visibility timeouts")
+    }
+
+    #[test]
+    fn the_source_queue_keeps_a_message_past_its_longest_schedule_and_the_dlq_longer() {
+        let policy = RedeliveryPolicy::default();
+        let longest_visibility = template_longest_visibility();
         // Every delay at its ceiling, and every receive held for the longest visibility.
         let longest_stay = policy.longest_delays_to_receive(MAX_RECEIVE_COUNT)
             + longest_visibility * MAX_RECEIVE_COUNT;
@@ -364,18 +369,7 @@ mod tests {
     #[test]
     fn the_templates_most_receives_are_what_the_source_queues_retention_holds() {
         let policy = RedeliveryPolicy::default();
-        let longest_visibility = template_block("  VisibilityTimeouts:")
-            .iter()
-            .filter_map(|line| line.split("Seconds:").nth(1))
-            .map(|rest| {
-                rest.trim_end_matches(['}', ' '])
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap()
-            })
-            .max()
-            .map(Duration::from_secs)
-            .expect("the template maps function timeouts to visibility timeouts");
+        let longest_visibility = template_longest_visibility();
         let retention = template_seconds(
             &template_block("  RedemptionQueue:"),
             "MessageRetentionPeriod",
