@@ -4,7 +4,7 @@
 mod support;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use futures_util::FutureExt;
 use polar_discount_sync::lambda::{ProductionHandler, Wiring};
 use polar_discount_sync::sync::Step;
 use polar_double::{Fault, FaultAction};
-use support::{as_refs, body, event, failed_ids, s, World};
+use support::world::config_from;
+use support::{as_refs, body, counting_dynamo, event, failed_ids, s, SqsBackend, World};
 use uuid::Uuid;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -385,4 +386,161 @@ async fn a_journaled_order_already_marked_elsewhere_does_not_block_the_others() 
         !lock.contains_key("journal") && !lock.contains_key("leaseToken"),
         "{lock:?}"
     );
+}
+
+/// The discount's steps were measured to take `step_ms`: a waiter knows when to look.
+async fn steps_take(world: &World, discount: Uuid, step_ms: u64) {
+    world
+        .dynamo
+        .put_item()
+        .table_name(&world.tables.sync)
+        .item("pk", s(&format!("discount#{discount}")))
+        .item("lastStepMs", AttributeValue::N(step_ms.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A container of its own, with a Polar token of its own (to tell its Polar requests
+/// apart) and its DynamoDB requests counted.
+async fn waiter_container(world: &World, token: &str) -> (ProductionHandler, Arc<AtomicUsize>) {
+    let mut env = world.env();
+    env.retain(|(name, _)| name != "POLAR_ACCESS_TOKEN");
+    env.push(("POLAR_ACCESS_TOKEN".into(), token.into()));
+    let (dynamo, requests) = counting_dynamo(&world.aws);
+    let handler = world
+        .handler_on(
+            &SqsBackend::Moto,
+            &config_from(&env),
+            Wiring {
+                dynamo: Some(dynamo),
+                ..Wiring::default()
+            },
+        )
+        .await;
+    (handler, requests)
+}
+
+fn polar_requests_with_token(world: &World, discount: Uuid, token: &str) -> usize {
+    let bearer = format!("Bearer {token}");
+    world
+        .polar_requests_on(discount)
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some(bearer.as_str()))
+        .count()
+}
+
+#[tokio::test]
+async fn waiters_hand_their_orders_to_the_holder_which_counts_them_once_in_one_more_step() {
+    let world = World::start().await;
+    let discount = world.discount("HOT", Some(100));
+    steps_take(&world, discount, 450).await;
+    // The holder's read is slow, so that the waiters find its lease held.
+    world.polar.inject(
+        Fault::new(FaultAction::Delay { millis: 300 })
+            .method("GET")
+            .times(1),
+    );
+    let own = seed_orders(&world, "h", discount, "HOT", 1).await;
+    let handed = seed_orders(&world, "w", discount, "HOT", 3).await;
+    let holder = world.handler().await;
+    // The second waiter has a copy of the first's messages (delivered again).
+    let (first, first_requests) = waiter_container(&world, "first_waiter").await;
+    let (second, _) = waiter_container(&world, "second_waiter").await;
+
+    let waiter = |handler: ProductionHandler| {
+        let batch = as_refs(&handed);
+        let event = event(&batch, TIMEOUT);
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            handler.handle(event).await
+        }
+    };
+    let (held, first_result, second_result) = tokio::join!(
+        holder.handle(event(&as_refs(&own), TIMEOUT)),
+        waiter(first),
+        waiter(second),
+    );
+
+    assert!(failed_ids(&held.unwrap()).is_empty());
+    assert!(failed_ids(&first_result.unwrap()).is_empty());
+    assert!(failed_ids(&second_result.unwrap()).is_empty());
+    assert_eq!(world.max_redemptions(discount), Some(Some(96)));
+    for waiter in ["first_waiter", "second_waiter"] {
+        assert_eq!(
+            polar_requests_with_token(&world, discount, waiter),
+            0,
+            "{waiter} left its orders to the holder"
+        );
+    }
+    assert_eq!(
+        polar_requests_with_token(&world, discount, support::TOKEN),
+        4,
+        "the holder's own step, then one more for the three handed-over orders"
+    );
+    assert_eq!(
+        first_requests.load(Ordering::SeqCst),
+        3,
+        "the refused start, the hand-off, and the start that finds the orders synced"
+    );
+    let item = world.sync_item(discount).await;
+    assert!(!item.contains_key("handedOff"), "{item:?}");
+    assert!(!item.contains_key("leaseToken"), "{item:?}");
+}
+
+#[tokio::test]
+async fn when_the_holder_dies_after_taking_orders_over_their_messages_count_them_once() {
+    let world = World::start().await;
+    let discount = world.discount("HOT", Some(100));
+    steps_take(&world, discount, 450).await;
+    world.polar.inject(
+        Fault::new(FaultAction::Delay { millis: 300 })
+            .method("GET")
+            .times(1),
+    );
+    let own = seed_orders(&world, "h", discount, "HOT", 1).await;
+    let handed = seed_orders(&world, "w", discount, "HOT", 2).await;
+    // The holder dies as it starts the step for the orders it took over.
+    let starts = Arc::new(AtomicUsize::new(0));
+    let holder = {
+        let starts = starts.clone();
+        world
+            .handler_wired(Wiring {
+                checkpoint: Some(Arc::new(move |step| {
+                    if step == Step::LeaseTaken && starts.fetch_add(1, Ordering::SeqCst) == 1 {
+                        panic!("simulated crash taking the orders over");
+                    }
+                })),
+                ..Wiring::default()
+            })
+            .await
+    };
+    let (waiter, _) = waiter_container(&world, "waiter").await;
+
+    let handed_batch = as_refs(&handed);
+    let (crashed, waited) = tokio::join!(
+        AssertUnwindSafe(holder.handle(event(&as_refs(&own), TIMEOUT))).catch_unwind(),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waiter.handle(event(&handed_batch, TIMEOUT)).await
+        },
+    );
+
+    assert!(crashed.is_err());
+    assert_eq!(
+        failed_ids(&waited.unwrap()).len(),
+        2,
+        "the waiter never saw its orders synced: it keeps its messages"
+    );
+    assert_eq!(world.action("w0").await, None);
+    expire_lease(&world, discount).await;
+    let redelivered = world.handler().await;
+    let failed = world
+        .deliver(&redelivered, &as_refs(&[own, handed].concat()))
+        .await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(world.max_redemptions(discount), Some(Some(97)));
+    for order in ["h0", "w0", "w1"] {
+        assert_eq!(world.action(order).await.as_deref(), Some("decremented"));
+    }
 }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use polar_discount_sync::adapters::DynamoStore;
-use polar_discount_sync::domain::{DiscountId, Intent, Journal, OrderId, SyncRequest};
+use polar_discount_sync::domain::{DiscountId, Intent, Journal, OrderId, SyncAction, SyncRequest};
 use polar_discount_sync::ports::{
-    Acquisition, ClaimOutcome, Coordination, Lease, OrderLedger, QuickStart,
+    Acquisition, ClaimOutcome, Committed, Coordination, HandOff, Lease, LeaseAfter, OrderLedger,
+    QuickStart,
 };
 use support::{body, World};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -351,4 +352,108 @@ async fn steps_that_touch_the_same_order_are_never_sent_in_one_request() {
         "the order names another discount: refused for it, not failed with the first: {:?}",
         started[1]
     );
+}
+
+#[tokio::test]
+async fn a_release_that_finds_orders_handed_over_marks_its_own_keeps_the_lease_and_hands_the_others_over_once(
+) {
+    let world = World::start().await;
+    let discount = Uuid::new_v4();
+    for order in ["own", "w1", "w2"] {
+        world.put_order(order, discount, "HOT").await;
+    }
+    let store = store(&world, world.dynamo.clone());
+    let id = DiscountId::parse(&discount.to_string()).unwrap();
+    let (own, w1, w2) = (
+        request("own", discount, "HOT"),
+        request("w1", discount, "HOT"),
+        request("w2", discount, "HOT"),
+    );
+    let holder = lease();
+    assert_eq!(
+        store
+            .acquire_with_claims(id, &holder, now_ms(), &[&own])
+            .await
+            .unwrap(),
+        QuickStart::Started
+    );
+
+    // A waiter, refused the lease, hands its orders over (and, from a copy, the holder's).
+    let QuickStart::Held(held) = store
+        .acquire_with_claims(id, &lease(), now_ms(), &[&w1, &w2])
+        .await
+        .unwrap()
+    else {
+        panic!("the holder's lease is live")
+    };
+    assert_eq!(held.holder, Some(holder.token));
+    assert_eq!(
+        store
+            .hand_off(id, &held, now_ms(), &[&w1, &w2, &own])
+            .await
+            .unwrap(),
+        HandOff::Handed
+    );
+
+    let at = SystemTime::now();
+    let committed = store
+        .commit(
+            id,
+            &holder,
+            std::slice::from_ref(&own.order_id),
+            SyncAction::Decremented,
+            at,
+            LeaseAfter::Released,
+        )
+        .await
+        .unwrap();
+    let Committed::HandedOver(mut taken) = committed else {
+        panic!("{committed:?}")
+    };
+    taken.sort_by(|a, b| a.order_id.as_str().cmp(b.order_id.as_str()));
+    assert_eq!(taken, [w1.clone(), w2.clone()]);
+    assert_eq!(world.action("own").await.as_deref(), Some("decremented"));
+    let item = world.sync_item(discount).await;
+    assert!(
+        !item.contains_key("handedOff"),
+        "taken off the list: {item:?}"
+    );
+    assert_eq!(
+        item.get("leaseToken").and_then(|t| t.as_s().ok()),
+        Some(&holder.token.to_string()),
+        "kept for the orders handed over"
+    );
+
+    // The step for them: its release finds nothing handed over, and releases.
+    let next = holder.for_next_step();
+    assert_eq!(
+        store
+            .acquire_with_claims(id, &next, now_ms(), &[&w1, &w2])
+            .await
+            .unwrap(),
+        QuickStart::Started
+    );
+    let counted = [w1.order_id.clone(), w2.order_id.clone()];
+    assert_eq!(
+        store
+            .commit(
+                id,
+                &next,
+                &counted,
+                SyncAction::Decremented,
+                at,
+                LeaseAfter::Released,
+            )
+            .await
+            .unwrap(),
+        Committed::AsAsked
+    );
+    assert!(!world.sync_item(discount).await.contains_key("leaseToken"));
+
+    // A hand-off to a holder that has let the lease go writes nothing.
+    assert_eq!(
+        store.hand_off(id, &held, now_ms(), &[&w1]).await.unwrap(),
+        HandOff::NotHeld
+    );
+    assert!(!world.sync_item(discount).await.contains_key("handedOff"));
 }

@@ -17,6 +17,7 @@ pub use queue::{
 };
 pub use relay::{Relay, RelayFailure, RelayedMessage, UnreadableRecord};
 pub use store::{
-    Acquisition, ClaimOutcome, Coordination, HeldLease, JournalIndex, Lease, LeaseAfter,
-    OrderLedger, OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
+    Acquisition, ClaimOutcome, Committed, Coordination, HandOff, HeldLease, JournalIndex, Lease,
+    LeaseAfter, OrderLedger, OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart,
+    StoreFailure, MAX_HANDED_OVER,
 };

@@ -68,9 +68,21 @@ pub struct Lease {
     pub taken_at_ms: u64,
 }
 
+impl Lease {
+    /// The same lease for the holder's next step, which starts now.
+    pub fn for_next_step(&self) -> Self {
+        Self {
+            taken_at_ms: crate::deadline::epoch_ms(SystemTime::now()),
+            ..self.clone()
+        }
+    }
+}
+
 /// Another invocation's live lease, as a waiter sees it in the answer that refused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldLease {
+    /// The holder's lease token, which a hand-off names.
+    pub holder: Option<Uuid>,
     /// Epoch milliseconds after which it may be taken over.
     pub expires_at_ms: u64,
     /// When its holder will likely give it up: the time it was taken plus the last
@@ -85,16 +97,30 @@ pub struct HeldLease {
 impl HeldLease {
     /// From the held item's attributes: the holder's start, and the last measured step.
     pub fn expecting(
+        holder: Option<Uuid>,
         expires_at_ms: u64,
         taken_at_ms: Option<u64>,
         last_step_ms: Option<u64>,
         journaled: Vec<OrderId>,
     ) -> Self {
         Self {
+            holder,
             expires_at_ms,
             expected_release_at_ms: taken_at_ms.zip(last_step_ms).map(|(at, step)| at + step),
             last_step_ms,
             journaled,
+        }
+    }
+
+    /// When the holder's next step is expected to end: the step in which it counts the
+    /// orders handed to it now.
+    pub fn one_step_later(&self) -> Self {
+        Self {
+            expected_release_at_ms: self
+                .expected_release_at_ms
+                .zip(self.last_step_ms)
+                .map(|(at, step)| at + step),
+            ..self.clone()
         }
     }
 }
@@ -132,6 +158,33 @@ pub enum LeaseAfter {
     Released,
 }
 
+/// The most orders a holder takes over from waiters for one step: they are claimed with the
+/// lease in one transaction of at most 100 items.
+pub const MAX_HANDED_OVER: usize = 99;
+
+/// What a commit came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// The orders are marked, the journal cleared, and the lease kept or released as asked.
+    AsAsked,
+    /// The orders are marked and the journal cleared, but the lease, asked to be released,
+    /// is kept: waiters handed these orders to it meanwhile (at most `MAX_HANDED_OVER`,
+    /// none of them among the orders just marked). They are off the discount's hand-off
+    /// list now, and the holder counts them next, or gives the lease up and leaves them to
+    /// their messages.
+    HandedOver(Vec<SyncRequest>),
+}
+
+/// What `Coordination::hand_off` came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOff {
+    /// The orders are on the discount's hand-off list, for that holder (or the next) to take
+    /// over when it would give the lease up.
+    Handed,
+    /// That holder no longer holds the lease: nothing was written.
+    NotHeld,
+}
+
 /// Per-discount coordination in `SYNC_TABLE`: the lease and the intent journal.
 pub trait Coordination: Send + Sync {
     /// Takes the lease in one conditional write if it is free, expired or ours; otherwise
@@ -155,6 +208,19 @@ pub trait Coordination: Send + Sync {
         claims: &[&SyncRequest],
     ) -> impl Future<Output = Result<QuickStart, StoreFailure>> + Send;
 
+    /// Leaves `orders` to the invocation holding the lease as `held` shows it, in one
+    /// conditional write: its commit will keep the lease and hand them over to be counted
+    /// in its next step (`Committed::HandedOver`), instead of releasing it. The orders'
+    /// messages stay with the waiter until it sees them synced: a hand-off is a request,
+    /// never a promise, and the messages count them if the holder does not.
+    fn hand_off(
+        &self,
+        discount: DiscountId,
+        held: &HeldLease,
+        now_ms: u64,
+        orders: &[&SyncRequest],
+    ) -> impl Future<Output = Result<HandOff, StoreFailure>> + Send;
+
     /// Records the journal. Fails with `StoreFailure::LeaseLost` if the lease is no longer
     /// ours.
     fn record_intent(
@@ -166,7 +232,8 @@ pub trait Coordination: Send + Sync {
 
     /// Ends a counting step: marks `orders` synced with `action` and clears the journal,
     /// in one transaction where the store allows it. Releasing the lease also records how
-    /// long the step took since `lease.taken_at_ms`, for waiters to expect the next one.
+    /// long the step took since `lease.taken_at_ms`, for waiters to expect the next one,
+    /// unless waiters handed orders over meanwhile (`Committed::HandedOver`).
     fn commit(
         &self,
         discount: DiscountId,
@@ -175,7 +242,7 @@ pub trait Coordination: Send + Sync {
         action: SyncAction,
         at: SystemTime,
         lease_after: LeaseAfter,
-    ) -> impl Future<Output = Result<(), StoreFailure>> + Send;
+    ) -> impl Future<Output = Result<Committed, StoreFailure>> + Send;
 
     /// Gives the lease up and leaves the journal, if any, for the next holder (or the
     /// scheduled reconciliation) to settle: the safe release whenever a journal's write

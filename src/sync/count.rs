@@ -15,9 +15,18 @@ use crate::deadline::Deadline;
 use crate::domain::{DiscountId, OrderId, SyncRequest};
 use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, OrderLedger};
 
+/// What counting a discount's claimed orders came to.
+pub(super) struct Counted {
+    pub outcomes: HashMap<OrderId, Outcome>,
+    /// Orders waiters handed over at the last commit, which kept the lease for them
+    /// instead of releasing it: the caller counts them, or gives the lease up.
+    pub handed_over: Vec<SyncRequest>,
+}
+
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
-    /// Counts the claimed orders step by step; the last step's commit gives the lease up,
-    /// and so does the end of a run that wrote nothing that may be pending.
+    /// Counts the claimed orders step by step; the last step's commit gives the lease up
+    /// (unless it was kept for orders handed over), and so does the end of a run that wrote
+    /// nothing that may be pending.
     pub(super) async fn count_all(
         &self,
         discount: DiscountId,
@@ -25,8 +34,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         to_count: &[&SyncRequest],
         deadline: Deadline,
         mut room: Option<StepRoom<'_>>,
-    ) -> HashMap<OrderId, Outcome> {
+    ) -> Counted {
         let mut outcomes: HashMap<OrderId, Outcome> = HashMap::new();
+        let mut handed_over = Vec::new();
         let steps: Vec<_> = to_count.chunks(MAX_ORDERS_PER_WRITE).collect();
         let mut lease_now = LeaseAfter::Kept;
         let mut left = Left::Nothing;
@@ -53,7 +63,10 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     )
                     .await
                 {
-                    Ok(after) => lease_now = after,
+                    Ok((after, handed)) => {
+                        lease_now = after;
+                        handed_over = handed;
+                    }
                     Err(failure) => {
                         let journal_outlives = failure.journal_outlives();
                         left = failure.left;
@@ -75,15 +88,19 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 }
             }
         }
-        if lease_now == LeaseAfter::Kept {
+        if lease_now == LeaseAfter::Kept && handed_over.is_empty() {
             self.give_up_after(discount, lease, left).await;
         }
-        outcomes
+        Counted {
+            outcomes,
+            handed_over,
+        }
     }
 
     /// One step: reads the discount, drops orders whose code Polar does not know, and
     /// applies the rest in one write. Records each order's outcome in `outcomes`; tells
-    /// whether the lease is still held.
+    /// whether the lease is still held, and for which handed-over orders if it was to be
+    /// released.
     #[allow(clippy::too_many_arguments)]
     async fn count(
         &self,
@@ -94,7 +111,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         lease_after: LeaseAfter,
         room: Option<StepRoom<'_>>,
         outcomes: &mut HashMap<OrderId, Outcome>,
-    ) -> Result<LeaseAfter, Failure> {
+    ) -> Result<(LeaseAfter, Vec<SyncRequest>), Failure> {
         let read = self
             .polar
             .get_before_write(discount, deadline, room)
@@ -111,9 +128,9 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             }
         }
         if orders.is_empty() {
-            return Ok(LeaseAfter::Kept);
+            return Ok((LeaseAfter::Kept, Vec::new()));
         }
-        let action = self
+        let (action, handed_over) = self
             .apply(discount, lease, orders.clone(), read, deadline, lease_after)
             .await?;
         outcomes.extend(
@@ -121,6 +138,10 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 .into_iter()
                 .map(|id| (id, Ok(Synced::Applied(action)))),
         );
-        Ok(lease_after)
+        if handed_over.is_empty() {
+            Ok((lease_after, handed_over))
+        } else {
+            Ok((LeaseAfter::Kept, handed_over))
+        }
     }
 }

@@ -83,9 +83,9 @@ fn pause_before_next_look(held: &HeldLease, now_ms: u64, overdue_looks: u32) -> 
 }
 
 impl Waiting {
-    /// Sleeps until `held`'s holder is expected to be done, if that is worth waiting for;
-    /// false when the waiter should give its messages back instead.
-    pub(super) async fn until_released(&mut self, held: &HeldLease, deadline: Deadline) -> bool {
+    /// How long to sleep before looking at `held` again, if that is worth waiting for;
+    /// `None` when the waiter should give its messages back instead.
+    pub(super) fn pause_for(&mut self, held: &HeldLease, deadline: Deadline) -> Option<Duration> {
         let now_ms = epoch_ms(SystemTime::now());
         // A holder past its own deadline is dead or left a write pending: its lease frees
         // only at expiry, so waiting is pointless if that is too late.
@@ -100,15 +100,27 @@ impl Waiting {
             .is_none_or(|at_ms| at_ms <= now_ms);
         self.overdue_looks = if overdue { self.overdue_looks + 1 } else { 0 };
         let pause = pause_before_next_look(held, now_ms, self.overdue_looks);
-        if (holder_gone && frees_too_late)
-            || self.waited + pause > LEASE_WAIT
-            || deadline.remaining() < pause + START_MARGIN
-        {
-            return false;
-        }
+        let worth_it = !(holder_gone && frees_too_late)
+            && self.waited + pause <= LEASE_WAIT
+            && deadline.remaining() >= pause + START_MARGIN;
+        worth_it.then_some(pause)
+    }
+
+    pub(super) async fn sleep(&mut self, pause: Duration) {
         tokio::time::sleep(pause).await;
         self.waited += pause;
-        true
+    }
+
+    /// Sleeps until `held`'s holder is expected to be done, if that is worth waiting for;
+    /// false when the waiter should give its messages back instead.
+    pub(super) async fn until_released(&mut self, held: &HeldLease, deadline: Deadline) -> bool {
+        match self.pause_for(held, deadline) {
+            Some(pause) => {
+                self.sleep(pause).await;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -261,6 +273,7 @@ mod tests {
 
     fn held(expected_release_at_ms: Option<u64>, last_step_ms: Option<u64>) -> HeldLease {
         HeldLease {
+            holder: None,
             expires_at_ms: u64::MAX,
             expected_release_at_ms,
             last_step_ms,

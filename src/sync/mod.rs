@@ -45,14 +45,17 @@ pub use shadow::{Shadow, ShadowReconciliation};
 use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
-    ClaimOutcome, Coordination, Discounts, HeldLease, Lease, OrderLedger, QuickStart, StoreFailure,
+    ClaimOutcome, Coordination, Discounts, HandOff, HeldLease, Lease, OrderLedger, QuickStart,
+    StoreFailure,
 };
 use crate::telemetry::{Count, Metrics};
 use claim::{decide_from_claims, Claims};
+use count::Counted;
 pub use guarded_polar::TurnedAway;
 use guarded_polar::{GuardedPolar, StepRoom};
 pub use lease::LEASE_GRACE;
 use lease::{lease_until, LeaseRefused, LocalTurns, Waiting};
+use tracing::warn;
 
 /// One DynamoDB transaction marks the orders and clears the journal: at most 100 items.
 pub const MAX_ORDERS_PER_WRITE: usize = 99;
@@ -63,6 +66,8 @@ pub enum Synced {
     Applied(SyncAction),
     /// The order had been synced before: nothing to do.
     AlreadySynced,
+    /// Handed over to the lease's holder by this invocation, and counted by it.
+    HandedOver,
 }
 
 /// One message's result; group-wide failures are shared by every message of the group.
@@ -82,8 +87,9 @@ pub type Checkpoint = Arc<dyn Fn(Step) + Send + Sync>;
 
 /// What the one-write start of a step came to.
 enum QuickSync {
-    /// The step ran: every message's outcome, in order.
-    Done(Vec<Outcome>),
+    /// The step ran: every message's outcome, in order, and the orders waiters handed over
+    /// at its commit, for which the lease is still held.
+    Done(Vec<Outcome>, Vec<SyncRequest>),
     /// Another invocation holds the lease: nothing was written.
     Held(HeldLease),
     /// Nothing was written; the step starts over one request at a time.
@@ -100,6 +106,15 @@ enum QuickSync {
 /// (the release, and the start again), so a discount no other invocation was seen to hold
 /// lately keeps its lease through the wait.
 const LONGEST_HOLD_FOR_BUDGET: Duration = Duration::from_millis(100);
+
+/// What the write that takes the lease with the claims came to.
+enum Start<'a> {
+    /// Each distinct request's claim; the lease is taken if any order was claimed.
+    Claimed(Claims<'a>),
+    Held(HeldLease),
+    /// Nothing was written: the step goes one request at a time.
+    Declined,
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Claiming {
@@ -314,6 +329,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         let mut waiting = Waiting::default();
         if let Claiming::AllAtOnce = claiming {
             let mut may_await_budget = true;
+            let mut handed_to = None;
             loop {
                 match self
                     .sync_quickly(
@@ -326,13 +342,42 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     )
                     .await
                 {
-                    QuickSync::Done(outcomes) => return outcomes,
+                    QuickSync::Done(outcomes, handed_over) => {
+                        self.take_over(discount, &lease, handed_over, deadline, turned_away)
+                            .await;
+                        if handed_to.is_none() {
+                            return outcomes;
+                        }
+                        return outcomes
+                            .into_iter()
+                            .map(|outcome| match outcome {
+                                Ok(Synced::AlreadySynced) => Ok(Synced::HandedOver),
+                                other => other,
+                            })
+                            .collect();
+                    }
                     QuickSync::Held(held) => {
                         self.refused_by_holder(discount);
-                        if !waiting.until_released(&held, deadline).await {
+                        let hand_off = held.holder.is_some() && held.holder != handed_to;
+                        // Orders handed over now are counted in the holder's next step.
+                        let expected = if hand_off {
+                            held.one_step_later()
+                        } else {
+                            held.clone()
+                        };
+                        let Some(pause) = waiting.pause_for(&expected, deadline) else {
                             let refused = LeaseRefused::held(discount, held);
                             return failed_all(requests, refused.error, &refused.journaled);
+                        };
+                        if hand_off {
+                            match self.hand_off(discount, &held, requests).await {
+                                Some(HandOff::Handed) => handed_to = held.holder,
+                                // Released meanwhile: start again at once.
+                                Some(HandOff::NotHeld) => continue,
+                                None => {}
+                            }
                         }
+                        waiting.sleep(pause).await;
                     }
                     QuickSync::Declined => break,
                     QuickSync::AwaitBudget(ready_in) => {
@@ -367,10 +412,14 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         let counted = self
             .count_all(discount, &lease, &to_count, deadline, room)
             .await;
+        self.take_over(discount, &lease, counted.handed_over, deadline, turned_away)
+            .await;
         decided
             .into_iter()
             .zip(requests)
-            .map(|(outcome, request)| outcome.unwrap_or_else(|| counted[&request.order_id].clone()))
+            .map(|(outcome, request)| {
+                outcome.unwrap_or_else(|| counted.outcomes[&request.order_id].clone())
+            })
             .collect()
     }
 
@@ -401,37 +450,11 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         if orders.len() < distinct.len() || distinct.len() > MAX_ORDERS_PER_WRITE {
             return QuickSync::Declined;
         }
-        let mut claims: Claims = HashMap::new();
-        loop {
-            let to_claim: Vec<&SyncRequest> = distinct
-                .iter()
-                .copied()
-                .filter(|request| !claims.contains_key(request))
-                .collect();
-            if to_claim.is_empty() {
-                break;
-            }
-            let now_ms = epoch_ms(SystemTime::now());
-            let started = self
-                .store
-                .acquire_with_claims(discount, lease, now_ms, &to_claim)
-                .await;
-            match started {
-                Ok(QuickStart::Started) => {
-                    self.reached(Step::LeaseTaken);
-                    self.reached(Step::ClaimTaken);
-                    claims.extend(to_claim.into_iter().map(|r| (r, Ok(ClaimOutcome::Claimed))));
-                }
-                // Decided by the orders the refusal found: the others start without them.
-                Ok(QuickStart::ClaimsRefused(refused)) => claims.extend(
-                    refused
-                        .into_iter()
-                        .map(|(index, outcome)| (to_claim[index], Ok(outcome))),
-                ),
-                Ok(QuickStart::Held(held)) => return QuickSync::Held(held),
-                Ok(QuickStart::Declined) | Err(_) => return QuickSync::Declined,
-            }
-        }
+        let claims = match self.start_with_claims(discount, lease, &distinct).await {
+            Start::Claimed(claims) => claims,
+            Start::Held(held) => return QuickSync::Held(held),
+            Start::Declined => return QuickSync::Declined,
+        };
         let (decided, to_count) = decide_from_claims(requests, &claims);
         // Orders to count were claimed, so the lease was taken.
         if !to_count.is_empty() && may_await_budget && self.turns.contended(discount) {
@@ -450,7 +473,10 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             }
         }
         let counted = if to_count.is_empty() {
-            HashMap::new()
+            Counted {
+                outcomes: HashMap::new(),
+                handed_over: Vec::new(),
+            }
         } else {
             self.count_all(discount, lease, &to_count, deadline, room.take())
                 .await
@@ -460,10 +486,129 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 .into_iter()
                 .zip(requests)
                 .map(|(outcome, request)| {
-                    outcome.unwrap_or_else(|| counted[&request.order_id].clone())
+                    outcome.unwrap_or_else(|| counted.outcomes[&request.order_id].clone())
                 })
                 .collect(),
+            counted.handed_over,
         )
+    }
+
+    /// Takes the lease (free, or this step's own) and claims `distinct` in one write, again
+    /// without the claims that write refused, until none is refused. Orders to count were
+    /// claimed only if the lease was taken.
+    async fn start_with_claims<'a>(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        distinct: &[&'a SyncRequest],
+    ) -> Start<'a> {
+        let mut claims: Claims = HashMap::new();
+        loop {
+            let to_claim: Vec<&SyncRequest> = distinct
+                .iter()
+                .copied()
+                .filter(|request| !claims.contains_key(request))
+                .collect();
+            if to_claim.is_empty() {
+                return Start::Claimed(claims);
+            }
+            let now_ms = epoch_ms(SystemTime::now());
+            let started = self
+                .store
+                .acquire_with_claims(discount, lease, now_ms, &to_claim)
+                .await;
+            match started {
+                Ok(QuickStart::Started) => {
+                    self.reached(Step::LeaseTaken);
+                    self.reached(Step::ClaimTaken);
+                    claims.extend(to_claim.into_iter().map(|r| (r, Ok(ClaimOutcome::Claimed))));
+                }
+                // Decided by the orders the refusal found: the others start without them.
+                Ok(QuickStart::ClaimsRefused(refused)) => claims.extend(
+                    refused
+                        .into_iter()
+                        .map(|(index, outcome)| (to_claim[index], Ok(outcome))),
+                ),
+                Ok(QuickStart::Held(held)) => return Start::Held(held),
+                Ok(QuickStart::Declined) | Err(_) => return Start::Declined,
+            }
+        }
+    }
+
+    /// Leaves this waiter's orders to the lease's holder; `None` if the request failed (the
+    /// waiter then just waits, as without a hand-off).
+    async fn hand_off(
+        &self,
+        discount: DiscountId,
+        held: &HeldLease,
+        requests: &[SyncRequest],
+    ) -> Option<HandOff> {
+        let mut distinct: Vec<&SyncRequest> = Vec::new();
+        for request in requests {
+            if !distinct.contains(&request) {
+                distinct.push(request);
+            }
+        }
+        self.metrics.count(Count::HandOffRequests, 1);
+        let now_ms = epoch_ms(SystemTime::now());
+        self.store
+            .hand_off(discount, held, now_ms, &distinct)
+            .await
+            .inspect_err(|err| {
+                warn!(error = %crate::error_chain(err), discountId = %discount,
+                    "could not hand the orders over; waiting for the lease instead");
+            })
+            .ok()
+    }
+
+    /// Counts, step by step under the lease still held, the orders waiters handed over,
+    /// then gives the lease up. Their outcomes are not this invocation's to report: each
+    /// waiter sees its orders synced, or counts them itself, from its own messages. Without
+    /// room for a step (time, Polar budget, or a claim write that fails), the lease is given
+    /// up and the orders are left to their messages.
+    async fn take_over(
+        &self,
+        discount: DiscountId,
+        lease: &Lease,
+        mut handed_over: Vec<SyncRequest>,
+        deadline: Deadline,
+        turned_away: &TurnedAway,
+    ) {
+        let mut lease = lease.clone();
+        while !handed_over.is_empty() {
+            let room = (deadline.remaining() >= START_MARGIN)
+                .then(|| self.polar.check_room_for_step(deadline, turned_away).ok())
+                .flatten();
+            let Some(room) = room else { break };
+            lease = lease.for_next_step();
+            let mut distinct: Vec<&SyncRequest> = Vec::new();
+            for request in &handed_over {
+                if !distinct.iter().any(|r| r.order_id == request.order_id) {
+                    distinct.push(request);
+                }
+            }
+            let Start::Claimed(claims) = self.start_with_claims(discount, &lease, &distinct).await
+            else {
+                break;
+            };
+            let claimed: Vec<SyncRequest> = distinct.iter().map(|r| (*r).clone()).collect();
+            let (_, to_count) = decide_from_claims(&claimed, &claims);
+            if to_count.is_empty() {
+                break;
+            }
+            let counted = self
+                .count_all(discount, &lease, &to_count, deadline, Some(room))
+                .await;
+            for outcome in counted.outcomes.values() {
+                if let Ok(Synced::Applied(action)) = outcome {
+                    self.metrics.count(disposal::action_count(*action), 1);
+                }
+            }
+            handed_over = counted.handed_over;
+        }
+        if !handed_over.is_empty() {
+            self.give_up_after(discount, &lease, Left::Nothing).await;
+        }
     }
 
     /// A store call, retried while the failure is worth retrying and time allows.

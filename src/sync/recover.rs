@@ -27,8 +27,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
             .await
             .map_err(|err| Failure::nothing_pending(err).keeping_journal())?;
         match self.resolution(discount, &journal, &current) {
-            Some(action) => {
-                self.commit(
+            Some(action) => self
+                .commit(
                     discount,
                     lease,
                     &journal.orders,
@@ -37,7 +37,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     deadline,
                 )
                 .await
-            }
+                .map(drop),
             None => self
                 .apply(
                     discount,

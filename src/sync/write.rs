@@ -11,8 +11,12 @@ use super::guarded_polar::{ReadForWrite, Written};
 use super::rate::ReservedSlot;
 use super::{Failure, Step, Syncer};
 use crate::deadline::Deadline;
-use crate::domain::{DiscountId, Intent, Journal, OrderId, Plan, Resolution, SyncAction};
-use crate::ports::{Coordination, Discounts, Lease, LeaseAfter, Lookup, OrderLedger, WriteOutcome};
+use crate::domain::{
+    DiscountId, Intent, Journal, OrderId, Plan, Resolution, SyncAction, SyncRequest,
+};
+use crate::ports::{
+    Committed, Coordination, Discounts, Lease, LeaseAfter, Lookup, OrderLedger, WriteOutcome,
+};
 use crate::telemetry::{Count, Distribution, Ids};
 
 /// What a read-back says about a write whose answer was lost.
@@ -25,7 +29,8 @@ enum ReadBack {
 
 impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     /// Plans from the discount as just read, journals the write, makes it (in the slot the
-    /// read reserved, if any), and commits.
+    /// read reserved, if any), and commits. Returns what was done, and the orders waiters
+    /// handed over meanwhile if the commit kept the lease for them.
     pub(super) async fn apply(
         &self,
         discount: DiscountId,
@@ -34,24 +39,26 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         read: ReadForWrite,
         deadline: Deadline,
         lease_after: LeaseAfter,
-    ) -> Result<SyncAction, Failure> {
+    ) -> Result<(SyncAction, Vec<SyncRequest>), Failure> {
         let ReadForWrite {
             current,
             write_slot,
         } = read;
         let Lookup::Found(current) = current else {
             let action = SyncAction::AlreadyDeleted;
-            self.commit(discount, lease, &orders, action, lease_after, deadline)
+            let handed_over = self
+                .commit(discount, lease, &orders, action, lease_after, deadline)
                 .await?;
-            return Ok(action);
+            return Ok((action, handed_over));
         };
         let redemptions = u32::try_from(orders.len()).unwrap_or(u32::MAX);
         let plan = Plan::for_discount(current.max_redemptions, redemptions);
         let (Some(read), Some(intent)) = (current.max_redemptions, plan.intent()) else {
             let action = SyncAction::SkippedUnlimited;
-            self.commit(discount, lease, &orders, action, lease_after, deadline)
+            let handed_over = self
+                .commit(discount, lease, &orders, action, lease_after, deadline)
                 .await?;
-            return Ok(action);
+            return Ok((action, handed_over));
         };
         if let Plan::Delete { oversold_by } = plan {
             if oversold_by > 0 {
@@ -75,16 +82,17 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
 
         let action = self.write(discount, &journal, write_slot, deadline).await?;
         self.reached(Step::PolarWritten);
-        self.commit(
-            discount,
-            lease,
-            &journal.orders,
-            action,
-            lease_after,
-            deadline,
-        )
-        .await?;
-        Ok(action)
+        let handed_over = self
+            .commit(
+                discount,
+                lease,
+                &journal.orders,
+                action,
+                lease_after,
+                deadline,
+            )
+            .await?;
+        Ok((action, handed_over))
     }
 
     /// Makes the journaled write. Once any attempt went unanswered, a later refusal does
@@ -215,7 +223,8 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
     }
 
     /// Marks the orders synced and clears the journal. If that fails, the write stands on
-    /// Polar, so the journal is left for the next holder to commit.
+    /// Polar, so the journal is left for the next holder to commit. Returns the orders
+    /// waiters handed over, for which the lease was kept instead of released.
     pub(super) async fn commit(
         &self,
         discount: DiscountId,
@@ -224,20 +233,24 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         action: SyncAction,
         lease_after: LeaseAfter,
         deadline: Deadline,
-    ) -> Result<(), Failure> {
-        self.with_store_retry(deadline, || {
-            self.store.commit(
-                discount,
-                lease,
-                orders,
-                action,
-                SystemTime::now(),
-                lease_after,
-            )
-        })
-        .await
-        .map_err(Failure::write_pending)?;
+    ) -> Result<Vec<SyncRequest>, Failure> {
+        let committed = self
+            .with_store_retry(deadline, || {
+                self.store.commit(
+                    discount,
+                    lease,
+                    orders,
+                    action,
+                    SystemTime::now(),
+                    lease_after,
+                )
+            })
+            .await
+            .map_err(Failure::write_pending)?;
         self.reached(Step::OrdersMarked);
-        Ok(())
+        Ok(match committed {
+            Committed::AsAsked => Vec::new(),
+            Committed::HandedOver(orders) => orders,
+        })
     }
 }

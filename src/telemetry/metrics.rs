@@ -25,6 +25,11 @@ pub enum Count {
     /// DynamoDB requests answered that another invocation holds the lease: what waiting
     /// for a hot code costs.
     LeaseWaitRequests,
+    /// DynamoDB requests that handed a waiter's orders to the lease's holder.
+    HandOffRequests,
+    /// Messages whose order this invocation handed to the lease's holder, and saw synced
+    /// (the holder reports the order's action).
+    OrdersHandedOver,
     /// Journals left by an invocation that did not finish, resolved by the next holder.
     JournalsRecovered,
     /// Journals settled by the scheduled reconciliation.
@@ -73,6 +78,8 @@ impl Count {
             Self::DeadLettered => "DeadLettered",
             Self::LeaseContention => "LeaseContention",
             Self::LeaseWaitRequests => "LeaseWaitRequests",
+            Self::HandOffRequests => "HandOffRequests",
+            Self::OrdersHandedOver => "OrdersHandedOver",
             Self::JournalsRecovered => "JournalsRecovered",
             Self::JournalsReconciled => "JournalsReconciled",
             Self::ReconciliationFailures => "ReconciliationFailures",

@@ -2,7 +2,7 @@
 //! whole invocation sends its messages back as new ones, never toward the dead-letter queue.
 
 use super::*;
-use crate::ports::Coordination;
+use crate::ports::{Committed, Coordination, LeaseAfter};
 use crate::sync::START_MARGIN;
 
 /// Another invocation holds the discount's lease until `holder_deadline` + the lease's grace.
@@ -72,17 +72,24 @@ async fn a_waiter_whose_holder_is_not_expected_to_be_done_in_time_asks_once_and_
 }
 
 #[tokio::test]
-async fn a_waiter_looks_again_only_when_its_holder_is_expected_to_be_done() {
+async fn a_waiter_hands_its_order_over_and_looks_again_only_when_the_holders_next_step_is_expected_to_end(
+) {
     let s = Arc::new(syncer(
         InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     ));
-    steps_take(&s, Duration::from_millis(600));
+    steps_take(&s, Duration::from_millis(300));
     let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    // The holder gives the lease up without taking the order over (as a failed step does):
+    // the waiter, looking when the holder was expected to have counted it, counts it.
     let releaser = {
         let s = s.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(550)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert_eq!(
+                s.store().handed_off(id(DISCOUNT)),
+                [request("o1", DISCOUNT, "X")]
+            );
             s.store()
                 .release_dropping_journal(id(DISCOUNT), &holder)
                 .await
@@ -94,16 +101,94 @@ async fn a_waiter_looks_again_only_when_its_holder_is_expected_to_be_done() {
     releaser.await.unwrap();
 
     assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert_eq!(s.store().hand_offs(), 1);
     assert_eq!(
         s.store().lease_requests(),
         2,
-        "one refused write, then one at the holder's expected end: no polling in between"
+        "one refused write, then one at the end of the holder's next step: no polling"
     );
     assert!(
         started.elapsed() >= Duration::from_millis(600)
             && started.elapsed() < Duration::from_millis(1_000),
         "{:?}",
         started.elapsed()
+    );
+    assert!(
+        s.store().handed_off(id(DISCOUNT)).is_empty(),
+        "the commit of the order takes it off the hand-off list"
+    );
+    assert_eq!(s.store().lease(id(DISCOUNT)), None);
+}
+
+#[tokio::test]
+async fn a_waiter_that_handed_its_orders_over_acknowledges_them_when_it_sees_them_synced_without_a_polar_request(
+) {
+    let s = Arc::new(syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    ));
+    steps_take(&s, Duration::from_millis(200));
+    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    // The holder's commit hands it the orders, which it counts and marks in its next step.
+    let holder_step = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let committed = s
+                .store()
+                .commit(
+                    id(DISCOUNT),
+                    &holder,
+                    &[],
+                    SyncAction::Decremented,
+                    SystemTime::now(),
+                    LeaseAfter::Released,
+                )
+                .await
+                .unwrap();
+            let Committed::HandedOver(orders) = committed else {
+                panic!("the release found nothing handed over: {committed:?}");
+            };
+            let orders: Vec<OrderId> = orders.into_iter().map(|r| r.order_id).collect();
+            s.store()
+                .commit(
+                    id(DISCOUNT),
+                    &holder,
+                    &orders,
+                    SyncAction::Decremented,
+                    SystemTime::now(),
+                    LeaseAfter::Released,
+                )
+                .await
+                .unwrap();
+        })
+    };
+    let outcomes = s
+        .sync_discount(
+            id(DISCOUNT),
+            &[request("o1", DISCOUNT, "X"), request("o2", DISCOUNT, "X")],
+            deadline(),
+        )
+        .await;
+    holder_step.await.unwrap();
+
+    for outcome in outcomes {
+        assert_eq!(outcome.unwrap(), Synced::HandedOver);
+    }
+    assert!(s.discounts().calls().is_empty(), "the holder counted them");
+    assert_eq!(s.store().hand_offs(), 1);
+    assert_eq!(
+        s.store().lease_requests(),
+        2,
+        "one refused start, one that finds the orders synced"
+    );
+    assert_eq!(
+        s.metrics()
+            .take()
+            .count(crate::telemetry::Count::LeaseWaitRequests),
+        1
     );
 }
 
@@ -719,4 +804,87 @@ async fn a_step_with_nothing_to_count_never_waits_for_the_rate_budget() {
         "a copy of a synced order waited {:?} for a budget it does not use",
         started.elapsed()
     );
+}
+
+/// A syncer whose step, once, finds `handed` handed over by a waiter while it writes to
+/// Polar.
+fn holder_handed_over_while_writing(
+    store: InMemoryStore,
+    discounts: InMemoryDiscounts,
+    handed: Vec<SyncRequest>,
+) -> Arc<TestSyncer> {
+    Arc::new_cyclic(|me: &std::sync::Weak<TestSyncer>| {
+        let me = me.clone();
+        let once = std::sync::atomic::AtomicBool::new(false);
+        syncer(store, discounts).with_checkpoint(Arc::new(move |step| {
+            if step == Step::PolarWritten && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if let Some(s) = me.upgrade() {
+                    let mut discounts = s.store().discounts.lock().unwrap();
+                    let stored = discounts.get_mut(&id(DISCOUNT)).expect("the lease is held");
+                    stored.handed_off.extend(handed.iter().cloned());
+                }
+            }
+        }))
+    })
+}
+
+#[tokio::test]
+async fn a_holder_whose_release_finds_orders_handed_over_counts_them_in_one_more_step_then_releases(
+) {
+    let s = holder_handed_over_while_writing(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X")
+            .with_order("o3", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        vec![request("o2", DISCOUNT, "X"), request("o3", DISCOUNT, "X")],
+    );
+
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+
+    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert_eq!(s.store().action("o2"), Some(SyncAction::Decremented));
+    assert_eq!(s.store().action("o3"), Some(SyncAction::Decremented));
+    assert_eq!(
+        s.discounts().calls(),
+        [Call::Get, Call::Update(9), Call::Get, Call::Update(7)],
+        "the two handed-over orders are counted together, in one more step"
+    );
+    assert!(s.store().handed_off(id(DISCOUNT)).is_empty());
+    assert_eq!(
+        s.store().lease(id(DISCOUNT)),
+        None,
+        "released after that step"
+    );
+    assert_eq!(s.store().journal(id(DISCOUNT)), None);
+    assert_marked_once(&s);
+    assert_eq!(
+        s.metrics()
+            .take()
+            .count(crate::telemetry::Count::OrdersDecremented),
+        2,
+        "the holder reports the actions of the orders it took over"
+    );
+}
+
+#[tokio::test]
+async fn orders_handed_over_that_were_synced_meanwhile_or_name_another_code_are_not_counted() {
+    let s = holder_handed_over_while_writing(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_order("o2", DISCOUNT, "X")
+            .with_order("o3", DISCOUNT, "Y"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        // o1 is the holder's own order, marked by the very commit that finds the list.
+        vec![request("o1", DISCOUNT, "X"), request("o3", DISCOUNT, "X")],
+    );
+
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+
+    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert_eq!(s.store().action("o3"), None, "left to its own message");
+    assert_eq!(s.discounts().calls(), [Call::Get, Call::Update(9)]);
+    assert!(s.store().handed_off(id(DISCOUNT)).is_empty());
+    assert_eq!(s.store().lease(id(DISCOUNT)), None);
+    assert_marked_once(&s);
 }

@@ -21,7 +21,7 @@ fn left_behind(s: &TestSyncer, journal: Journal) {
                 taken_at_ms: 0,
             }),
             journal: Some(journal),
-            last_step_ms: None,
+            ..StoredDiscount::default()
         },
     );
 }

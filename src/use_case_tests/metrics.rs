@@ -118,10 +118,17 @@ async fn a_message_that_finds_its_discount_busy_counts_as_contention_not_as_a_fa
         "each refused look at the lease is a lease-wait request"
     );
     assert_eq!(
+        recorded.count(Count::HandOffRequests),
+        1,
+        "the order is handed to the holder once"
+    );
+    assert_eq!(
         recorded
             .counts
             .into_iter()
-            .filter(|(count, _)| *count != Count::LeaseWaitRequests)
+            .filter(|(count, _)| {
+                ![Count::LeaseWaitRequests, Count::HandOffRequests].contains(count)
+            })
             .collect::<Vec<_>>(),
         [(Count::LeaseContention, 1)]
     );

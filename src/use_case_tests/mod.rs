@@ -126,7 +126,7 @@ fn orphaned(s: &TestSyncer, orders: &[&str], read: i64, intent: Intent, expires_
                 read,
                 intent,
             }),
-            last_step_ms: None,
+            ..StoredDiscount::default()
         },
     );
 }

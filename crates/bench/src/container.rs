@@ -32,6 +32,9 @@ pub struct LogBytes {
     /// The function's `LeaseWaitRequests` metric, summed over its EMF documents: its DynamoDB
     /// requests answered that another invocation holds the lease.
     pub lease_wait_requests: u64,
+    /// Its `HandOffRequests` metric: DynamoDB requests that handed a waiter's orders to the
+    /// lease's holder.
+    pub hand_off_requests: u64,
 }
 
 impl LogBytes {
@@ -40,6 +43,7 @@ impl LogBytes {
         self.lines += other.lines;
         self.emf_bytes += other.emf_bytes;
         self.lease_wait_requests += other.lease_wait_requests;
+        self.hand_off_requests += other.hand_off_requests;
     }
 
     fn of(text: &[u8]) -> LogBytes {
@@ -51,17 +55,19 @@ impl LogBytes {
             counted.lines += 1;
             if line.windows(6).any(|w| w == b"\"_aws\"") {
                 counted.emf_bytes += line.len() as u64;
-                counted.lease_wait_requests += lease_wait_requests_in(line);
+                counted.lease_wait_requests += count_in(line, "LeaseWaitRequests");
+                counted.hand_off_requests += count_in(line, "HandOffRequests");
             }
         }
         counted
     }
 }
 
-fn lease_wait_requests_in(emf_document: &[u8]) -> u64 {
+/// The EMF document's value of the count `metric` (0 when absent).
+fn count_in(emf_document: &[u8], metric: &str) -> u64 {
     serde_json::from_slice::<Value>(emf_document)
         .ok()
-        .and_then(|document| document.get("LeaseWaitRequests")?.as_u64())
+        .and_then(|document| document.get(metric)?.as_u64())
         .unwrap_or(0)
 }
 
@@ -201,8 +207,9 @@ mod tests {
     }
 
     #[test]
-    fn lease_wait_requests_are_summed_over_the_emf_documents() {
-        let log = b"{\"_aws\":{},\"LeaseWaitRequests\":2}\n{\"message\":\"LeaseWaitRequests\"}\n{\"_aws\":{},\"OrdersDecremented\":1}\n{\"_aws\":{},\"LeaseWaitRequests\":3}\n";
+    fn lease_wait_and_hand_off_requests_are_summed_over_the_emf_documents() {
+        let log = b"{\"_aws\":{},\"LeaseWaitRequests\":2}\n{\"message\":\"LeaseWaitRequests\"}\n{\"_aws\":{},\"OrdersDecremented\":1,\"HandOffRequests\":4}\n{\"_aws\":{},\"LeaseWaitRequests\":3}\n";
         assert_eq!(LogBytes::of(log).lease_wait_requests, 5);
+        assert_eq!(LogBytes::of(log).hand_off_requests, 4);
     }
 }

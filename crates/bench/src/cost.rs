@@ -214,7 +214,7 @@ mod tests {
             bytes: 1000,
             lines: 4,
             emf_bytes: 300,
-            lease_wait_requests: 0,
+            ..LogBytes::default()
         };
         let json = platform_log_bytes(Algorithm::Function);
         let text = platform_log_bytes(Algorithm::Original);

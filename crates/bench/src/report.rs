@@ -197,8 +197,9 @@ fn header(out: &mut String, r: &Results) {
          **Per message** divides by the messages sent (duplicates included); **per redemption** \
          by the distinct orders. **Lease-wait requests** are the function's DynamoDB requests \
          answered that another invocation holds the discount's lease (its `LeaseWaitRequests` \
-         metric, summed from its EMF documents); the other DynamoDB requests are the protocol's \
-         own. **Redemptions/min** = orders marked synced ÷ wall time. \
+         metric, summed from its EMF documents); **hand-off requests** those that handed a \
+         waiter's orders to the lease's holder (`HandOffRequests`); the other DynamoDB requests \
+         are the protocol's own. **Redemptions/min** = orders marked synced ÷ wall time. \
          **Exactly once** = every discount's final `max_redemptions` equals its initial value \
          less its distinct orders, and every order is marked synced (all valid orders counted \
          once). The contract's narrower check, that each limit went down by exactly its \
@@ -366,12 +367,23 @@ fn workload_details(out: &mut String, r: &Results, w: &WorkloadResult) {
             Algorithm::Original => "– (takes no lease)".into(),
         },
     );
+    row(
+        "of which hand-off requests (per message)",
+        &|m| match m.algorithm {
+            Algorithm::Function => format!(
+                "{} ({})",
+                m.hand_off_requests(),
+                per(m, m.hand_off_requests())
+            ),
+            Algorithm::Original => "– (takes no lease)".into(),
+        },
+    );
     row("other DynamoDB requests per message", &|m| {
-        let lease_waits = match m.algorithm {
-            Algorithm::Function => m.lease_wait_requests(),
+        let waiting = match m.algorithm {
+            Algorithm::Function => m.lease_wait_requests() + m.hand_off_requests(),
             Algorithm::Original => 0,
         };
-        per(m, m.aws_requests.dynamodb().saturating_sub(lease_waits))
+        per(m, m.aws_requests.dynamodb().saturating_sub(waiting))
     });
     row("DynamoDB operations", &|m| {
         m.aws_requests.dynamodb_operations()
@@ -672,9 +684,10 @@ fn targets(out: &mut String, r: &Results) {
             name: dynamo,
             measured: flash_sale.map_or("–".into(), |w| {
                 format!(
-                    "{} requests/message, of which {} lease waits",
+                    "{} requests/message, of which {} lease waits and {} hand-offs",
                     per(&w.function, w.function.aws_requests.dynamodb()),
-                    lease_waits_per_message(&w.function)
+                    lease_waits_per_message(&w.function),
+                    per(&w.function, w.function.hand_off_requests())
                 )
             }),
             met: flash_sale

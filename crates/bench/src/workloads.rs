@@ -239,6 +239,12 @@ impl Measurement {
         self.logged.lease_wait_requests
     }
 
+    /// DynamoDB requests that handed a waiter's orders to the lease's holder (the
+    /// function's own count, from its EMF documents).
+    pub fn hand_off_requests(&self) -> u64 {
+        self.logged.hand_off_requests
+    }
+
     /// Over the wall time, or until the run was given up on if it did not drain.
     pub fn redemptions_per_minute(&self) -> Option<f64> {
         if self.failure.is_some() {
@@ -265,12 +271,13 @@ impl Measurement {
         };
         format!(
             "{wall}, {} invocations, {} Polar requests ({} × 429), {} DynamoDB requests \
-             ({} lease waits), {} dead-lettered, exactly once: {}",
+             ({} lease waits, {} hand-offs), {} dead-lettered, exactly once: {}",
             self.progress.invocations,
             self.polar_requests,
             self.polar_429s,
             self.aws_requests.dynamodb(),
             self.lease_wait_requests(),
+            self.hand_off_requests(),
             self.dead_letters,
             if self.exactly_once() { "yes" } else { "NO" },
         )

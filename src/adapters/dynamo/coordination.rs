@@ -15,12 +15,13 @@ use super::journal_codec::{decode_journal, encode_journal};
 use super::orders::{refusal, spelled_as_in, Refusal};
 use super::transactions::NotApplied;
 use super::{
-    discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, JOURNAL,
-    LAST_STEP_MS, LEASE_EXPIRES_AT_MS, LEASE_TAKEN_AT_MS, LEASE_TOKEN, TTL,
+    discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, HANDED_OFF,
+    JOURNAL, LAST_STEP_MS, LEASE_EXPIRES_AT_MS, LEASE_TAKEN_AT_MS, LEASE_TOKEN, TTL,
 };
-use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
+use crate::domain::{DiscountCode, DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
-    Acquisition, ClaimOutcome, Coordination, HeldLease, Lease, LeaseAfter, QuickStart, StoreFailure,
+    Acquisition, ClaimOutcome, Committed, Coordination, HandOff, HeldLease, Lease, LeaseAfter,
+    QuickStart, StoreFailure, MAX_HANDED_OVER,
 };
 
 #[derive(Clone, Copy)]
@@ -30,34 +31,91 @@ enum JournalAfter {
 }
 
 impl DynamoStore {
-    /// The discount update of `commit`: clear the journal and maybe release the lease.
+    /// The discount update of `commit`: clear the journal and keep or release the lease.
+    /// A release is refused while waiters' orders are on the hand-off list, unless told to
+    /// ignore the list (then nothing is left on it but orders this commit marks); `taken`
+    /// entries come off the list.
     fn finish_discount(
         &self,
         discount: DiscountId,
         lease: &Lease,
         lease_after: LeaseAfter,
+        hand_offs: HandOffs,
     ) -> Update {
         let builder = Update::builder()
             .table_name(&self.sync_table)
             .key("pk", discount_key(discount))
-            .condition_expression("#owner = :token")
             .expression_attribute_names("#owner", LEASE_TOKEN)
             .expression_attribute_names("#journal", JOURNAL)
-            .expression_attribute_values(":token", string(&lease.token.to_string()));
+            .expression_attribute_values(":token", string(&lease.token.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let (builder, delete) = match hand_offs {
+            HandOffs::Refuse => (
+                builder
+                    .condition_expression("#owner = :token AND attribute_not_exists(#handedOff)")
+                    .expression_attribute_names("#handedOff", HANDED_OFF),
+                "",
+            ),
+            HandOffs::Take(taken) if !taken.is_empty() => (
+                builder
+                    .condition_expression("#owner = :token")
+                    .expression_attribute_names("#handedOff", HANDED_OFF)
+                    .expression_attribute_values(":taken", AttributeValue::Ss(taken)),
+                " DELETE #handedOff :taken",
+            ),
+            HandOffs::Take(_) => (builder.condition_expression("#owner = :token"), ""),
+        };
         let builder = if lease_after == LeaseAfter::Released {
             builder
-                .update_expression("SET #ttl = :ttl, #step = :step REMOVE #journal, #owner, #until")
+                .update_expression(format!(
+                    "SET #ttl = :ttl, #step = :step REMOVE #journal, #owner, #until{delete}"
+                ))
                 .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
                 .expression_attribute_names("#ttl", TTL)
                 .expression_attribute_names("#step", LAST_STEP_MS)
                 .expression_attribute_values(":ttl", idle_ttl())
                 .expression_attribute_values(":step", number(step_ms(lease)))
         } else {
-            builder.update_expression("REMOVE #journal")
+            builder.update_expression(format!("REMOVE #journal{delete}"))
         };
         builder
             .build()
             .expect("table, key and update expression are set")
+    }
+
+    /// Marks `orders` and applies `finish`, in one transaction; one by one if an order
+    /// could not be marked.
+    async fn mark_and_finish(
+        &self,
+        orders: &[OrderId],
+        action: SyncAction,
+        at: &str,
+        finish: Update,
+    ) -> Result<(), Unfinished> {
+        let updates = orders
+            .iter()
+            .map(|order| self.mark_order(order, action, at))
+            .chain([finish.clone()]);
+        let Err(not_applied) = self.transact(updates).await else {
+            return Ok(());
+        };
+        let reasons = not_applied.reasons();
+        let failed_condition =
+            |reason: &Option<String>| reason.as_deref() == Some("ConditionalCheckFailed");
+        match reasons.split_last() {
+            Some((discount_reason, _)) if failed_condition(discount_reason) => Err(
+                Unfinished::Refused(not_applied.refused_item(orders.len()).cloned()),
+            ),
+            Some((_, order_reasons)) if order_reasons.iter().any(failed_condition) => {
+                self.mark_one_by_one(orders, action, at).await?;
+                self.finish_alone(&finish).await
+            }
+            _ => Err(Unfinished::Failed(error::transaction_failure(
+                "TransactWriteItems(commit)",
+                &self.orders_table,
+                not_applied,
+            ))),
+        }
     }
 
     /// Gives the lease up, if it is still ours. An item that keeps its journal keeps no
@@ -137,15 +195,12 @@ impl DynamoStore {
 
     /// Marks orders one by one, skipping those already marked: the path when the
     /// all-or-nothing transaction found an order it could not mark.
-    async fn commit_one_by_one(
+    async fn mark_one_by_one(
         &self,
-        discount: DiscountId,
-        lease: &Lease,
         orders: &[OrderId],
         action: SyncAction,
         at: &str,
-        lease_after: LeaseAfter,
-    ) -> Result<(), StoreFailure> {
+    ) -> Result<(), Unfinished> {
         for order in orders {
             let mark = self.mark_order(order, action, at);
             let result = self.update_item(&mark).send().await;
@@ -154,17 +209,69 @@ impl DynamoStore {
                 Err(err) if is_condition_failure(&err) => {
                     tracing::warn!(orderId = %order, "order was already marked or is gone; left as it is");
                 }
-                Err(err) => return Err(self.order_failure("UpdateItem(mark)", err)),
+                Err(err) => {
+                    return Err(Unfinished::Failed(
+                        self.order_failure("UpdateItem(mark)", err),
+                    ))
+                }
             }
         }
-        let finish = self.finish_discount(discount, lease, lease_after);
-        let result = self.update_item(&finish).send().await;
+        Ok(())
+    }
+
+    async fn finish_alone(&self, finish: &Update) -> Result<(), Unfinished> {
+        let result = self
+            .update_item(finish)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) if is_condition_failure(&err) => Err(StoreFailure::LeaseLost(discount)),
-            Err(err) => Err(self.sync_failure("UpdateItem(finish)", err)),
+            Err(SdkError::ServiceError(service))
+                if service.err().is_conditional_check_failed_exception() =>
+            {
+                let UpdateItemError::ConditionalCheckFailedException(failure) = service.into_err()
+                else {
+                    unreachable!("checked just above")
+                };
+                Err(Unfinished::Refused(failure.item))
+            }
+            Err(err) => Err(Unfinished::Failed(
+                self.sync_failure("UpdateItem(finish)", err),
+            )),
         }
     }
+}
+
+/// What the hand-off list does to a commit's discount update.
+enum HandOffs {
+    /// A release is refused while the list holds anything.
+    Refuse,
+    /// These entries come off the list; a release ignores what else it holds.
+    Take(Vec<String>),
+}
+
+/// Why a commit's writes were not all applied.
+enum Unfinished {
+    /// The discount update's condition failed: the item it found, if returned.
+    Refused(Option<HashMap<String, AttributeValue>>),
+    Failed(StoreFailure),
+}
+
+/// A hand-off list entry: the order and the code as its message spells it.
+fn hand_off_entry(request: &SyncRequest) -> String {
+    serde_json::to_string(&[request.order_id.as_str(), request.discount_code.as_str()])
+        .expect("two strings serialize")
+}
+
+/// The request a hand-off list entry stands for; `None` if it cannot be read.
+fn handed_off_request(discount: DiscountId, entry: &str) -> Option<SyncRequest> {
+    let (order, code): (String, String) = serde_json::from_str(entry).ok()?;
+    Some(SyncRequest {
+        order_id: OrderId::parse(order).ok()?,
+        discount_id: discount,
+        discount_code: DiscountCode::parse(code).ok()?,
+    })
 }
 
 /// How long the step under `lease` has taken so far.
@@ -184,6 +291,9 @@ fn held_lease(discount: DiscountId, item: &HashMap<String, AttributeValue>) -> H
         .map(|journal| journal.orders)
         .unwrap_or_default();
     HeldLease::expecting(
+        item.get(LEASE_TOKEN)
+            .and_then(|token| token.as_s().ok())
+            .and_then(|token| token.parse().ok()),
         number_of(item, LEASE_EXPIRES_AT_MS).unwrap_or(0),
         number_of(item, LEASE_TAKEN_AT_MS),
         number_of(item, LAST_STEP_MS),
@@ -334,6 +444,39 @@ impl Coordination for DynamoStore {
         }
     }
 
+    async fn hand_off(
+        &self,
+        discount: DiscountId,
+        held: &HeldLease,
+        now_ms: u64,
+        orders: &[&SyncRequest],
+    ) -> Result<HandOff, StoreFailure> {
+        let Some(holder) = held.holder else {
+            return Ok(HandOff::NotHeld);
+        };
+        let entries = orders
+            .iter()
+            .map(|request| hand_off_entry(request))
+            .collect();
+        let result = self
+            .update_discount(discount)
+            .update_expression("ADD #handedOff :entries")
+            .condition_expression("#owner = :holder AND #until >= :now")
+            .expression_attribute_names("#handedOff", HANDED_OFF)
+            .expression_attribute_names("#owner", LEASE_TOKEN)
+            .expression_attribute_names("#until", LEASE_EXPIRES_AT_MS)
+            .expression_attribute_values(":entries", AttributeValue::Ss(entries))
+            .expression_attribute_values(":holder", string(&holder.to_string()))
+            .expression_attribute_values(":now", number(now_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(HandOff::Handed),
+            Err(err) if is_condition_failure(&err) => Ok(HandOff::NotHeld),
+            Err(err) => Err(self.sync_failure("UpdateItem(hand off)", err)),
+        }
+    }
+
     async fn commit(
         &self,
         discount: DiscountId,
@@ -342,34 +485,56 @@ impl Coordination for DynamoStore {
         action: SyncAction,
         at: SystemTime,
         lease_after: LeaseAfter,
-    ) -> Result<(), StoreFailure> {
+    ) -> Result<Committed, StoreFailure> {
         let at = DateTime::from(at)
             .fmt(DateTimeFormat::DateTime)
             .expect("a current time is within RFC 3339's range");
-        let updates = orders
-            .iter()
-            .map(|order| self.mark_order(order, action, &at))
-            .chain([self.finish_discount(discount, lease, lease_after)]);
-        let result = self.transact(updates).await;
-        let Err(not_applied) = result else {
-            return Ok(());
+        let lost = || StoreFailure::LeaseLost(discount);
+        let hand_offs = match lease_after {
+            LeaseAfter::Released => HandOffs::Refuse,
+            LeaseAfter::Kept => HandOffs::Take(Vec::new()),
         };
-        let reasons = not_applied.reasons();
-        let failed_condition =
-            |reason: &Option<String>| reason.as_deref() == Some("ConditionalCheckFailed");
-        match reasons.split_last() {
-            Some((discount_reason, _)) if failed_condition(discount_reason) => {
-                Err(StoreFailure::LeaseLost(discount))
+        let finish = self.finish_discount(discount, lease, lease_after, hand_offs);
+        let found = match self.mark_and_finish(orders, action, &at, finish).await {
+            Ok(()) => return Ok(Committed::AsAsked),
+            Err(Unfinished::Failed(failure)) => return Err(failure),
+            Err(Unfinished::Refused(found)) => found.ok_or_else(lost)?,
+        };
+        let ours =
+            found.get(LEASE_TOKEN).and_then(|v| v.as_s().ok()) == Some(&lease.token.to_string());
+        let entries = found
+            .get(HANDED_OFF)
+            .and_then(|set| set.as_ss().ok())
+            .filter(|_| ours && lease_after == LeaseAfter::Released)
+            .ok_or_else(lost)?;
+        // Entries for orders this commit marks, or unreadable, go; up to a step's worth of
+        // the others are taken over.
+        let mut off_the_list = Vec::new();
+        let mut taken = Vec::new();
+        for entry in entries {
+            match handed_off_request(discount, entry) {
+                Some(request)
+                    if !orders.contains(&request.order_id) && taken.len() < MAX_HANDED_OVER =>
+                {
+                    taken.push(request);
+                }
+                Some(request) if !orders.contains(&request.order_id) => continue,
+                _ => {}
             }
-            Some((_, order_reasons)) if order_reasons.iter().any(failed_condition) => {
-                self.commit_one_by_one(discount, lease, orders, action, &at, lease_after)
-                    .await
-            }
-            _ => Err(error::transaction_failure(
-                "TransactWriteItems(commit)",
-                &self.orders_table,
-                not_applied,
-            )),
+            off_the_list.push(entry.clone());
+        }
+        let lease_after = if taken.is_empty() {
+            LeaseAfter::Released
+        } else {
+            LeaseAfter::Kept
+        };
+        let finish =
+            self.finish_discount(discount, lease, lease_after, HandOffs::Take(off_the_list));
+        match self.mark_and_finish(orders, action, &at, finish).await {
+            Ok(()) if taken.is_empty() => Ok(Committed::AsAsked),
+            Ok(()) => Ok(Committed::HandedOver(taken)),
+            Err(Unfinished::Refused(_)) => Err(lost()),
+            Err(Unfinished::Failed(failure)) => Err(failure),
         }
     }
 

@@ -38,6 +38,8 @@ const LEASE_TAKEN_AT_MS: &str = "leaseTakenAtMs";
 /// How long the last step that released the lease took: a waiter's estimate of the next.
 const LAST_STEP_MS: &str = "lastStepMs";
 const JOURNAL: &str = "journal";
+/// Orders waiters handed to the lease's holder: a string set of `["<order id>","<code>"]`.
+const HANDED_OFF: &str = "handedOff";
 /// A discount's item is keyed `discount#<id>`.
 const DISCOUNT_KEY_PREFIX: &str = "discount#";
 const TTL: &str = "expiresAt";

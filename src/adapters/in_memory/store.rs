@@ -7,8 +7,9 @@ use std::time::SystemTime;
 
 use crate::domain::{DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
-    Acquisition, ClaimOutcome, Coordination, HeldLease, JournalIndex, Lease, LeaseAfter,
-    OrderLedger, OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart, StoreFailure,
+    Acquisition, ClaimOutcome, Committed, Coordination, HandOff, HeldLease, JournalIndex, Lease,
+    LeaseAfter, OrderLedger, OrderReader, OrderRecord, OrderSnapshot, PendingJournal, QuickStart,
+    StoreFailure, MAX_HANDED_OVER,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -25,6 +26,8 @@ pub struct StoredDiscount {
     pub journal: Option<Journal>,
     /// How long the last step that released the lease took, in milliseconds.
     pub last_step_ms: Option<u64>,
+    /// Orders waiters handed to the holder, oldest first.
+    pub handed_off: Vec<SyncRequest>,
 }
 
 impl StoredDiscount {
@@ -33,6 +36,7 @@ impl StoredDiscount {
         let held = self.lease.as_ref()?;
         (held.token != lease.token && held.expires_at_ms >= now_ms).then(|| {
             HeldLease::expecting(
+                Some(held.token),
                 held.expires_at_ms,
                 Some(held.taken_at_ms),
                 self.last_step_ms,
@@ -56,6 +60,8 @@ pub struct InMemoryStore {
     throttled_intents: AtomicU32,
     /// Requests that take or look at a lease: `acquire` and `acquire_with_claims`.
     lease_requests: AtomicU32,
+    /// `hand_off` requests.
+    hand_offs: AtomicU32,
 }
 
 impl InMemoryStore {
@@ -74,6 +80,21 @@ impl InMemoryStore {
     /// How many requests took or looked at a lease (`acquire` and `acquire_with_claims`).
     pub fn lease_requests(&self) -> u32 {
         self.lease_requests.load(Ordering::SeqCst)
+    }
+
+    /// How many `hand_off` requests were made.
+    pub fn hand_offs(&self) -> u32 {
+        self.hand_offs.load(Ordering::SeqCst)
+    }
+
+    /// The orders on `discount`'s hand-off list.
+    pub fn handed_off(&self, discount: DiscountId) -> Vec<SyncRequest> {
+        self.discounts
+            .lock()
+            .unwrap()
+            .get(&discount)
+            .map(|stored| stored.handed_off.clone())
+            .unwrap_or_default()
     }
 
     async fn round_trip(&self) {
@@ -121,7 +142,15 @@ impl InMemoryStore {
     ) -> Result<T, StoreFailure> {
         let mut discounts = self.discounts.lock().unwrap();
         match discounts.get_mut(&discount) {
-            Some(stored) if stored.lease.as_ref() == Some(lease) => Ok(f(stored)),
+            // As DynamoDB's conditions do, by its token: a holder's next step renews the rest.
+            Some(stored)
+                if stored
+                    .lease
+                    .as_ref()
+                    .is_some_and(|held| held.token == lease.token) =>
+            {
+                Ok(f(stored))
+            }
             _ => Err(StoreFailure::LeaseLost(discount)),
         }
     }
@@ -241,6 +270,32 @@ impl Coordination for InMemoryStore {
         Ok(QuickStart::Started)
     }
 
+    async fn hand_off(
+        &self,
+        discount: DiscountId,
+        held: &HeldLease,
+        now_ms: u64,
+        orders: &[&SyncRequest],
+    ) -> Result<HandOff, StoreFailure> {
+        self.hand_offs.fetch_add(1, Ordering::SeqCst);
+        self.round_trip().await;
+        let mut discounts = self.discounts.lock().unwrap();
+        let stored = discounts.entry(discount).or_default();
+        let still_held = stored
+            .lease
+            .as_ref()
+            .is_some_and(|lease| Some(lease.token) == held.holder && lease.expires_at_ms >= now_ms);
+        if !still_held {
+            return Ok(HandOff::NotHeld);
+        }
+        for order in orders {
+            if !stored.handed_off.contains(order) {
+                stored.handed_off.push((*order).clone());
+            }
+        }
+        Ok(HandOff::Handed)
+    }
+
     async fn record_intent(
         &self,
         discount: DiscountId,
@@ -266,7 +321,7 @@ impl Coordination for InMemoryStore {
         action: SyncAction,
         _at: SystemTime,
         lease_after: LeaseAfter,
-    ) -> Result<(), StoreFailure> {
+    ) -> Result<Committed, StoreFailure> {
         self.holding(discount, lease, |stored| {
             let mut all = self.orders.lock().unwrap();
             for order in orders {
@@ -277,10 +332,19 @@ impl Coordination for InMemoryStore {
                 }
             }
             stored.journal = None;
-            if lease_after == LeaseAfter::Released {
+            if lease_after == LeaseAfter::Kept {
+                return Committed::AsAsked;
+            }
+            stored
+                .handed_off
+                .retain(|handed| !orders.contains(&handed.order_id));
+            if stored.handed_off.is_empty() {
                 stored.lease = None;
                 stored.last_step_ms = Some(step_ms(lease));
+                return Committed::AsAsked;
             }
+            let taken = stored.handed_off.len().min(MAX_HANDED_OVER);
+            Committed::HandedOver(stored.handed_off.drain(..taken).collect())
         })
     }
 
