@@ -51,7 +51,7 @@ EMF_DIMENSIONS = ["FunctionName"]
 EMF_METRICS = {
     "OrdersDecremented", "OrdersDeleted", "OrdersSkippedUnlimited", "OrdersAlreadyDeleted",
     "OrdersAlreadySynced", "TransientFailures", "ConfigurationErrors", "PermanentFailures",
-    "DeadLettered", "LeaseContention", "LeaseWaitRequests", "HandOffRequests", "OrdersHandedOver", "JournalsRecovered", "JournalsReconciled",
+    "DeadLettered", "LeaseContention", "LeaseWaitRequests", "HandOffRequests", "JournalsRecovered", "JournalsReconciled",
     "ReconciliationFailures", "UnknownWriteOutcomes", "PolarRateLimited", "Oversold",
     "ExternalChanges", "PolarLatency", "OrdersPerWrite", "OldestMessageAge", "PolarRateShare",
     # Shadow mode's (SHADOW_MODE=true): what it would have synced or written.

@@ -295,7 +295,8 @@ async fn a_journal_left_behind_by_an_external_change_keeps_the_other_value() {
 }
 
 #[tokio::test]
-async fn a_lease_held_by_a_live_invocation_gives_the_message_back_for_one_dynamodb_request() {
+async fn a_lease_held_by_a_live_invocation_gets_the_order_handed_over_and_the_message_back_for_two_dynamodb_requests(
+) {
     let world = World::start().await;
     let discount = world.discount("HELD", Some(5));
     let messages = seed_orders(&world, "o", discount, "HELD", 1).await;
@@ -324,15 +325,15 @@ async fn a_lease_held_by_a_live_invocation_gives_the_message_back_for_one_dynamo
         .unwrap();
     let (handler, dynamo_requests) = world.counting_handler().await;
 
-    // The refused one-write start tells who holds the lease and that it will not be done in
-    // time: no second look, no waiting.
+    // The refused one-write start tells who holds the lease: the order is handed to it, and
+    // the message given back, with no second look and no waiting.
     let started = std::time::Instant::now();
     let failed = world
         .deliver_within(&handler, &as_refs(&messages), Duration::from_secs(30))
         .await;
 
     assert_eq!(failed, ["m-o0"]);
-    assert_eq!(dynamo_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(dynamo_requests.load(Ordering::SeqCst), 2);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -348,6 +349,10 @@ async fn a_lease_held_by_a_live_invocation_gives_the_message_back_for_one_dynamo
     assert!(
         world.sync_item(discount).await.contains_key("lastStepMs"),
         "the step that released the lease is measured for the next waiters"
+    );
+    assert!(
+        !world.sync_item(discount).await.contains_key("handedOff"),
+        "the commit that marks the order takes its entry off the list"
     );
 }
 
@@ -448,24 +453,28 @@ async fn waiters_hand_their_orders_to_the_holder_which_counts_them_once_in_one_m
     let (first, first_requests) = waiter_container(&world, "first_waiter").await;
     let (second, _) = waiter_container(&world, "second_waiter").await;
 
-    let waiter = |handler: ProductionHandler| {
-        let batch = as_refs(&handed);
-        let event = event(&batch, TIMEOUT);
-        async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            handler.handle(event).await
-        }
-    };
+    let waiter_batch = as_refs(&handed);
+    let later = || tokio::time::sleep(Duration::from_millis(100));
     let (held, first_result, second_result) = tokio::join!(
         holder.handle(event(&as_refs(&own), TIMEOUT)),
-        waiter(first),
-        waiter(second),
+        async {
+            later().await;
+            first.handle(event(&waiter_batch, TIMEOUT)).await
+        },
+        async {
+            later().await;
+            second.handle(event(&waiter_batch, TIMEOUT)).await
+        },
     );
 
     assert!(failed_ids(&held.unwrap()).is_empty());
-    assert!(failed_ids(&first_result.unwrap()).is_empty());
-    assert!(failed_ids(&second_result.unwrap()).is_empty());
     assert_eq!(world.max_redemptions(discount), Some(Some(96)));
+    // Both waiters gave their messages back at once; delivered again, they find their orders
+    // synced.
+    for result in [first_result, second_result] {
+        assert_eq!(failed_ids(&result.unwrap()).len(), 3);
+    }
+    assert!(world.deliver(&first, &as_refs(&handed)).await.is_empty());
     for waiter in ["first_waiter", "second_waiter"] {
         assert_eq!(
             polar_requests_with_token(&world, discount, waiter),
@@ -481,7 +490,7 @@ async fn waiters_hand_their_orders_to_the_holder_which_counts_them_once_in_one_m
     assert_eq!(
         first_requests.load(Ordering::SeqCst),
         3,
-        "the refused start, the hand-off, and the start that finds the orders synced"
+        "the refused start, the hand-off, and the copy's start that finds the orders synced"
     );
     let item = world.sync_item(discount).await;
     assert!(!item.contains_key("handedOff"), "{item:?}");

@@ -25,6 +25,7 @@ fn lease() -> Lease {
         token: Uuid::new_v4(),
         expires_at_ms: now_ms() + 60_000,
         taken_at_ms: now_ms(),
+        turn_began_at_ms: now_ms(),
     }
 }
 
@@ -325,7 +326,10 @@ async fn a_step_refused_the_lease_does_not_cancel_the_steps_sent_with_it() {
 
     for (n, start) in started.iter().enumerate() {
         if held.contains(&n) {
-            assert!(matches!(start, QuickStart::Held(_)), "step {n}: {start:?}");
+            assert!(
+                matches!(start, QuickStart::Held { .. }),
+                "step {n}: {start:?}"
+            );
         } else {
             assert_eq!(*start, QuickStart::Started, "step {n}");
         }
@@ -379,7 +383,7 @@ async fn a_release_that_finds_orders_handed_over_marks_its_own_keeps_the_lease_a
     );
 
     // A waiter, refused the lease, hands its orders over (and, from a copy, the holder's).
-    let QuickStart::Held(held) = store
+    let QuickStart::Held { held, refused } = store
         .acquire_with_claims(id, &lease(), now_ms(), &[&w1, &w2])
         .await
         .unwrap()
@@ -387,6 +391,7 @@ async fn a_release_that_finds_orders_handed_over_marks_its_own_keeps_the_lease_a
         panic!("the holder's lease is live")
     };
     assert_eq!(held.holder, Some(holder.token));
+    assert!(refused.is_empty(), "their claims would pass: {refused:?}");
     assert_eq!(
         store
             .hand_off(id, &held, now_ms(), &[&w1, &w2, &own])
@@ -403,7 +408,7 @@ async fn a_release_that_finds_orders_handed_over_marks_its_own_keeps_the_lease_a
             std::slice::from_ref(&own.order_id),
             SyncAction::Decremented,
             at,
-            LeaseAfter::Released,
+            LeaseAfter::ReleasedOrHandedOver,
         )
         .await
         .unwrap();
@@ -442,13 +447,36 @@ async fn a_release_that_finds_orders_handed_over_marks_its_own_keeps_the_lease_a
                 &counted,
                 SyncAction::Decremented,
                 at,
-                LeaseAfter::Released,
+                LeaseAfter::ReleasedOrHandedOver,
             )
             .await
             .unwrap(),
         Committed::AsAsked
     );
     assert!(!world.sync_item(discount).await.contains_key("leaseToken"));
+
+    // While another holder is at work, the waiter's start again learns its orders are synced.
+    let other_holder = lease();
+    let started = store.acquire_with_claims(id, &other_holder, now_ms(), &[]);
+    assert_eq!(started.await.unwrap(), QuickStart::Started);
+    let QuickStart::Held { refused, .. } = store
+        .acquire_with_claims(id, &lease(), now_ms(), &[&w1, &w2])
+        .await
+        .unwrap()
+    else {
+        panic!("the other holder's lease is live")
+    };
+    assert!(
+        refused.len() == 2
+            && refused
+                .iter()
+                .all(|(_, outcome)| matches!(outcome, ClaimOutcome::AlreadySynced(_))),
+        "{refused:?}"
+    );
+    store
+        .release_keeping_journal(id, &other_holder)
+        .await
+        .unwrap();
 
     // A hand-off to a holder that has let the lease go writes nothing.
     assert_eq!(

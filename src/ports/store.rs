@@ -66,6 +66,9 @@ pub struct Lease {
     /// Epoch milliseconds when this invocation set out to take it: the start of its step,
     /// from which the step's time is measured when the lease is given up.
     pub taken_at_ms: u64,
+    /// Epoch milliseconds when its holder's turn began: its first step's `taken_at_ms`.
+    /// Steps for orders handed over extend the turn only for so long.
+    pub turn_began_at_ms: u64,
 }
 
 impl Lease {
@@ -139,8 +142,13 @@ pub enum QuickStart {
     /// The lease is ours, no journal was pending, and every order is claimed.
     Started,
     /// Nothing was written because another invocation holds the lease: the refusal
-    /// already tells everything `acquire` would, so a waiter asks nothing more.
-    Held(HeldLease),
+    /// already tells everything `acquire` would, so a waiter asks nothing more. It also
+    /// tells which claims would have been refused, and why (by their index in `claims`):
+    /// a waiter whose orders a holder counted learns it from them.
+    Held {
+        held: HeldLease,
+        refused: Vec<(usize, ClaimOutcome)>,
+    },
     /// Nothing was written because these orders cannot be claimed (by their index in
     /// `claims`, with what `OrderLedger::claim` would have answered): the lease is free and
     /// nothing is pending, so the other orders can start without them.
@@ -155,7 +163,17 @@ pub enum QuickStart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseAfter {
     Kept,
+    /// Released; orders waiters handed over stay on the list for the next holder.
     Released,
+    /// Released, unless waiters handed orders over: then kept, and the orders handed over
+    /// to this holder (`Committed::HandedOver`).
+    ReleasedOrHandedOver,
+}
+
+impl LeaseAfter {
+    pub fn releases(self) -> bool {
+        self != Self::Kept
+    }
 }
 
 /// The most orders a holder takes over from waiters for one step: they are claimed with the
@@ -167,8 +185,8 @@ pub const MAX_HANDED_OVER: usize = 99;
 pub enum Committed {
     /// The orders are marked, the journal cleared, and the lease kept or released as asked.
     AsAsked,
-    /// The orders are marked and the journal cleared, but the lease, asked to be released,
-    /// is kept: waiters handed these orders to it meanwhile (at most `MAX_HANDED_OVER`,
+    /// The orders are marked and the journal cleared, but the lease, asked to be released
+    /// unless orders were handed over, is kept: waiters handed these orders to it meanwhile (at most `MAX_HANDED_OVER`,
     /// none of them among the orders just marked). They are off the discount's hand-off
     /// list now, and the holder counts them next, or gives the lease up and leaves them to
     /// their messages.

@@ -77,16 +77,6 @@ fn report_success(metrics: &Metrics, message: &Message, synced: &Synced) {
             metrics.count(action_count(*action), 1);
             outcome_line!(Level::INFO, named, "synced", %action, "order synced to Polar");
         }
-        // The holder counted it, and reported its action.
-        Synced::HandedOver => {
-            metrics.count(Count::OrdersHandedOver, 1);
-            outcome_line!(
-                Level::INFO,
-                named,
-                "handed_over",
-                "order synced by the lease's holder, to which it was handed over"
-            );
-        }
         Synced::AlreadySynced => {
             metrics.count(Count::OrdersAlreadySynced, 1);
             outcome_line!(

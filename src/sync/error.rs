@@ -38,6 +38,8 @@ pub enum SyncError {
         expires_at_ms: u64,
         /// When the holder will likely be done, from the discount's last measured step.
         expected_release_at_ms: Option<u64>,
+        /// The orders were handed to the holder, to count by then.
+        handed_over: bool,
     },
     #[error("not started: too little time left in the invocation")]
     DeadlineTooClose,

@@ -33,6 +33,10 @@ pub const LEASE_GRACE: Duration = Duration::from_secs(10);
 /// How long a waiter waits for holders before sending its messages back: its other
 /// discounts wait with it.
 const LEASE_WAIT: Duration = Duration::from_secs(3);
+/// A holder keeps the lease for orders handed over only until its turn has lasted this
+/// long, half of `LEASE_WAIT`: otherwise a steady stream of hand-offs would keep a waiter
+/// for the lease (a batch too large to hand over) waiting until it gave its messages back.
+pub(super) const LONGEST_TURN: Duration = Duration::from_millis(1_500);
 /// How long after a holder's expected end a waiter looks: spread so that the waiters of
 /// several containers do not all look at the same instant.
 const LOOK_SPREAD: Duration = Duration::from_millis(20);
@@ -49,10 +53,12 @@ const OVERDUE_MAX_PAUSE: Duration = Duration::from_millis(400);
 
 /// A new lease for a step that starts now and must end by `deadline`.
 pub(super) fn lease_until(deadline: Deadline) -> Lease {
+    let now_ms = epoch_ms(SystemTime::now());
     Lease {
         token: uuid::Uuid::new_v4(),
         expires_at_ms: deadline.epoch_ms() + LEASE_GRACE.as_millis() as u64,
-        taken_at_ms: epoch_ms(SystemTime::now()),
+        taken_at_ms: now_ms,
+        turn_began_at_ms: now_ms,
     }
 }
 
@@ -83,16 +89,12 @@ fn pause_before_next_look(held: &HeldLease, now_ms: u64, overdue_looks: u32) -> 
 }
 
 impl Waiting {
-    /// How long to sleep before looking at `held` again, if that is worth waiting for;
-    /// `None` when the waiter should give its messages back instead.
-    pub(super) fn pause_for(&mut self, held: &HeldLease, deadline: Deadline) -> Option<Duration> {
+    /// Sleeps until `held`'s holder is expected to be done, if that is worth waiting for;
+    /// false when the waiter should give its messages back instead.
+    pub(super) async fn until_released(&mut self, held: &HeldLease, deadline: Deadline) -> bool {
         let now_ms = epoch_ms(SystemTime::now());
         // A holder past its own deadline is dead or left a write pending: its lease frees
         // only at expiry, so waiting is pointless if that is too late.
-        let holder_gone = held
-            .expires_at_ms
-            .saturating_sub(LEASE_GRACE.as_millis() as u64)
-            <= now_ms;
         let frees_too_late =
             held.expires_at_ms + START_MARGIN.as_millis() as u64 > deadline.epoch_ms();
         let overdue = held
@@ -100,28 +102,24 @@ impl Waiting {
             .is_none_or(|at_ms| at_ms <= now_ms);
         self.overdue_looks = if overdue { self.overdue_looks + 1 } else { 0 };
         let pause = pause_before_next_look(held, now_ms, self.overdue_looks);
-        let worth_it = !(holder_gone && frees_too_late)
-            && self.waited + pause <= LEASE_WAIT
-            && deadline.remaining() >= pause + START_MARGIN;
-        worth_it.then_some(pause)
-    }
-
-    pub(super) async fn sleep(&mut self, pause: Duration) {
+        if (!holder_at_work(held, now_ms) && frees_too_late)
+            || self.waited + pause > LEASE_WAIT
+            || deadline.remaining() < pause + START_MARGIN
+        {
+            return false;
+        }
         tokio::time::sleep(pause).await;
         self.waited += pause;
+        true
     }
+}
 
-    /// Sleeps until `held`'s holder is expected to be done, if that is worth waiting for;
-    /// false when the waiter should give its messages back instead.
-    pub(super) async fn until_released(&mut self, held: &HeldLease, deadline: Deadline) -> bool {
-        match self.pause_for(held, deadline) {
-            Some(pause) => {
-                self.sleep(pause).await;
-                true
-            }
-            None => false,
-        }
-    }
+/// Whether `held`'s holder is still within its invocation's deadline: not dead, nor gone
+/// with a write pending.
+pub(super) fn holder_at_work(held: &HeldLease, now_ms: u64) -> bool {
+    held.expires_at_ms
+        .saturating_sub(LEASE_GRACE.as_millis() as u64)
+        > now_ms
 }
 
 /// How long a container takes a discount for contended after another invocation last
@@ -200,11 +198,22 @@ pub(super) struct LeaseRefused {
 impl LeaseRefused {
     /// Another invocation holds the lease: the waiter's messages go back for later.
     pub(super) fn held(discount: DiscountId, held: HeldLease) -> Self {
+        Self::refused(discount, held, false)
+    }
+
+    /// The waiter handed its orders to the holder: its messages go back for when the
+    /// holder's next step, which counts them, is expected to end.
+    pub(super) fn handed_over(discount: DiscountId, held: HeldLease) -> Self {
+        Self::refused(discount, held.one_step_later(), true)
+    }
+
+    fn refused(discount: DiscountId, held: HeldLease, handed_over: bool) -> Self {
         Self {
             error: SyncError::LeaseHeld {
                 discount,
                 expires_at_ms: held.expires_at_ms,
                 expected_release_at_ms: held.expected_release_at_ms,
+                handed_over,
             },
             journaled: held.journaled,
         }

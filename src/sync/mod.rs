@@ -46,7 +46,7 @@ use crate::deadline::{epoch_ms, Deadline};
 use crate::domain::{DiscountId, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
     ClaimOutcome, Coordination, Discounts, HandOff, HeldLease, Lease, OrderLedger, QuickStart,
-    StoreFailure,
+    StoreFailure, MAX_HANDED_OVER,
 };
 use crate::telemetry::{Count, Metrics};
 use claim::{decide_from_claims, Claims};
@@ -54,7 +54,7 @@ use count::Counted;
 pub use guarded_polar::TurnedAway;
 use guarded_polar::{GuardedPolar, StepRoom};
 pub use lease::LEASE_GRACE;
-use lease::{lease_until, LeaseRefused, LocalTurns, Waiting};
+use lease::{holder_at_work, lease_until, LeaseRefused, LocalTurns, Waiting, LONGEST_TURN};
 use tracing::warn;
 
 /// One DynamoDB transaction marks the orders and clears the journal: at most 100 items.
@@ -66,8 +66,6 @@ pub enum Synced {
     Applied(SyncAction),
     /// The order had been synced before: nothing to do.
     AlreadySynced,
-    /// Handed over to the lease's holder by this invocation, and counted by it.
-    HandedOver,
 }
 
 /// One message's result; group-wide failures are shared by every message of the group.
@@ -106,6 +104,13 @@ enum QuickSync {
 /// (the release, and the start again), so a discount no other invocation was seen to hold
 /// lately keeps its lease through the wait.
 const LONGEST_HOLD_FOR_BUDGET: Duration = Duration::from_millis(100);
+
+/// A waiter with at most this many messages for a held discount hands their orders to the
+/// holder and gives the messages back, to return when the holder's next step has counted
+/// them: a few waiters' orders then go in one step, where each would take a step of its
+/// own. A larger batch is a step's worth already: merging it only makes it wait for the
+/// others, so it waits for the lease instead.
+const HAND_OFF_AT_MOST: usize = MAX_HANDED_OVER / 4;
 
 /// What the write that takes the lease with the claims came to.
 enum Start<'a> {
@@ -329,7 +334,6 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         let mut waiting = Waiting::default();
         if let Claiming::AllAtOnce = claiming {
             let mut may_await_budget = true;
-            let mut handed_to = None;
             loop {
                 match self
                     .sync_quickly(
@@ -345,39 +349,28 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     QuickSync::Done(outcomes, handed_over) => {
                         self.take_over(discount, &lease, handed_over, deadline, turned_away)
                             .await;
-                        if handed_to.is_none() {
-                            return outcomes;
-                        }
-                        return outcomes
-                            .into_iter()
-                            .map(|outcome| match outcome {
-                                Ok(Synced::AlreadySynced) => Ok(Synced::HandedOver),
-                                other => other,
-                            })
-                            .collect();
+                        return outcomes;
                     }
                     QuickSync::Held(held) => {
                         self.refused_by_holder(discount);
-                        let hand_off = held.holder.is_some() && held.holder != handed_to;
-                        // Orders handed over now are counted in the holder's next step.
-                        let expected = if hand_off {
-                            held.one_step_later()
-                        } else {
-                            held.clone()
+                        let give_back = |refused: LeaseRefused| {
+                            failed_all(requests, refused.error, &refused.journaled)
                         };
-                        let Some(pause) = waiting.pause_for(&expected, deadline) else {
-                            let refused = LeaseRefused::held(discount, held);
-                            return failed_all(requests, refused.error, &refused.journaled);
-                        };
-                        if hand_off {
+                        if requests.len() <= HAND_OFF_AT_MOST
+                            && holder_at_work(&held, epoch_ms(SystemTime::now()))
+                        {
                             match self.hand_off(discount, &held, requests).await {
-                                Some(HandOff::Handed) => handed_to = held.holder,
+                                Some(HandOff::Handed) => {
+                                    return give_back(LeaseRefused::handed_over(discount, held))
+                                }
                                 // Released meanwhile: start again at once.
                                 Some(HandOff::NotHeld) => continue,
                                 None => {}
                             }
                         }
-                        waiting.sleep(pause).await;
+                        if !waiting.until_released(&held, deadline).await {
+                            return give_back(LeaseRefused::held(discount, held));
+                        }
                     }
                     QuickSync::Declined => break,
                     QuickSync::AwaitBudget(ready_in) => {
@@ -529,14 +522,22 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                         .into_iter()
                         .map(|(index, outcome)| (to_claim[index], Ok(outcome))),
                 ),
-                Ok(QuickStart::Held(held)) => return Start::Held(held),
+                // A holder counted these orders already (or they cannot be counted): the
+                // step is decided without the lease.
+                Ok(QuickStart::Held { refused, .. }) if refused.len() == to_claim.len() => claims
+                    .extend(
+                        refused
+                            .into_iter()
+                            .map(|(index, outcome)| (to_claim[index], Ok(outcome))),
+                    ),
+                Ok(QuickStart::Held { held, .. }) => return Start::Held(held),
                 Ok(QuickStart::Declined) | Err(_) => return Start::Declined,
             }
         }
     }
 
     /// Leaves this waiter's orders to the lease's holder; `None` if the request failed (the
-    /// waiter then just waits, as without a hand-off).
+    /// waiter then waits for the lease, as without a hand-off).
     async fn hand_off(
         &self,
         discount: DiscountId,
@@ -559,6 +560,16 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                     "could not hand the orders over; waiting for the lease instead");
             })
             .ok()
+    }
+
+    /// Whether the holder of `lease` may keep it for one more step, for orders handed over:
+    /// with the time, its Polar budget within `LONGEST_HOLD_FOR_BUDGET`, and its turn not
+    /// past `LONGEST_TURN`.
+    fn may_take_over(&self, lease: &Lease, deadline: Deadline) -> bool {
+        let turn_ms = epoch_ms(SystemTime::now()).saturating_sub(lease.turn_began_at_ms);
+        deadline.remaining() >= START_MARGIN
+            && Duration::from_millis(turn_ms) < LONGEST_TURN
+            && self.polar.step_ready_in() <= LONGEST_HOLD_FOR_BUDGET
     }
 
     /// Counts, step by step under the lease still held, the orders waiters handed over,

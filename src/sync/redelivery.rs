@@ -103,6 +103,7 @@ impl RedeliveryPolicy {
             SyncError::LeaseHeld {
                 expires_at_ms,
                 expected_release_at_ms,
+                handed_over,
                 ..
             } => {
                 let now_ms = epoch_ms(SystemTime::now());
@@ -114,6 +115,13 @@ impl RedeliveryPolicy {
                 let expected_in = expected_release_at_ms.map_or(Duration::ZERO, |at| {
                     Duration::from_millis(at.saturating_sub(now_ms))
                 });
+                // Its orders are the holder's to count by then: the copy only looks, and
+                // finds them synced without taking the lease, so copies need no spread. At
+                // least a second (SQS delays by whole seconds), so it does not find the
+                // holder still at work.
+                if *handed_over && requeues == 0 {
+                    return Some(expected_in.max(REQUEUE_SPREAD).min(until_holder_deadline));
+                }
                 let spread = Backoff {
                     base: REQUEUE_SPREAD,
                     max: until_holder_deadline,
@@ -211,6 +219,7 @@ mod tests {
             discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
             expires_at_ms: 0,
             expected_release_at_ms: None,
+            handed_over: false,
         }
     }
 
@@ -456,6 +465,7 @@ mod tests {
             discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
             expires_at_ms: crate::deadline::epoch_ms(now + expires_in),
             expected_release_at_ms: None,
+            handed_over: false,
         }
     }
 
@@ -467,7 +477,33 @@ mod tests {
             discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
             expires_at_ms: crate::deadline::epoch_ms(now + expires_in),
             expected_release_at_ms: Some(crate::deadline::epoch_ms(now + expected_in)),
+            handed_over: false,
         }
+    }
+
+    #[test]
+    fn a_message_whose_order_was_handed_over_returns_when_the_holder_should_have_counted_it() {
+        let policy = RedeliveryPolicy::default();
+        let now = std::time::SystemTime::now();
+        let handed_over = |expected_in: Duration| SyncError::LeaseHeld {
+            discount: DiscountId::parse("9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10").unwrap(),
+            expires_at_ms: crate::deadline::epoch_ms(now + Duration::from_secs(40)),
+            expected_release_at_ms: Some(crate::deadline::epoch_ms(now + expected_in)),
+            handed_over: true,
+        };
+        for _ in 0..50 {
+            let after = policy
+                .requeue_after(&handed_over(Duration::from_millis(2_500)), 0)
+                .unwrap();
+            assert!(
+                after > Duration::from_millis(2_400) && after <= Duration::from_millis(2_500),
+                "{after:?}"
+            );
+        }
+        let soon = policy
+            .requeue_after(&handed_over(Duration::from_millis(300)), 0)
+            .unwrap();
+        assert_eq!(soon, Duration::from_secs(1), "SQS delays by whole seconds");
     }
 
     #[test]

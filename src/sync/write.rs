@@ -234,6 +234,14 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         lease_after: LeaseAfter,
         deadline: Deadline,
     ) -> Result<Vec<SyncRequest>, Failure> {
+        // Orders handed over are taken only with room for one more step now; otherwise
+        // they stay on the list, for their waiters or the next holder.
+        let lease_after = match lease_after {
+            LeaseAfter::Released if self.may_take_over(lease, deadline) => {
+                LeaseAfter::ReleasedOrHandedOver
+            }
+            other => other,
+        };
         let committed = self
             .with_store_retry(deadline, || {
                 self.store.commit(

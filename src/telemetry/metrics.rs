@@ -27,9 +27,6 @@ pub enum Count {
     LeaseWaitRequests,
     /// DynamoDB requests that handed a waiter's orders to the lease's holder.
     HandOffRequests,
-    /// Messages whose order this invocation handed to the lease's holder, and saw synced
-    /// (the holder reports the order's action).
-    OrdersHandedOver,
     /// Journals left by an invocation that did not finish, resolved by the next holder.
     JournalsRecovered,
     /// Journals settled by the scheduled reconciliation.
@@ -79,7 +76,6 @@ impl Count {
             Self::LeaseContention => "LeaseContention",
             Self::LeaseWaitRequests => "LeaseWaitRequests",
             Self::HandOffRequests => "HandOffRequests",
-            Self::OrdersHandedOver => "OrdersHandedOver",
             Self::JournalsRecovered => "JournalsRecovered",
             Self::JournalsReconciled => "JournalsReconciled",
             Self::ReconciliationFailures => "ReconciliationFailures",

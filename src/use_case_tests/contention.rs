@@ -11,6 +11,7 @@ pub(super) fn hold_lease(s: &TestSyncer, discount: &str, holder_deadline: Durati
         token: Uuid::new_v4(),
         expires_at_ms: epoch_ms(SystemTime::now() + holder_deadline) + 10_000,
         taken_at_ms: epoch_ms(SystemTime::now()),
+        turn_began_at_ms: epoch_ms(SystemTime::now()),
     };
     s.store()
         .discounts
@@ -72,99 +73,17 @@ async fn a_waiter_whose_holder_is_not_expected_to_be_done_in_time_asks_once_and_
 }
 
 #[tokio::test]
-async fn a_waiter_hands_its_order_over_and_looks_again_only_when_the_holders_next_step_is_expected_to_end(
+async fn a_waiter_hands_its_orders_to_the_holder_and_gives_its_messages_back_for_when_the_holders_next_step_ends(
 ) {
-    let s = Arc::new(syncer(
-        InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
-        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
-    ));
-    steps_take(&s, Duration::from_millis(300));
-    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
-    // The holder gives the lease up without taking the order over (as a failed step does):
-    // the waiter, looking when the holder was expected to have counted it, counts it.
-    let releaser = {
-        let s = s.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            assert_eq!(
-                s.store().handed_off(id(DISCOUNT)),
-                [request("o1", DISCOUNT, "X")]
-            );
-            s.store()
-                .release_dropping_journal(id(DISCOUNT), &holder)
-                .await
-                .unwrap();
-        })
-    };
-    let started = std::time::Instant::now();
-    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
-    releaser.await.unwrap();
-
-    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
-    assert_eq!(s.store().hand_offs(), 1);
-    assert_eq!(
-        s.store().lease_requests(),
-        2,
-        "one refused write, then one at the end of the holder's next step: no polling"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(600)
-            && started.elapsed() < Duration::from_millis(1_000),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
-        s.store().handed_off(id(DISCOUNT)).is_empty(),
-        "the commit of the order takes it off the hand-off list"
-    );
-    assert_eq!(s.store().lease(id(DISCOUNT)), None);
-}
-
-#[tokio::test]
-async fn a_waiter_that_handed_its_orders_over_acknowledges_them_when_it_sees_them_synced_without_a_polar_request(
-) {
-    let s = Arc::new(syncer(
+    let s = syncer(
         InMemoryStore::default()
             .with_order("o1", DISCOUNT, "X")
             .with_order("o2", DISCOUNT, "X"),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
-    ));
-    steps_take(&s, Duration::from_millis(200));
+    );
+    steps_take(&s, Duration::from_millis(300));
     let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
-    // The holder's commit hands it the orders, which it counts and marks in its next step.
-    let holder_step = {
-        let s = s.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let committed = s
-                .store()
-                .commit(
-                    id(DISCOUNT),
-                    &holder,
-                    &[],
-                    SyncAction::Decremented,
-                    SystemTime::now(),
-                    LeaseAfter::Released,
-                )
-                .await
-                .unwrap();
-            let Committed::HandedOver(orders) = committed else {
-                panic!("the release found nothing handed over: {committed:?}");
-            };
-            let orders: Vec<OrderId> = orders.into_iter().map(|r| r.order_id).collect();
-            s.store()
-                .commit(
-                    id(DISCOUNT),
-                    &holder,
-                    &orders,
-                    SyncAction::Decremented,
-                    SystemTime::now(),
-                    LeaseAfter::Released,
-                )
-                .await
-                .unwrap();
-        })
-    };
+    let started = std::time::Instant::now();
     let outcomes = s
         .sync_discount(
             id(DISCOUNT),
@@ -172,30 +91,109 @@ async fn a_waiter_that_handed_its_orders_over_acknowledges_them_when_it_sees_the
             deadline(),
         )
         .await;
-    holder_step.await.unwrap();
 
-    for outcome in outcomes {
-        assert_eq!(outcome.unwrap(), Synced::HandedOver);
-    }
-    assert!(s.discounts().calls().is_empty(), "the holder counted them");
-    assert_eq!(s.store().hand_offs(), 1);
-    assert_eq!(
-        s.store().lease_requests(),
-        2,
-        "one refused start, one that finds the orders synced"
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "no waiting: {:?}",
+        started.elapsed()
     );
     assert_eq!(
-        s.metrics()
-            .take()
-            .count(crate::telemetry::Count::LeaseWaitRequests),
-        1
+        s.store().handed_off(id(DISCOUNT)),
+        [request("o1", DISCOUNT, "X"), request("o2", DISCOUNT, "X")]
+    );
+    assert_eq!((s.store().lease_requests(), s.store().hand_offs()), (1, 1));
+    let holder_next_step_ends = holder.taken_at_ms + 2 * 300;
+    for outcome in outcomes {
+        let err = outcome.unwrap_err();
+        let SyncError::LeaseHeld {
+            expected_release_at_ms,
+            handed_over,
+            ..
+        } = *err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!(expected_release_at_ms, Some(holder_next_step_ends));
+        assert!(handed_over);
+    }
+    assert!(s.discounts().calls().is_empty());
+    assert_eq!(
+        s.store().action("o1"),
+        None,
+        "counted by the holder, or by a copy"
     );
 }
 
 #[tokio::test]
-async fn a_waiter_refused_by_two_holders_in_turn_reports_two_lease_wait_requests() {
+async fn a_waiter_with_a_steps_worth_of_orders_waits_for_the_lease_instead_of_handing_them_over() {
     let s = Arc::new(syncer(
+        InMemoryStore::default(),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(1_000)),
+    ));
+    let requests = orders_of(&s, 25, DISCOUNT, "X");
+    steps_take(&s, Duration::from_millis(300));
+    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    let releaser = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.store()
+                .release_dropping_journal(id(DISCOUNT), &holder)
+                .await
+                .unwrap();
+        })
+    };
+
+    let outcomes = s.sync_discount(id(DISCOUNT), &requests, deadline()).await;
+    releaser.await.unwrap();
+
+    for outcome in outcomes {
+        assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    }
+    assert_eq!(s.store().hand_offs(), 0);
+    assert_eq!(s.discounts().calls(), [Call::Get, Call::Update(975)]);
+}
+
+#[tokio::test]
+async fn a_copy_whose_order_the_holder_counted_is_acknowledged_while_the_holder_still_holds_the_lease(
+) {
+    let s = syncer(
         InMemoryStore::default().with_order("o1", DISCOUNT, "X"),
+        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
+    );
+    steps_take(&s, Duration::from_secs(2));
+    let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
+    // The holder counted the order it was handed, and keeps the lease for more.
+    let committed = s
+        .store()
+        .commit(
+            id(DISCOUNT),
+            &holder,
+            &[order("o1")],
+            SyncAction::Decremented,
+            SystemTime::now(),
+            LeaseAfter::Kept,
+        )
+        .await;
+    assert_eq!(committed.unwrap(), Committed::AsAsked);
+
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+
+    assert_eq!(outcome.unwrap(), Synced::AlreadySynced);
+    assert_eq!(
+        (s.store().lease_requests(), s.store().hand_offs()),
+        (1, 0),
+        "the refused start says the order is synced: nothing to wait for or hand over"
+    );
+    assert!(s.discounts().calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_waiter_whose_hand_off_fails_waits_for_the_lease_and_reports_each_holder_it_waited_out() {
+    let s = Arc::new(syncer(
+        InMemoryStore::default()
+            .with_order("o1", DISCOUNT, "X")
+            .with_hand_offs_failing(),
         InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(3)),
     ));
     steps_take(&s, Duration::from_millis(300));
@@ -243,7 +241,7 @@ async fn a_waiter_that_cannot_use_the_one_write_start_still_asks_for_the_lease_o
 }
 
 #[tokio::test]
-async fn a_waiter_expects_the_release_when_the_discounts_last_measured_step_would_end() {
+async fn a_waiter_expects_its_order_counted_when_the_holders_next_measured_step_would_end() {
     let s = syncer(
         InMemoryStore::default()
             .with_order("o1", DISCOUNT, "X")
@@ -256,14 +254,14 @@ async fn a_waiter_expects_the_release_when_the_discounts_last_measured_step_woul
         measured.is_some(),
         "the step that released the lease was measured"
     );
-    // A holder's steps on this code take 700 ms.
+    // A holder's steps on this code take 2 s: its next one ends after the waiter would wait.
     s.store()
         .discounts
         .lock()
         .unwrap()
         .get_mut(&id(DISCOUNT))
         .unwrap()
-        .last_step_ms = Some(700);
+        .last_step_ms = Some(2_000);
     let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
 
     let err = sync_one(&s, request("o2", DISCOUNT, "X"))
@@ -277,7 +275,11 @@ async fn a_waiter_expects_the_release_when_the_discounts_last_measured_step_woul
     else {
         panic!("{err}");
     };
-    assert_eq!(expected_release_at_ms, Some(holder.taken_at_ms + 700));
+    assert_eq!(
+        expected_release_at_ms,
+        Some(holder.taken_at_ms + 2 * 2_000),
+        "the holder's next step, which counts the order handed to it"
+    );
 }
 
 #[tokio::test]
@@ -383,6 +385,7 @@ async fn a_lease_whose_holder_is_gone_and_that_frees_too_late_is_not_waited_for(
         token: Uuid::new_v4(),
         expires_at_ms: epoch_ms(SystemTime::now()) + 9_000,
         taken_at_ms: epoch_ms(SystemTime::now()) - 21_000,
+        turn_began_at_ms: epoch_ms(SystemTime::now()) - 21_000,
     };
     s.store()
         .discounts
@@ -742,22 +745,20 @@ fn lease_held_for_ms(s: &TestSyncer) -> u64 {
 #[tokio::test]
 async fn on_a_contended_discount_a_step_whose_rate_budget_is_not_ready_waits_without_the_lease() {
     let s = budget_spent_on_o1().await;
-    // Another invocation holds the lease for a moment: the discount is contended.
+    // Another invocation held the lease when o2 first came: the discount is contended.
     steps_take(&s, Duration::from_millis(50));
     let holder = hold_lease(&s, DISCOUNT, Duration::from_secs(30));
-    let releaser = {
-        let s = s.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            s.store()
-                .release_dropping_journal(id(DISCOUNT), &holder)
-                .await
-                .unwrap();
-        })
-    };
+    let handed_over = sync_one(&s, request("o2", DISCOUNT, "X")).await;
+    assert!(matches!(
+        *handed_over.unwrap_err(),
+        SyncError::LeaseHeld { .. }
+    ));
+    s.store()
+        .release_dropping_journal(id(DISCOUNT), &holder)
+        .await
+        .unwrap();
 
     let outcome = sync_one(&s, request("o2", DISCOUNT, "X")).await;
-    releaser.await.unwrap();
 
     assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
     let held_for = lease_held_for_ms(&s);
@@ -768,7 +769,8 @@ async fn on_a_contended_discount_a_step_whose_rate_budget_is_not_ready_waits_wit
     assert_eq!(
         s.store().lease_requests(),
         4,
-        "o1's start; o2's refused, taken, and taken again after its wait for the budget"
+        "o1's start; o2's refused (then handed over); o2's start, and again after its wait \
+         for the budget"
     );
 }
 
@@ -808,15 +810,23 @@ async fn a_step_with_nothing_to_count_never_waits_for_the_rate_budget() {
 
 /// A syncer whose step, once, finds `handed` handed over by a waiter while it writes to
 /// Polar.
-fn holder_handed_over_while_writing(
-    store: InMemoryStore,
-    discounts: InMemoryDiscounts,
+fn holder_handed_over_while_writing(s: TestSyncer, handed: Vec<SyncRequest>) -> Arc<TestSyncer> {
+    slow_holder_handed_over_while_writing(s, handed, Duration::ZERO)
+}
+
+/// The same, whose first step takes `slow` longer between its journal and its write.
+fn slow_holder_handed_over_while_writing(
+    s: TestSyncer,
     handed: Vec<SyncRequest>,
+    slow: Duration,
 ) -> Arc<TestSyncer> {
     Arc::new_cyclic(|me: &std::sync::Weak<TestSyncer>| {
         let me = me.clone();
         let once = std::sync::atomic::AtomicBool::new(false);
-        syncer(store, discounts).with_checkpoint(Arc::new(move |step| {
+        s.with_checkpoint(Arc::new(move |step| {
+            if step == Step::JournalWritten && !once.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(slow);
+            }
             if step == Step::PolarWritten && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 if let Some(s) = me.upgrade() {
                     let mut discounts = s.store().discounts.lock().unwrap();
@@ -832,11 +842,13 @@ fn holder_handed_over_while_writing(
 async fn a_holder_whose_release_finds_orders_handed_over_counts_them_in_one_more_step_then_releases(
 ) {
     let s = holder_handed_over_while_writing(
-        InMemoryStore::default()
-            .with_order("o1", DISCOUNT, "X")
-            .with_order("o2", DISCOUNT, "X")
-            .with_order("o3", DISCOUNT, "X"),
-        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        syncer(
+            InMemoryStore::default()
+                .with_order("o1", DISCOUNT, "X")
+                .with_order("o2", DISCOUNT, "X")
+                .with_order("o3", DISCOUNT, "X"),
+            InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        ),
         vec![request("o2", DISCOUNT, "X"), request("o3", DISCOUNT, "X")],
     );
 
@@ -870,11 +882,13 @@ async fn a_holder_whose_release_finds_orders_handed_over_counts_them_in_one_more
 #[tokio::test]
 async fn orders_handed_over_that_were_synced_meanwhile_or_name_another_code_are_not_counted() {
     let s = holder_handed_over_while_writing(
-        InMemoryStore::default()
-            .with_order("o1", DISCOUNT, "X")
-            .with_order("o2", DISCOUNT, "X")
-            .with_order("o3", DISCOUNT, "Y"),
-        InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        syncer(
+            InMemoryStore::default()
+                .with_order("o1", DISCOUNT, "X")
+                .with_order("o2", DISCOUNT, "X")
+                .with_order("o3", DISCOUNT, "Y"),
+            InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        ),
         // o1 is the holder's own order, marked by the very commit that finds the list.
         vec![request("o1", DISCOUNT, "X"), request("o3", DISCOUNT, "X")],
     );
@@ -887,4 +901,63 @@ async fn orders_handed_over_that_were_synced_meanwhile_or_name_another_code_are_
     assert!(s.store().handed_off(id(DISCOUNT)).is_empty());
     assert_eq!(s.store().lease(id(DISCOUNT)), None);
     assert_marked_once(&s);
+}
+
+#[tokio::test]
+async fn a_holder_without_polar_budget_for_one_more_step_releases_and_leaves_the_orders_handed_over(
+) {
+    // Two requests at once, then one every half second: no room for a second step.
+    let s = holder_handed_over_while_writing(
+        syncer(
+            InMemoryStore::default()
+                .with_order("o1", DISCOUNT, "X")
+                .with_order("o2", DISCOUNT, "X"),
+            InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        )
+        .with_rate_limiter(RateLimiter::per_minute(120, 2)),
+        vec![request("o2", DISCOUNT, "X")],
+    );
+
+    let started = std::time::Instant::now();
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+
+    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the holder did not wait for its budget: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.store().action("o2"), None);
+    assert_eq!(
+        s.store().handed_off(id(DISCOUNT)),
+        [request("o2", DISCOUNT, "X")],
+        "left on the list, for its waiter or the next holder with budget"
+    );
+    assert_eq!(s.store().lease(id(DISCOUNT)), None);
+}
+
+#[tokio::test]
+async fn a_holder_whose_turn_has_lasted_long_releases_and_leaves_the_orders_handed_over() {
+    // The holder's step takes longer than a turn may last with hand-offs.
+    let s = slow_holder_handed_over_while_writing(
+        syncer(
+            InMemoryStore::default()
+                .with_order("o1", DISCOUNT, "X")
+                .with_order("o2", DISCOUNT, "X"),
+            InMemoryDiscounts::default().with(id(DISCOUNT), "X", Some(10)),
+        ),
+        vec![request("o2", DISCOUNT, "X")],
+        Duration::from_millis(1_600),
+    );
+
+    let outcome = sync_one(&s, request("o1", DISCOUNT, "X")).await;
+
+    assert_eq!(outcome.unwrap(), Synced::Applied(SyncAction::Decremented));
+    assert_eq!(s.store().action("o2"), None);
+    assert_eq!(
+        s.store().handed_off(id(DISCOUNT)),
+        [request("o2", DISCOUNT, "X")],
+        "left for its waiter, or a holder that just took the lease"
+    );
+    assert_eq!(s.store().lease(id(DISCOUNT)), None);
 }

@@ -19,6 +19,7 @@ fn left_behind(s: &TestSyncer, journal: Journal) {
                 token: Uuid::new_v4(),
                 expires_at_ms: 0,
                 taken_at_ms: 0,
+                turn_began_at_ms: 0,
             }),
             journal: Some(journal),
             ..StoredDiscount::default()

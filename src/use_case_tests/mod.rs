@@ -120,6 +120,7 @@ fn orphaned(s: &TestSyncer, orders: &[&str], read: i64, intent: Intent, expires_
                 token: Uuid::new_v4(),
                 expires_at_ms,
                 taken_at_ms: 0,
+                turn_began_at_ms: 0,
             }),
             journal: Some(Journal {
                 orders: orders.iter().map(|o| order(o)).collect(),

@@ -18,6 +18,7 @@ async fn an_expired_lease_is_taken_over() {
         token: Uuid::new_v4(),
         expires_at_ms: epoch_ms(SystemTime::now()) - 1,
         taken_at_ms: 0,
+        turn_began_at_ms: 0,
     });
     let synced = sync_one(&s, request("o1", DISCOUNT, "X")).await.unwrap();
     assert_eq!(synced, Synced::Applied(SyncAction::Decremented));

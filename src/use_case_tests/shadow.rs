@@ -373,6 +373,7 @@ async fn the_shadow_reconciliation_reads_each_expired_journal_and_settles_none()
             token: Uuid::new_v4(),
             expires_at_ms,
             taken_at_ms: 0,
+            turn_began_at_ms: 0,
         })
     };
     store.discounts.lock().unwrap().extend([

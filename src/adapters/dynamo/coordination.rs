@@ -65,7 +65,7 @@ impl DynamoStore {
             ),
             HandOffs::Take(_) => (builder.condition_expression("#owner = :token"), ""),
         };
-        let builder = if lease_after == LeaseAfter::Released {
+        let builder = if lease_after.releases() {
             builder
                 .update_expression(format!(
                     "SET #ttl = :ttl, #step = :step REMOVE #journal, #owner, #until{delete}"
@@ -301,18 +301,15 @@ fn held_lease(discount: DiscountId, item: &HashMap<String, AttributeValue>) -> H
     )
 }
 
-/// The claims a cancelled start refused, each with what its order tells, when the lease
-/// was free and every refusal tells enough; `None` when the start must go one by one (a
-/// pending journal, a conflict, an order spelled otherwise).
+/// The claims a cancelled start refused, each with what its order tells, when every
+/// refusal tells enough; `None` when a claim was refused for another reason (a conflict, an
+/// order spelled otherwise).
 fn refused_claims(
     claims: &[&SyncRequest],
     not_applied: &NotApplied,
 ) -> Option<Vec<(usize, ClaimOutcome)>> {
     let reasons = not_applied.reasons();
-    let (lease_reason, claim_reasons) = reasons.split_first()?;
-    if lease_reason.is_some() {
-        return None;
-    }
+    let (_, claim_reasons) = reasons.split_first()?;
     let mut refused = Vec::new();
     for (index, reason) in claim_reasons.iter().enumerate() {
         match reason.as_deref() {
@@ -330,7 +327,7 @@ fn refused_claims(
             Some(_) => return None,
         }
     }
-    (!refused.is_empty()).then_some(refused)
+    Some(refused)
 }
 
 impl Coordination for DynamoStore {
@@ -404,9 +401,16 @@ impl Coordination for DynamoStore {
             live && other
         });
         if let Some(item) = held {
-            return Ok(QuickStart::Held(held_lease(discount, item)));
+            return Ok(QuickStart::Held {
+                held: held_lease(discount, item),
+                refused: refused_claims(claims, &not_applied).unwrap_or_default(),
+            });
+        }
+        if not_applied.reasons().first().is_some_and(Option::is_some) {
+            return Ok(QuickStart::Declined);
         }
         Ok(refused_claims(claims, &not_applied)
+            .filter(|refused| !refused.is_empty())
             .map_or(QuickStart::Declined, QuickStart::ClaimsRefused))
     }
 
@@ -491,8 +495,8 @@ impl Coordination for DynamoStore {
             .expect("a current time is within RFC 3339's range");
         let lost = || StoreFailure::LeaseLost(discount);
         let hand_offs = match lease_after {
-            LeaseAfter::Released => HandOffs::Refuse,
-            LeaseAfter::Kept => HandOffs::Take(Vec::new()),
+            LeaseAfter::ReleasedOrHandedOver => HandOffs::Refuse,
+            LeaseAfter::Released | LeaseAfter::Kept => HandOffs::Take(Vec::new()),
         };
         let finish = self.finish_discount(discount, lease, lease_after, hand_offs);
         let found = match self.mark_and_finish(orders, action, &at, finish).await {
@@ -505,7 +509,7 @@ impl Coordination for DynamoStore {
         let entries = found
             .get(HANDED_OFF)
             .and_then(|set| set.as_ss().ok())
-            .filter(|_| ours && lease_after == LeaseAfter::Released)
+            .filter(|_| ours && lease_after == LeaseAfter::ReleasedOrHandedOver)
             .ok_or_else(lost)?;
         // Entries for orders this commit marks, or unreadable, go; up to a step's worth of
         // the others are taken over.

@@ -62,6 +62,8 @@ pub struct InMemoryStore {
     lease_requests: AtomicU32,
     /// `hand_off` requests.
     hand_offs: AtomicU32,
+    /// Whether `hand_off` fails, as a throttled request does.
+    hand_offs_fail: bool,
 }
 
 impl InMemoryStore {
@@ -69,6 +71,12 @@ impl InMemoryStore {
     /// does: the concurrent steps of a batch all start before any takes its lease.
     pub fn with_round_trips(mut self) -> Self {
         self.round_trips = true;
+        self
+    }
+
+    /// Every hand-off fails, as a throttled request does: waiters wait for the lease.
+    pub fn with_hand_offs_failing(mut self) -> Self {
+        self.hand_offs_fail = true;
         self
     }
 
@@ -258,7 +266,7 @@ impl Coordination for InMemoryStore {
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
         if let Some(held) = stored.held_against(lease, now_ms) {
-            return Ok(QuickStart::Held(held));
+            return Ok(QuickStart::Held { held, refused });
         }
         if spelled_otherwise || stored.journal.is_some() {
             return Ok(QuickStart::Declined);
@@ -279,6 +287,9 @@ impl Coordination for InMemoryStore {
     ) -> Result<HandOff, StoreFailure> {
         self.hand_offs.fetch_add(1, Ordering::SeqCst);
         self.round_trip().await;
+        if self.hand_offs_fail {
+            return Err(StoreFailure::Transient("throttled (scripted)".into()));
+        }
         let mut discounts = self.discounts.lock().unwrap();
         let stored = discounts.entry(discount).or_default();
         let still_held = stored
@@ -338,7 +349,7 @@ impl Coordination for InMemoryStore {
             stored
                 .handed_off
                 .retain(|handed| !orders.contains(&handed.order_id));
-            if stored.handed_off.is_empty() {
+            if lease_after == LeaseAfter::Released || stored.handed_off.is_empty() {
                 stored.lease = None;
                 stored.last_step_ms = Some(step_ms(lease));
                 return Committed::AsAsked;
