@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use polar_discount_sync::adapters::DynamoStore;
 use polar_discount_sync::domain::{DiscountId, Intent, Journal, OrderId, SyncAction, SyncRequest};
@@ -250,13 +250,35 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>
 
 // The container's transactions go out together while one is in flight (group commit).
 
-/// Ten steps on ten discounts starting at once, as a batch starts them.
+/// Ten steps on ten discounts starting at once, as a batch starts them: one after another
+/// in one task, in the same tick.
 async fn start_together(store: &DynamoStore, steps: &[(SyncRequest, Lease)]) -> Vec<QuickStart> {
+    start_together_slowly(store, steps, Duration::ZERO).await
+}
+
+/// As [`start_together`], with the thread busy for `between` after the first step has begun
+/// (a batch builds each step's requests before it begins it; here long enough for the first
+/// step's request to go out, were it sent at once).
+async fn start_together_slowly(
+    store: &DynamoStore,
+    steps: &[(SyncRequest, Lease)],
+    between: Duration,
+) -> Vec<QuickStart> {
     let now = now_ms();
     let claims: Vec<[&SyncRequest; 1]> = steps.iter().map(|(request, _)| [request]).collect();
-    let starts = steps.iter().zip(&claims).map(|((request, lease), claims)| {
-        store.acquire_with_claims(request.discount_id, lease, now, claims)
-    });
+    let starts =
+        steps
+            .iter()
+            .zip(&claims)
+            .enumerate()
+            .map(|(n, ((request, lease), claims))| async move {
+                if n == 1 {
+                    std::thread::sleep(between);
+                }
+                store
+                    .acquire_with_claims(request.discount_id, lease, now, claims)
+                    .await
+            });
     futures_util::future::join_all(starts)
         .await
         .into_iter()
@@ -275,24 +297,27 @@ async fn ten_steps(world: &World) -> Vec<(SyncRequest, Lease)> {
     steps
 }
 
-#[tokio::test]
-async fn steps_that_start_together_share_their_transactions_and_each_still_holds_its_lease_and_claim(
-) {
+// On several threads, as in the function: the task that sends a group may start on another
+// thread at once, before the other nine starts are begun (the batch's own thread is busy
+// beginning them), and would then send the first alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_that_start_together_share_one_transaction_and_each_still_holds_its_lease_and_claim()
+{
     let world = World::start().await;
     let steps = ten_steps(&world).await;
     let (dynamo, requests) = support::counting_dynamo(&world.aws);
     let store = store(&world, dynamo);
 
-    let started = start_together(&store, &steps).await;
+    let started = start_together_slowly(&store, &steps, Duration::from_millis(50)).await;
 
     assert!(
         started.iter().all(|s| *s == QuickStart::Started),
         "{started:?}"
     );
     let sent = requests.load(Ordering::SeqCst);
-    assert!(
-        sent <= 2,
-        "ten starts in {sent} requests: the first alone, the rest together"
+    assert_eq!(
+        sent, 1,
+        "ten starts begun together in {sent} requests: the first must not go out alone"
     );
     for (request, lease) in &steps {
         let order = world.order(request.order_id.as_str()).await;

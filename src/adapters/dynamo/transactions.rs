@@ -2,7 +2,10 @@
 //! flight, the transactions that arrive meanwhile wait for it and then go out as one
 //! request (group commit). A batch of ten discounts starts its ten steps at once and
 //! commits them at about the same time; each group costs one request instead of ten, and
-//! DynamoDB bills the same units. A transaction alone goes out at once, as before.
+//! DynamoDB bills the same units. A transaction alone goes out at once, as before, after
+//! one yield of its task: the transactions begun in the same tick (a batch begins its
+//! discounts' steps one after another in one task) join its request, instead of the first
+//! going out alone while the others are being begun.
 //!
 //! A single update may join a group too (the journal, written as the steps' Polar reads
 //! come back together); sent alone, it goes out as an `UpdateItem`, which DynamoDB bills
@@ -125,9 +128,14 @@ impl Transactions {
             !std::mem::replace(&mut queue.sending, true)
         };
         if start_sending {
-            // Its own task, so that a caller that stops waiting (its deadline) does not
-            // strand the transactions queued behind it.
-            tokio::spawn(self.clone().send_while_waiting());
+            // The transactions begun in the same tick (a batch polls its discounts' steps
+            // one after another in one task) join this one's request: the first step's
+            // future yields once, so the batch polls the others before the group is taken.
+            // The sender starts when the guard drops, after the yield or when the caller
+            // stops waiting during it, so the transactions queued behind are never stranded.
+            let sender = StartSender(Some(self.clone()));
+            tokio::task::yield_now().await;
+            drop(sender);
         }
         answered
             .await
@@ -221,6 +229,21 @@ impl Transactions {
                 Err(NotApplied::Cancelled(vec![refused]))
             }
             Err(err) => Err(NotApplied::Failed(Failed::Update(Arc::new(err)))),
+        }
+    }
+}
+
+/// Starts the sender when dropped: in its own task, so that a caller that stops waiting
+/// (its deadline) does not strand the transactions queued behind it.
+struct StartSender(Option<Transactions>);
+
+impl Drop for StartSender {
+    fn drop(&mut self) {
+        // No runtime only when it is gone, and with it every caller waiting for an answer.
+        if let (Some(transactions), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(transactions.send_while_waiting());
         }
     }
 }
