@@ -1,10 +1,12 @@
 //! The discount's lease: taken before anything is counted, waited for only until its
 //! holder is expected to be done, given up when no write is pending.
 //!
-//! Contention on a hot code is not a failure, and costs a waiter one DynamoDB request per
-//! holder it waits out: the conditional write that would have taken the lease answers, when
-//! it is refused, who holds it, since when, and how long the discount's last step took. The
-//! waiter sleeps until that holder is expected to be done and tries once more, instead of
+//! Contention on a hot code is not a failure. The conditional write that would have taken
+//! the lease answers, when it is refused, who holds it, since when, and how long the
+//! discount's last step took. A waiter with few messages hands their orders to the holder
+//! and gives the messages back for when the holder's next step should have counted them
+//! (`Syncer::hand_off`, in `mod.rs`). A larger one sleeps until that holder is expected to
+//! be done and tries once more, one DynamoDB request per holder it waits out, instead of
 //! polling the item every few milliseconds (a hot key on DynamoDB, and on the emulator it
 //! starved the holder). A holder that is not expected to be done in time has the messages
 //! sent back, to return when it is (see `redelivery`).
