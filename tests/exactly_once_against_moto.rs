@@ -406,6 +406,19 @@ async fn steps_take(world: &World, discount: Uuid, step_ms: u64) {
         .unwrap();
 }
 
+/// A discount whose steps were measured at 450 ms and whose next holder's read is slow
+/// (300 ms), so that waiters starting 100 ms after it find its lease held.
+async fn hot_discount_held_a_while(world: &World) -> Uuid {
+    let discount = world.discount("HOT", Some(100));
+    steps_take(world, discount, 450).await;
+    world.polar.inject(
+        Fault::new(FaultAction::Delay { millis: 300 })
+            .method("GET")
+            .times(1),
+    );
+    discount
+}
+
 /// A container of its own, with a Polar token of its own (to tell its Polar requests
 /// apart) and its DynamoDB requests counted.
 async fn waiter_container(world: &World, token: &str) -> (ProductionHandler, Arc<AtomicUsize>) {
@@ -438,14 +451,7 @@ fn polar_requests_with_token(world: &World, discount: Uuid, token: &str) -> usiz
 #[tokio::test]
 async fn waiters_hand_their_orders_to_the_holder_which_counts_them_once_in_one_more_step() {
     let world = World::start().await;
-    let discount = world.discount("HOT", Some(100));
-    steps_take(&world, discount, 450).await;
-    // The holder's read is slow, so that the waiters find its lease held.
-    world.polar.inject(
-        Fault::new(FaultAction::Delay { millis: 300 })
-            .method("GET")
-            .times(1),
-    );
+    let discount = hot_discount_held_a_while(&world).await;
     let own = seed_orders(&world, "h", discount, "HOT", 1).await;
     let handed = seed_orders(&world, "w", discount, "HOT", 3).await;
     let holder = world.handler().await;
@@ -500,13 +506,7 @@ async fn waiters_hand_their_orders_to_the_holder_which_counts_them_once_in_one_m
 #[tokio::test]
 async fn when_the_holder_dies_after_taking_orders_over_their_messages_count_them_once() {
     let world = World::start().await;
-    let discount = world.discount("HOT", Some(100));
-    steps_take(&world, discount, 450).await;
-    world.polar.inject(
-        Fault::new(FaultAction::Delay { millis: 300 })
-            .method("GET")
-            .times(1),
-    );
+    let discount = hot_discount_held_a_while(&world).await;
     let own = seed_orders(&world, "h", discount, "HOT", 1).await;
     let handed = seed_orders(&world, "w", discount, "HOT", 2).await;
     // The holder dies as it starts the step for the orders it took over.

@@ -186,18 +186,18 @@ pub enum Committed {
     /// The orders are marked, the journal cleared, and the lease kept or released as asked.
     AsAsked,
     /// The orders are marked and the journal cleared, but the lease, asked to be released
-    /// unless orders were handed over, is kept: waiters handed these orders to it meanwhile (at most `MAX_HANDED_OVER`,
-    /// none of them among the orders just marked). They are off the discount's hand-off
-    /// list now, and the holder counts them next, or gives the lease up and leaves them to
-    /// their messages.
+    /// unless orders were handed over, is kept: waiters handed these orders to it meanwhile
+    /// (at most `MAX_HANDED_OVER`, none of them among the orders just marked). They are off
+    /// the discount's hand-off list now; the holder counts them next, or gives the lease up
+    /// and leaves them to their messages.
     HandedOver(Vec<SyncRequest>),
 }
 
 /// What `Coordination::hand_off` came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandOff {
-    /// The orders are on the discount's hand-off list, for that holder (or the next) to take
-    /// over when it would give the lease up.
+    /// The orders are on the discount's hand-off list, for that holder (or the next) to
+    /// take over when it would give the lease up.
     Handed,
     /// That holder no longer holds the lease: nothing was written.
     NotHeld,
@@ -227,10 +227,10 @@ pub trait Coordination: Send + Sync {
     ) -> impl Future<Output = Result<QuickStart, StoreFailure>> + Send;
 
     /// Leaves `orders` to the invocation holding the lease as `held` shows it, in one
-    /// conditional write: its commit will keep the lease and hand them over to be counted
-    /// in its next step (`Committed::HandedOver`), instead of releasing it. The orders'
-    /// messages stay with the waiter until it sees them synced: a hand-off is a request,
-    /// never a promise, and the messages count them if the holder does not.
+    /// conditional write: a commit that releases the lease unless orders were handed over
+    /// keeps it and hands them over, to be counted in the holder's next step
+    /// (`Committed::HandedOver`). A hand-off is a request, never a promise: the orders'
+    /// messages go back as they are, and count them if no holder did.
     fn hand_off(
         &self,
         discount: DiscountId,

@@ -592,18 +592,15 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
                 .flatten();
             let Some(room) = room else { break };
             lease = lease.for_next_step();
-            let mut distinct: Vec<&SyncRequest> = Vec::new();
-            for request in &handed_over {
-                if !distinct.iter().any(|r| r.order_id == request.order_id) {
-                    distinct.push(request);
-                }
-            }
+            // One claim per order: an order handed over in two spellings is claimed once.
+            let mut orders = HashSet::new();
+            handed_over.retain(|request| orders.insert(request.order_id.clone()));
+            let distinct: Vec<&SyncRequest> = handed_over.iter().collect();
             let Start::Claimed(claims) = self.start_with_claims(discount, &lease, &distinct).await
             else {
                 break;
             };
-            let claimed: Vec<SyncRequest> = distinct.iter().map(|r| (*r).clone()).collect();
-            let (_, to_count) = decide_from_claims(&claimed, &claims);
+            let (_, to_count) = decide_from_claims(&handed_over, &claims);
             if to_count.is_empty() {
                 break;
             }
