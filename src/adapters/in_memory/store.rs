@@ -346,9 +346,12 @@ impl Coordination for InMemoryStore {
             if lease_after == LeaseAfter::Kept {
                 return Committed::AsAsked;
             }
-            stored
-                .handed_off
-                .retain(|handed| !orders.contains(&handed.order_id));
+            // As in DynamoDB: a plain release leaves the list as it is.
+            if lease_after == LeaseAfter::ReleasedOrHandedOver {
+                stored
+                    .handed_off
+                    .retain(|handed| !orders.contains(&handed.order_id));
+            }
             if lease_after == LeaseAfter::Released || stored.handed_off.is_empty() {
                 stored.lease = None;
                 stored.last_step_ms = Some(step_ms(lease));
