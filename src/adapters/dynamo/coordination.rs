@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Update,
@@ -15,8 +13,8 @@ use super::journal_codec::{decode_journal, encode_journal};
 use super::orders::{refusal, spelled_as_in, Refusal};
 use super::transactions::NotApplied;
 use super::{
-    discount_key, error, idle_ttl, is_condition_failure, number, string, DynamoStore, HANDED_OFF,
-    JOURNAL, LAST_STEP_MS, LEASE_EXPIRES_AT_MS, LEASE_TAKEN_AT_MS, LEASE_TOKEN, TTL,
+    discount_key, error, idle_ttl, is_condition_failure, number, refused_item, string, DynamoStore,
+    HANDED_OFF, JOURNAL, LAST_STEP_MS, LEASE_EXPIRES_AT_MS, LEASE_TAKEN_AT_MS, LEASE_TOKEN, TTL,
 };
 use crate::domain::{DiscountCode, DiscountId, Journal, OrderId, SyncAction, SyncRequest};
 use crate::ports::{
@@ -225,21 +223,15 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(service))
-                if service.err().is_conditional_check_failed_exception() =>
-            {
-                let UpdateItemError::ConditionalCheckFailedException(failure) = service.into_err()
-                else {
-                    unreachable!("checked just above")
-                };
-                Err(Unfinished::Refused(failure.item))
-            }
-            Err(err) => Err(Unfinished::Failed(
-                self.sync_failure("UpdateItem(finish)", err),
-            )),
-        }
+        let Err(err) = result else {
+            return Ok(());
+        };
+        Err(
+            match refused_item(err, |err| self.sync_failure("UpdateItem(finish)", err)) {
+                Ok(found) => Unfinished::Refused(found),
+                Err(failure) => Unfinished::Failed(failure),
+            },
+        )
     }
 }
 
@@ -353,20 +345,8 @@ impl Coordination for DynamoStore {
                     .transpose()?;
                 Ok(Acquisition::Acquired { pending })
             }
-            Err(SdkError::ServiceError(service))
-                if service.err().is_conditional_check_failed_exception() =>
-            {
-                let UpdateItemError::ConditionalCheckFailedException(failure) = service.into_err()
-                else {
-                    unreachable!("checked just above")
-                };
-                let empty = HashMap::new();
-                Ok(Acquisition::Held(held_lease(
-                    discount,
-                    failure.item().unwrap_or(&empty),
-                )))
-            }
-            Err(err) => Err(self.sync_failure("UpdateItem(acquire)", err)),
+            Err(err) => refused_item(err, |err| self.sync_failure("UpdateItem(acquire)", err))
+                .map(|found| Acquisition::Held(held_lease(discount, &found.unwrap_or_default()))),
         }
     }
 

@@ -8,6 +8,7 @@ mod journals;
 mod orders;
 mod transactions;
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::SdkError;
@@ -103,6 +104,27 @@ impl DynamoStore {
         err: SdkError<UpdateItemError>,
     ) -> StoreFailure {
         error::failure(operation, &self.sync_table, err)
+    }
+}
+
+/// The item a conditional `UpdateItem` found when its condition refused it (asked for with
+/// `ReturnValuesOnConditionCheckFailure::AllOld`); any other failure as `failure`
+/// classifies it.
+fn refused_item(
+    err: SdkError<UpdateItemError>,
+    failure: impl FnOnce(SdkError<UpdateItemError>) -> StoreFailure,
+) -> Result<Option<HashMap<String, AttributeValue>>, StoreFailure> {
+    match err {
+        SdkError::ServiceError(service)
+            if service.err().is_conditional_check_failed_exception() =>
+        {
+            let UpdateItemError::ConditionalCheckFailedException(refused) = service.into_err()
+            else {
+                unreachable!("checked just above")
+            };
+            Ok(refused.item)
+        }
+        err => Err(failure(err)),
     }
 }
 

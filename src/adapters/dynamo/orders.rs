@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Update};
 
 use super::{
-    string, DynamoStore, ACTION, CLAIM, DISCOUNT_CODE, DISCOUNT_ID, NOT_SYNCED, SYNCED, SYNCED_AT,
+    refused_item, string, DynamoStore, ACTION, CLAIM, DISCOUNT_CODE, DISCOUNT_ID, NOT_SYNCED,
+    SYNCED, SYNCED_AT,
 };
 use crate::domain::{OrderId, SyncAction, SyncRequest};
 use crate::ports::{
@@ -170,18 +169,8 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(ConditionalClaim::Written),
-            Err(SdkError::ServiceError(service))
-                if service.err().is_conditional_check_failed_exception() =>
-            {
-                let UpdateItemError::ConditionalCheckFailedException(failure) = service.into_err()
-                else {
-                    unreachable!("checked just above")
-                };
-                Ok(ConditionalClaim::Refused(
-                    failure.item.filter(|item| !item.is_empty()),
-                ))
-            }
-            Err(err) => Err(self.order_failure("UpdateItem(claim)", err)),
+            Err(err) => refused_item(err, |err| self.order_failure("UpdateItem(claim)", err))
+                .map(|found| ConditionalClaim::Refused(found.filter(|item| !item.is_empty()))),
         }
     }
 }
