@@ -30,12 +30,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         requests: &'a [SyncRequest],
         deadline: Deadline,
     ) -> (Vec<Option<Outcome>>, Vec<&'a SyncRequest>) {
-        let mut distinct: Vec<&SyncRequest> = Vec::new();
-        for request in requests {
-            if !distinct.contains(&request) {
-                distinct.push(request);
-            }
-        }
+        let distinct = distinct(requests);
         let claimed = join_all(
             distinct
                 .iter()
@@ -96,6 +91,18 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         self.reached(Step::ClaimTaken);
         claim
     }
+}
+
+/// Each distinct message once, in order: duplicates of a message need one claim, and one
+/// hand-off entry (a string set refuses the same entry twice).
+pub(super) fn distinct(requests: &[SyncRequest]) -> Vec<&SyncRequest> {
+    let mut distinct: Vec<&SyncRequest> = Vec::new();
+    for request in requests {
+        if !distinct.contains(&request) {
+            distinct.push(request);
+        }
+    }
+    distinct
 }
 
 pub(super) fn decide_from_claims<'a>(

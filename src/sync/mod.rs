@@ -49,7 +49,7 @@ use crate::ports::{
     StoreFailure, MAX_HANDED_OVER,
 };
 use crate::telemetry::{Count, Metrics};
-use claim::{decide_from_claims, Claims};
+use claim::{decide_from_claims, distinct, Claims};
 use count::Counted;
 pub use guarded_polar::TurnedAway;
 use guarded_polar::{GuardedPolar, StepRoom};
@@ -433,12 +433,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         room: &mut Option<StepRoom<'_>>,
         may_await_budget: bool,
     ) -> QuickSync {
-        let mut distinct: Vec<&SyncRequest> = Vec::new();
-        for request in requests {
-            if !distinct.contains(&request) {
-                distinct.push(request);
-            }
-        }
+        let distinct = distinct(requests);
         let orders: HashSet<&OrderId> = distinct.iter().map(|r| &r.order_id).collect();
         if orders.len() < distinct.len() || distinct.len() > MAX_ORDERS_PER_WRITE {
             return QuickSync::Declined;
@@ -544,12 +539,7 @@ impl<S: OrderLedger + Coordination, D: Discounts> Syncer<S, D> {
         held: &HeldLease,
         requests: &[SyncRequest],
     ) -> Option<HandOff> {
-        let mut distinct: Vec<&SyncRequest> = Vec::new();
-        for request in requests {
-            if !distinct.contains(&request) {
-                distinct.push(request);
-            }
-        }
+        let distinct = distinct(requests);
         self.metrics.count(Count::HandOffRequests, 1);
         let now_ms = epoch_ms(SystemTime::now());
         self.store
