@@ -364,7 +364,10 @@ pub async fn check_invariants(
                 let _ = writeln!(
                     details,
                     "   polar @{:>7} ms {} {} -> {:?}",
-                    request.received_at_ms, request.method, request.body, request.status
+                    request.received_at_us / 1000,
+                    request.method,
+                    request.body,
+                    request.status
                 );
             }
             let _ = writeln!(details, "   sync item: {sync_item:?}");

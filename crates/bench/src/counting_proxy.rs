@@ -29,6 +29,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::request_reasons::{AwsRequest, ItemTouched};
+use crate::time_split::Span;
 
 /// Requests by `X-Amz-Target` (or `other` without one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -162,6 +163,8 @@ struct Occupancy {
     in_flight: u32,
     since: Option<Instant>,
     busy: Duration,
+    /// The busy spans that ended, in order.
+    spans: Vec<Span>,
 }
 
 impl Occupancy {
@@ -177,6 +180,7 @@ impl Occupancy {
         if self.in_flight == 0 {
             if let Some(since) = self.since.take() {
                 self.busy += now - since;
+                self.spans.push(Span::new(since, now));
             }
         }
     }
@@ -187,6 +191,7 @@ impl Occupancy {
 
     fn reset(&mut self, now: Instant) {
         self.busy = Duration::ZERO;
+        self.spans.clear();
         if self.since.is_some() {
             self.since = Some(now);
         }
@@ -271,6 +276,18 @@ impl CountingProxy {
     /// How long moto was busy with the requests that passed through (see the module doc).
     pub fn moto_busy(&self) -> Duration {
         self.upstream.occupancy.lock().unwrap().busy(Instant::now())
+    }
+
+    /// When moto was busy with the requests that passed through, span by span.
+    pub fn moto_busy_spans(&self) -> Vec<Span> {
+        let occupancy = self.upstream.occupancy.lock().unwrap();
+        let mut spans = occupancy.spans.clone();
+        spans.extend(
+            occupancy
+                .since
+                .map(|since| Span::new(since, Instant::now())),
+        );
+        spans
     }
 
     /// Forget what was counted and timed so far (after a warm-up).

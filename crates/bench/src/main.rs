@@ -17,6 +17,7 @@ mod original;
 mod pollers;
 mod report;
 mod request_reasons;
+mod time_split;
 mod workloads;
 
 use std::path::PathBuf;

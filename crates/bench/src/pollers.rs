@@ -13,6 +13,7 @@ use test_kit::queues::Queues;
 
 use crate::container::Container;
 use crate::original::OriginalSync;
+use crate::time_split::Span;
 
 /// How long an idle poller waits before it asks the queue again. Short polling: moto
 /// serves one request at a time, so a long poll would stall the function's requests; and
@@ -49,6 +50,9 @@ pub struct Progress {
     pub first_invoke: Option<Instant>,
     /// When the last invocation's acknowledged messages were deleted.
     pub last_finish: Option<Instant>,
+    /// When the event source was deleting acknowledged messages (and topping the queue
+    /// up): moto's time, though not through the counting proxy.
+    pub finishing: Vec<Span>,
     pub invocations: usize,
     pub timed_out: usize,
     pub errored: usize,
@@ -74,6 +78,11 @@ impl Progress {
     /// From the first invocation to the last one's deletions.
     pub fn wall_time(&self) -> Option<Duration> {
         Some(self.last_finish?.duration_since(self.first_invoke?))
+    }
+
+    /// The same, as a span of time.
+    pub fn wall_span(&self) -> Option<Span> {
+        Some(Span::new(self.first_invoke?, self.last_finish?))
     }
 }
 
@@ -151,8 +160,12 @@ impl Pollers {
         let invoked_at = Instant::now();
         let answer = invoker.invoke(&batch, timeout).await;
         let took = invoked_at.elapsed();
+        let finish_began = Instant::now();
         self.source.finish(batch, answer.clone()).await;
         let mut progress = self.progress.lock().unwrap();
+        progress
+            .finishing
+            .push(Span::new(finish_began, Instant::now()));
         progress.invoke_time += took;
         progress.billed_millis += billed_millis(took);
         progress.last_finish = Some(Instant::now());

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cost::{self, CostPerMillion, Usage};
 use crate::machine::{BinaryFile, Machine};
+use crate::time_split::TimeSplit;
 use crate::workloads::{
     Algorithm, Bench, CriticalPath, Measurement, Size, WorkloadSpec, FUNCTION_TIMEOUT,
     MAX_RECEIVE_COUNT, POLAR_REQUESTS_PER_MINUTE, VISIBILITY_TIMEOUT_SECS,
@@ -94,6 +95,13 @@ impl Results {
     fn ratio_to_critical_path(&self, measurement: &Measurement) -> Option<f64> {
         let path = self.critical_path.wall_time()?.as_secs_f64();
         Some(measurement.wall_time()?.as_secs_f64() / path)
+    }
+
+    /// The same ratio with moto's part of each wall time taken out (see `time_split`).
+    fn ratio_to_critical_path_without_moto(&self, measurement: &Measurement) -> Option<f64> {
+        let path = self.critical_path.best()?.time_split?.without_moto();
+        let run = measurement.time_split?.without_moto();
+        Some(run.as_secs_f64() / path.as_secs_f64().max(f64::EPSILON))
     }
 }
 
@@ -204,7 +212,13 @@ fn header(out: &mut String, r: &Results) {
          less its distinct orders, and every order is marked synced (all valid orders counted \
          once). The contract's narrower check, that each limit went down by exactly its \
          orders marked synced, is listed per workload too. Redemptions/min of a run that did \
-         not drain are over the time until it was given up on.\n"
+         not drain are over the time until it was given up on. The wall time is split three \
+         ways: **waiting on Polar** (a Polar request in flight), **on moto alone** (moto busy \
+         with the function's requests or the event source's deletes, no Polar request in \
+         flight) and **on neither** (the function's own work, the runtime API, the event \
+         source). moto serves one request at a time at a cost per item a request names, where \
+         DynamoDB's latency barely grows with the items; a batch and a lone message wait on \
+         Polar alike, so the split shows which part of a batch's extra time is moto's.\n"
     );
 }
 
@@ -254,14 +268,17 @@ fn critical_path(out: &mut String, r: &Results) {
                 out,
                 "One lone message for one discount, one container: **{}** (best of {}: {}). \
                  It costs {} Polar requests and {} DynamoDB requests ({}); moto was busy \
-                 with its AWS requests for {} of it.\n",
+                 with its AWS requests for {} of it. Its wall time waited on Polar, on moto \
+                 alone, on neither: {}.\n",
                 wall(best),
                 runs.len(),
                 runs.join(", "),
                 best.polar_requests,
                 best.aws_requests.dynamodb(),
                 best.aws_requests.dynamodb_operations(),
-                seconds(best.moto_busy)
+                seconds(best.moto_busy),
+                best.time_split
+                    .map_or("–".into(), |split| time_split(&split))
             );
             let _ = writeln!(
                 out,
@@ -394,6 +411,10 @@ fn workload_details(out: &mut String, r: &Results, w: &WorkloadResult) {
     row("moto busy with them (one request at a time)", &|m| {
         moto_share(m)
     });
+    row(
+        "wall time waiting on Polar, on moto alone, on neither",
+        &|m| m.time_split.map_or("–".into(), |split| time_split(&split)),
+    );
     row("SQS requests by the function", &|m| {
         format!(
             "{} ({})",
@@ -714,6 +735,33 @@ fn targets(out: &mut String, r: &Results) {
         }),
         met: ten_ratio.map(|x| x <= 1.3),
     });
+    // moto serves one request at a time at a cost per item, so the batch's 20-item
+    // transactions wait on it about ten times as long as a lone message's 2-item ones. Where
+    // moto is the bound (busy ≥ 90% of the time the batch is not waiting on Polar), the
+    // ratio is judged with moto's part of both wall times taken out.
+    let ten_split = ten_discounts.and_then(|w| w.function.time_split);
+    let ten_ratio_without_moto =
+        ten_discounts.and_then(|w| r.ratio_to_critical_path_without_moto(&w.function));
+    rows.push(Target {
+        name: "10-discount batch, where moto is the bound (busy ≥ 90% of the time not \
+               waiting on Polar): ≤ 1.3× its critical path without moto's part",
+        measured: match (ten_split, ten_ratio_without_moto) {
+            (Some(split), Some(x)) => format!(
+                "{x:.2}× ({} vs {} without moto's part); moto busy {:.0}% of the time not \
+                 waiting on Polar",
+                seconds(split.without_moto()),
+                r.critical_path
+                    .best()
+                    .and_then(|m| m.time_split)
+                    .map_or("–".into(), |path| seconds(path.without_moto())),
+                split.moto_share_outside_polar() * 100.0
+            ),
+            _ => "–".into(),
+        },
+        met: ten_split
+            .zip(ten_ratio_without_moto)
+            .map(|(split, x)| split.moto_share_outside_polar() >= 0.9 && x <= 1.3),
+    });
     let ten_speedup = ten_discounts.and_then(WorkloadResult::speedup);
     rows.push(Target {
         name: "10-discount batch: ≥ 5× faster than the original",
@@ -801,6 +849,17 @@ fn wall(m: &Measurement) -> String {
 
 fn per(m: &Measurement, count: u64) -> String {
     format!("{:.2}", m.per_message(count))
+}
+
+/// Where a wall time went, and moto's share of the part not spent waiting on Polar.
+fn time_split(split: &TimeSplit) -> String {
+    format!(
+        "{}, {}, {} (moto {:.0}% of the time not waiting on Polar)",
+        seconds(split.polar),
+        seconds(split.moto),
+        seconds(split.neither),
+        split.moto_share_outside_polar() * 100.0
+    )
 }
 
 /// How long moto was busy with the AWS requests of `m`, and its share of the wall time: the

@@ -203,7 +203,7 @@ pub struct ExplainedRequest {
 }
 
 /// The AWS and Polar requests in the order they arrived, explained. `polar_started` is taken
-/// just before the double started: its requests' times count from its start, in whole ms.
+/// just before the double started: its requests' times count from its start.
 pub fn in_order(
     aws: &[AwsRequest],
     polar: &[RecordedRequest],
@@ -213,9 +213,8 @@ pub fn in_order(
         .iter()
         .map(|request| (request.arrived, explain_aws(request)))
         .collect();
-    // The middle of the millisecond it arrived in.
     arrived.extend(polar.iter().map(|request| {
-        let at = Duration::from_micros(request.received_at_ms * 1000 + 500);
+        let at = Duration::from_micros(request.received_at_us);
         (polar_started + at, explain_polar(request))
     }));
     arrived.sort_by_key(|(at, _)| *at);
@@ -305,6 +304,7 @@ mod tests {
     }
 
     fn polar(method: &str, received_at_ms: u64) -> RecordedRequest {
+        let received_at_us = received_at_ms * 1000;
         RecordedRequest {
             method: method.into(),
             path: "/v1/discounts/9b1c1f3e-3c1a-4a57-9a43-6f0f3f1d2a10".into(),
@@ -312,7 +312,8 @@ mod tests {
             polar_version: None,
             body: String::new(),
             status: Some(200),
-            received_at_ms,
+            received_at_us,
+            answered_at_us: Some(received_at_us + 50_000),
         }
     }
 

@@ -20,6 +20,7 @@ use crate::machine::{self, BinaryFile, Machine};
 use crate::original::OriginalSync;
 use crate::pollers::{Invoker, Pollers, Progress};
 use crate::request_reasons::{self, ExplainedRequest};
+use crate::time_split::{Span, TimeSplit};
 
 /// The function's timeout: each invocation's deadline.
 pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(6);
@@ -165,6 +166,8 @@ pub struct Measurement {
     pub aws_requests: RequestCounts,
     /// How long moto was busy with those requests (`CountingProxy::moto_busy`).
     pub moto_busy: Duration,
+    /// Where the wall time went: Polar, moto, neither (when the run drained).
+    pub time_split: Option<TimeSplit>,
     /// The DynamoDB request units those requests consumed.
     pub capacity: Capacity,
     /// What the function's containers logged (stdout and stderr) during the run; nothing
@@ -202,6 +205,7 @@ impl Measurement {
             hot: None,
             aws_requests: RequestCounts::default(),
             moto_busy: Duration::ZERO,
+            time_split: None,
             capacity: Capacity::default(),
             logged: LogBytes::default(),
             dead_letters: 0,
@@ -587,6 +591,7 @@ impl Bench {
             .await;
         let aws_requests = setup.proxy.counts();
         let moto_busy = setup.proxy.moto_busy();
+        let moto_spans = setup.proxy.moto_busy_spans();
         let capacity = setup.proxy.capacity();
         let mut logged = LogBytes::default();
         let mut peak_rss_bytes = None;
@@ -600,6 +605,11 @@ impl Bench {
 
         let mut measurement = self.check(spec, algorithm, &setup, polar_baseline).await;
         measurement.progress = pollers.progress();
+        measurement.time_split = measurement.progress.wall_span().map(|wall| {
+            let polar = setup.polar.requests().split_off(polar_baseline);
+            let moto = [moto_spans, measurement.progress.finishing.clone()].concat();
+            TimeSplit::of(wall, &polar_spans(&polar, setup.polar_started), &moto)
+        });
         measurement.aws_requests = aws_requests;
         measurement.moto_busy = moto_busy;
         measurement.capacity = capacity;
@@ -719,6 +729,7 @@ impl Bench {
                 .and_then(|code| plan.hot_code(code, &requests)),
             aws_requests: RequestCounts::default(),
             moto_busy: Duration::ZERO,
+            time_split: None,
             capacity: Capacity::default(),
             logged: LogBytes::default(),
             dead_letters: dead_letters.len(),
@@ -835,4 +846,19 @@ fn discount_seed(code: &str, id: Uuid) -> DiscountSeed {
         .id(id)
         .code(code)
         .max_redemptions(INITIAL_MAX_REDEMPTIONS)
+}
+
+/// When each answered Polar request was in flight, on the bench's clock (`started`: just
+/// before the double started, the origin of its times).
+fn polar_spans(requests: &[RecordedRequest], started: Instant) -> Vec<Span> {
+    requests
+        .iter()
+        .filter_map(|request| {
+            let answered = request.answered_at_us?;
+            Some(Span::new(
+                started + Duration::from_micros(request.received_at_us),
+                started + Duration::from_micros(answered),
+            ))
+        })
+        .collect()
 }

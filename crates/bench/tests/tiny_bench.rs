@@ -62,6 +62,8 @@ fn the_tiny_bench_runs_every_workload_and_writes_its_report() {
         "| DynamoDB requests (per message, per redemption) |",
         "Its requests in the order they arrived, and why each is needed",
         "1. DynamoDB TransactWriteItems [takes the lease, claims an order]: ",
+        "| wall time waiting on Polar, on moto alone, on neither | ",
+        "Its wall time waited on Polar, on moto alone, on neither: ",
     ] {
         assert!(written.contains(column), "no {column:?} in:\n{written}");
     }

@@ -107,8 +107,11 @@ pub struct RecordedRequest {
     pub body: String,
     /// The status answered; `None` when the connection was dropped instead.
     pub status: Option<u16>,
-    /// Milliseconds between the double's start and the request's arrival.
-    pub received_at_ms: u64,
+    /// Microseconds between the double's start and the request's arrival.
+    pub received_at_us: u64,
+    /// Microseconds between the double's start and its answer (the status recorded);
+    /// `None` while it is in flight, or when the connection was dropped unanswered.
+    pub answered_at_us: Option<u64>,
 }
 
 /// A queued fault: applies to the next `times` requests that match it. Faults are tried

@@ -124,7 +124,8 @@ async fn polar_api(State(shared): State<Arc<Shared>>, request: Request) -> Respo
         polar_version: header("polar-version"),
         body: String::from_utf8_lossy(&body).into_owned(),
         status: None,
-        received_at_ms: shared.elapsed_ms(),
+        received_at_us: shared.elapsed_us(),
+        answered_at_us: None,
     });
     let Some(connection) = parts.extensions.get::<Connection>().cloned() else {
         return into_response(Reply::fault(
@@ -147,7 +148,7 @@ async fn polar_api(State(shared): State<Arc<Shared>>, request: Request) -> Respo
             retry_after_secs,
         }) => {
             let reply = Reply::fault(status, body, retry_after_secs);
-            shared.set_status(index, Some(reply.status.as_u16()));
+            shared.answered(index, Some(reply.status.as_u16()));
             return into_response(reply);
         }
         Some(FaultAction::DropConnection) => return connection.close_without_response().await,
@@ -182,7 +183,7 @@ async fn polar_api(State(shared): State<Arc<Shared>>, request: Request) -> Respo
                 tokio::time::sleep(delay).await;
             }
             let reply = api::handle(&shared, &api_request);
-            shared.set_status(index, answer.status(reply.status));
+            shared.answered(index, answer.status(reply.status));
             (reply, answer)
         }
     });

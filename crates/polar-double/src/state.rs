@@ -62,8 +62,8 @@ impl Shared {
         self.lock().discount(id).map(f)
     }
 
-    pub(crate) fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    pub(crate) fn elapsed_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
     }
 
     pub(crate) fn record(&self, request: RecordedRequest) -> usize {
@@ -72,9 +72,12 @@ impl Shared {
         state.requests.len() - 1
     }
 
-    pub(crate) fn set_status(&self, index: usize, status: Option<u16>) {
+    /// Records the answer to the `index`th request: its status, and when.
+    pub(crate) fn answered(&self, index: usize, status: Option<u16>) {
+        let at = self.elapsed_us();
         if let Some(request) = self.lock().requests.get_mut(index) {
             request.status = status;
+            request.answered_at_us = Some(at);
         }
     }
 

@@ -644,7 +644,7 @@ async fn the_request_log_records_every_request_in_order_with_its_answer() {
     assert_eq!(log[2].body, r#"{"max_redemptions":2}"#);
     assert!(log
         .windows(2)
-        .all(|w| w[0].received_at_ms <= w[1].received_at_ms));
+        .all(|w| w[0].received_at_us <= w[1].received_at_us));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
