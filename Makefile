@@ -43,7 +43,8 @@ fuzz:
 # (CI runs it through `cargo test`, crates/bench/tests/tiny_bench.rs). More flags in
 # BENCH_ARGS, e.g.
 # BENCH_ARGS="--polar-latency-ms 20 --workloads 1,2,3 --no-original" (4b: the flash sale in
-# batches of 10, e.g. --workloads 4,4b). The function's logs go
+# batches of 10, e.g. --workloads 4,4b; 4s and 4bs: both with DynamoDB answering 200 ms
+# late). The function's logs go
 # to bench-results/stderr.log. Two builds, not one: a joint build would unify the bench's
 # dependency features into the function binary, whose size the bench reports.
 BENCH ?= full

@@ -216,6 +216,8 @@ impl Drop for InFlight<'_> {
 
 struct Upstream {
     base: String,
+    /// Added to each DynamoDB request before it is forwarded: DynamoDB answering slowly.
+    dynamodb_latency: Duration,
     client: reqwest::Client,
     counts: Mutex<RequestCounts>,
     requests: Mutex<Vec<AwsRequest>>,
@@ -230,12 +232,17 @@ pub struct CountingProxy {
 }
 
 impl CountingProxy {
-    /// Listens on a free loopback port and forwards to `upstream` (`http://host:port`).
-    pub async fn start(upstream: &str) -> std::io::Result<CountingProxy> {
+    /// Listens on a free loopback port and forwards to `upstream` (`http://host:port`), each
+    /// DynamoDB request `dynamodb_latency` later.
+    pub async fn start(
+        upstream: &str,
+        dynamodb_latency: Duration,
+    ) -> std::io::Result<CountingProxy> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let upstream = Arc::new(Upstream {
             base: upstream.trim_end_matches('/').to_owned(),
+            dynamodb_latency,
             client: reqwest::Client::new(),
             counts: Mutex::default(),
             requests: Mutex::default(),
@@ -325,6 +332,9 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
         .0
         .entry(target.clone())
         .or_default() += 1;
+    if target.starts_with("DynamoDB_") {
+        tokio::time::sleep(upstream.dynamodb_latency).await;
+    }
     let _in_flight = InFlight::enter(&upstream.occupancy);
 
     let Ok(body) = to_bytes(body, 64 * 1024 * 1024).await else {

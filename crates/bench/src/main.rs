@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use workloads::{Algorithm, Bench, Size};
 
-/// Every workload, in the order they run: 4b is 4's flash sale in batches of 10.
-const WORKLOADS: [&str; 6] = ["1", "2", "3", "4", "4b", "5"];
+/// Every workload, in the order they run: 4b is 4's flash sale in batches of 10; 4s and 4bs
+/// are both with DynamoDB answering slowly.
+const WORKLOADS: [&str; 8] = ["1", "2", "3", "4", "4b", "4s", "4bs", "5"];
 
 #[derive(Debug)]
 struct Args {

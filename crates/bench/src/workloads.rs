@@ -34,6 +34,11 @@ const QUEUE_SETTINGS: QueueSettings = QueueSettings {
 };
 /// Polar's organization-wide limit, enforced by the double with 429 and `retry-after`.
 pub const POLAR_REQUESTS_PER_MINUTE: u32 = 500;
+/// What workloads 4s and 4bs add to every DynamoDB request, whose own latency is a few
+/// milliseconds: a step's three requests are then 0.6 s late.
+const SLOW_DYNAMODB: Duration = Duration::from_millis(200);
+/// How the flash sale in batches of 10 says so in its title.
+const TENS: &str = ", batches of 10";
 /// Every discount starts with this many uses left, so no workload reaches a last use.
 const INITIAL_MAX_REDEMPTIONS: i64 = 1_000_000;
 const TOKEN: &str = "polar_oat_bench_token";
@@ -91,7 +96,8 @@ impl DiscountSpec {
 
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
-    /// `1` to `5`, and `4b` for the flash sale in batches of 10.
+    /// `1` to `5`; `4b` for the flash sale in batches of 10; `4s` and `4bs` for both with
+    /// DynamoDB answering slowly.
     pub id: &'static str,
     pub title: String,
     pub containers: usize,
@@ -105,6 +111,8 @@ pub struct WorkloadSpec {
     /// How the event source batches the function's messages (the original's are always
     /// Lambda's defaults).
     pub function_batching: Batching,
+    /// Added to every DynamoDB request, by the counting proxy.
+    pub dynamodb_latency: Duration,
 }
 
 impl WorkloadSpec {
@@ -142,6 +150,7 @@ impl WorkloadSpec {
             bound: Duration::from_secs(60),
             hot_code: None,
             function_batching: Algorithm::Function.batching(),
+            dynamodb_latency: Duration::ZERO,
         }
     }
 }
@@ -401,6 +410,7 @@ impl Bench {
                 bound: minutes(2),
                 hot_code: None,
                 function_batching: template,
+                dynamodb_latency: Duration::ZERO,
             },
             "2" => WorkloadSpec {
                 id: "2",
@@ -411,6 +421,7 @@ impl Bench {
                 bound: minutes(2),
                 hot_code: Some("SAME".into()),
                 function_batching: template,
+                dynamodb_latency: Duration::ZERO,
             },
             "3" => WorkloadSpec {
                 id: "3",
@@ -429,9 +440,12 @@ impl Bench {
                 bound: minutes(2),
                 hot_code: None,
                 function_batching: template,
+                dynamodb_latency: Duration::ZERO,
             },
-            "4" => self.flash_sale("4", "", template),
-            "4b" => self.flash_sale("4b", ", batches of 10", Batching::LAMBDA_DEFAULT),
+            "4" => self.flash_sale("4", "", template, Duration::ZERO),
+            "4b" => self.flash_sale("4b", TENS, Batching::LAMBDA_DEFAULT, Duration::ZERO),
+            "4s" => self.flash_sale("4s", "", template, SLOW_DYNAMODB),
+            "4bs" => self.flash_sale("4bs", TENS, Batching::LAMBDA_DEFAULT, SLOW_DYNAMODB),
             "5" => {
                 let (codes, per_code, containers) = if tiny { (5, 2, 2) } else { (50, 40, 4) };
                 WorkloadSpec {
@@ -448,6 +462,7 @@ impl Bench {
                     bound: minutes(20),
                     hot_code: None,
                     function_batching: template,
+                    dynamodb_latency: Duration::ZERO,
                 }
             }
             _ => return None,
@@ -456,8 +471,19 @@ impl Bench {
     }
 
     /// One code redeemed by many orders at once, next to quiet codes; the function's messages
-    /// batched as `batching`.
-    fn flash_sale(&self, id: &'static str, batched: &str, batching: Batching) -> WorkloadSpec {
+    /// batched as `batching`, DynamoDB answering `dynamodb_latency` late. The original runs
+    /// only at DynamoDB's own speed.
+    fn flash_sale(
+        &self,
+        id: &'static str,
+        batched: &str,
+        batching: Batching,
+        dynamodb_latency: Duration,
+    ) -> WorkloadSpec {
+        let slowly = match dynamodb_latency.as_millis() {
+            0 => String::new(),
+            ms => format!(", DynamoDB answering {ms} ms late"),
+        };
         let (hot, quiet, containers) = if self.size == Size::Tiny {
             (20, 1, 2)
         } else {
@@ -468,17 +494,18 @@ impl Bench {
         WorkloadSpec {
             id,
             title: format!(
-                "flash sale{batched}: one code redeemed by {hot} orders at once (+{} duplicate \
+                "flash sale{batched}{slowly}: one code redeemed by {hot} orders at once (+{} duplicate \
                  messages) next to 3 quiet codes ({quiet} orders each), {containers} \
                  containers; the function's batches {batching}",
                 hot / 10
             ),
             containers,
             discounts,
-            with_original: true,
+            with_original: dynamodb_latency.is_zero(),
             bound: Duration::from_secs(600),
             hot_code: Some("FLASH".into()),
             function_batching: batching,
+            dynamodb_latency,
         }
     }
 
@@ -500,7 +527,7 @@ impl Bench {
     pub async fn start_times(&self) -> Vec<Duration> {
         let spawns = if self.size == Size::Tiny { 3 } else { 10 };
         let polar = PolarDouble::start().await;
-        let Ok(proxy) = CountingProxy::start(&self.moto).await else {
+        let Ok(proxy) = CountingProxy::start(&self.moto, Duration::ZERO).await else {
             return Vec::new();
         };
         let tables = Tables::create(&self.dynamo).await;
@@ -639,7 +666,7 @@ impl Bench {
                 .times(u32::MAX),
             );
         }
-        let proxy = CountingProxy::start(&self.moto)
+        let proxy = CountingProxy::start(&self.moto, spec.dynamodb_latency)
             .await
             .map_err(|e| format!("counting proxy: {e}"))?;
         let tables = Tables::create(&self.dynamo).await;

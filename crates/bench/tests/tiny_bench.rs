@@ -48,6 +48,8 @@ fn the_tiny_bench_runs_every_workload_and_writes_its_report() {
         "## 3. ",
         "## 4. ",
         "## 4b. ",
+        "## 4s. ",
+        "## 4bs. ",
         "## 5. ",
         "## Cost per million redemptions",
         "## Start time and footprint",
