@@ -15,7 +15,7 @@ Listing. The DLQ's total is its ApproximateNumberOfMessages. Each message receiv
 a message another already did; the listing receives until it has seen the total (or the
 queue stops answering), then makes every message visible again at once.
 
-How redrive works. The function dead-letters messages itself (SendMessage to the DLQ with
+How redrive works. The function dead-letters messages itself (SendMessageBatch to the DLQ with
 the reason as message attributes), so SQS does not know where they came from, and
 StartMessageMoveTask without a destination cannot move them; it would also carry the
 failure attributes along. So redrive receives the messages (held, as for the listing,

@@ -319,11 +319,12 @@ const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Kept at the end of a batch once its last step may have started its last request: that
-/// step's commit (a transaction), then the disposal (one SQS call per failed message, all
-/// at once), then the answer. Measured, each call takes a few ms (moto: 3.6–7.5 ms for the
-/// commit's transaction; DynamoDB and SQS answer in tens of ms at p99): ten times the three
-/// at a slow 25 ms. A call slower than that, up to its attempt timeout, is cut off by the
-/// disposal's answer margin, its message reported failed (docs/design.md, "The deadline").
+/// step's commit (a transaction), then the disposal (the failed messages' SQS calls, ten to
+/// a request, all at once), then the answer. Measured, each call takes a few ms (moto:
+/// 3.6–7.5 ms for the commit's transaction; DynamoDB and SQS answer in tens of ms at p99):
+/// ten times the three at a slow 25 ms. A call slower than that, up to its attempt timeout,
+/// is cut off by the disposal's answer margin, its message reported failed (docs/design.md,
+/// "The deadline").
 /// Two attempt timeouts (3 s) cost a 10 s invocation a quarter of its steps.
 const ANSWER_RESERVE: Duration = Duration::from_millis(750);
 

@@ -1,13 +1,21 @@
 //! SQS behind the `Queue` port: visibility changes and requeued copies on the source
-//! queue, and the dead-letter queue with the reason as message attributes.
+//! queue, and the dead-letter queue with the reason as message attributes. The calls go
+//! out in SQS's batch APIs, those that arrive together in one request (`batches`).
+
+mod batches;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
 use aws_sdk_sqs::Client;
 use thiserror::Error;
 use tokio::sync::Mutex;
+
+use self::batches::{Batches, Entry};
 
 use crate::ports::{
     DeadLetterReason, Delivery, Queue, QueueFailure, FIRST_SENT_AT, ORIGINAL_MESSAGE_ID,
@@ -45,6 +53,7 @@ fn request_error(operation: &'static str) -> impl FnOnce(aws_sdk_sqs::Error) -> 
 #[derive(Debug)]
 pub struct SqsQueue {
     client: Client,
+    batches: Batches,
     dead_letter_queue_url: Option<String>,
     /// `MAX_RECEIVE_COUNT`, when set, instead of reading the source queue's redrive policy.
     max_receive_count: Option<u32>,
@@ -59,6 +68,7 @@ impl SqsQueue {
         max_receive_count: Option<u32>,
     ) -> Self {
         Self {
+            batches: Batches::new(client.clone()),
             client,
             dead_letter_queue_url,
             max_receive_count,
@@ -137,15 +147,10 @@ impl SqsQueue {
             .ok_or(QueueError::MissingField("receiptHandle"))?;
         let url = self.queue_url(delivery).await?;
         let seconds = after.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32;
-        self.client
-            .change_message_visibility()
-            .queue_url(url)
+        let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
             .receipt_handle(receipt)
-            .visibility_timeout(seconds)
-            .send()
-            .await
-            .map_err(|e| request_error("ChangeMessageVisibility")(e.into()))?;
-        Ok(())
+            .visibility_timeout(seconds);
+        self.batches.send(url, Entry::Visibility(entry)).await
     }
 
     async fn send_again(&self, delivery: &Delivery, after: Duration) -> Result<(), QueueError> {
@@ -155,21 +160,15 @@ impl SqsQueue {
             .ok_or(QueueError::MissingField("body"))?;
         let url = self.queue_url(delivery).await?;
         let seconds = after.min(MAX_DELAY).as_secs_f64().ceil() as i32;
-        let mut send = self
-            .client
-            .send_message()
-            .queue_url(url)
+        let mut entry = SendMessageBatchRequestEntry::builder()
             .message_body(body)
             .delay_seconds(seconds)
             .message_attributes(ORIGINAL_MESSAGE_ID, text(delivery.original_id()))
             .message_attributes(REQUEUE_COUNT, number(delivery.requeues + 1));
         if let Some(first_sent_at_ms) = delivery.first_sent_at_ms {
-            send = send.message_attributes(FIRST_SENT_AT, number(first_sent_at_ms));
+            entry = entry.message_attributes(FIRST_SENT_AT, number(first_sent_at_ms));
         }
-        send.send()
-            .await
-            .map_err(|e| request_error("SendMessage(requeue)")(e.into()))?;
-        Ok(())
+        self.batches.send(url, Entry::Send(entry)).await
     }
 
     async fn send_dead_letter(
@@ -178,10 +177,7 @@ impl SqsQueue {
         delivery: &Delivery,
         reason: &DeadLetterReason,
     ) -> Result<(), QueueError> {
-        let mut send = self
-            .client
-            .send_message()
-            .queue_url(url)
+        let mut entry = SendMessageBatchRequestEntry::builder()
             // SQS refuses an empty body; a record without one is kept visibly empty.
             .message_body(
                 delivery
@@ -199,17 +195,14 @@ impl SqsQueue {
             .message_attributes(ORIGINAL_MESSAGE_ID, text(delivery.original_id()))
             .message_attributes("ReceiveCount", number(delivery.receive_count));
         if let Some(arn) = &delivery.source_arn {
-            send = send.message_attributes("SourceQueueArn", text(arn));
+            entry = entry.message_attributes("SourceQueueArn", text(arn));
         }
         if url.ends_with(".fifo") {
-            send = send
+            entry = entry
                 .message_group_id(delivery.group_id.as_deref().unwrap_or("dead-letters"))
                 .message_deduplication_id(&delivery.message_id);
         }
-        send.send()
-            .await
-            .map_err(|e| request_error("SendMessage(dead-letter)")(e.into()))?;
-        Ok(())
+        self.batches.send(url.to_owned(), Entry::Send(entry)).await
     }
 
     async fn redrive_limit_of(&self, delivery: &Delivery) -> Result<Option<u32>, QueueError> {

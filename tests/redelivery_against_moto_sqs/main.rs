@@ -17,6 +17,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod batched;
 mod fifo;
 mod settled;
 mod workload;

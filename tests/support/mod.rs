@@ -25,4 +25,6 @@ pub mod world;
 #[allow(unused_imports)]
 pub use sqs::{as_refs, body, event, failed_ids, scheduled_event, Record};
 #[allow(unused_imports)]
-pub use world::{counting_dynamo, moto_endpoint, s, RequestCounter, SqsBackend, World, TOKEN};
+pub use world::{
+    counting_dynamo, logging_sqs, moto_endpoint, s, RequestCounter, SqsBackend, World, TOKEN,
+};

@@ -1,7 +1,7 @@
 //! The simulated SQS over SQS's JSON protocol (HTTP/1.1, `X-Amz-Target: AmazonSQS.<Op>`),
 //! enough of it for the AWS SDK clients of the function and of the tests: CreateQueue,
-//! GetQueueUrl, GetQueueAttributes, SendMessage, ReceiveMessage, DeleteMessage(Batch) and
-//! ChangeMessageVisibility. Errors carry SQS's codes (`x-amzn-query-error`).
+//! GetQueueUrl, GetQueueAttributes, SendMessage(Batch), ReceiveMessage, DeleteMessage(Batch)
+//! and ChangeMessageVisibility(Batch). Errors carry SQS's codes (`x-amzn-query-error`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -94,7 +94,6 @@ fn handle(sqs: &Arc<SimulatedSqs>, operation: &str, input: &Value) -> Result<Val
             .as_str()
             .ok_or_else(|| SqsError::MissingParameter(format!("{operation} needs {name}")))
     };
-    let optional = |name: &str| input[name].as_str();
     let seconds = |value: &Value| -> Option<Duration> {
         let n = value
             .as_u64()
@@ -154,27 +153,14 @@ fn handle(sqs: &Arc<SimulatedSqs>, operation: &str, input: &Value) -> Result<Val
             Ok(json!({ "Attributes": all }))
         }
         "SendMessage" => {
-            let mut attributes = BTreeMap::new();
-            if let Some(given) = input["MessageAttributes"].as_object() {
-                for (name, value) in given {
-                    attributes.insert(
-                        name.clone(),
-                        MessageAttribute {
-                            data_type: value["DataType"].as_str().unwrap_or("String").to_owned(),
-                            string_value: value["StringValue"].as_str().map(str::to_owned),
-                        },
-                    );
-                }
-            }
-            let id = sqs.send(
-                text("QueueUrl")?,
-                text("MessageBody")?,
-                optional("MessageGroupId"),
-                optional("MessageDeduplicationId"),
-                attributes,
-                Duration::from_secs(input["DelaySeconds"].as_u64().unwrap_or(0)),
-            )?;
+            let id = send(sqs, text("QueueUrl")?, input)?;
             Ok(json!({ "MessageId": id }))
+        }
+        "SendMessageBatch" => {
+            let url = text("QueueUrl")?;
+            batch(input, |entry| {
+                send(sqs, url, entry).map(|id| json!({ "MessageId": id }))
+            })
         }
         "ReceiveMessage" => {
             let max = input["MaxNumberOfMessages"].as_u64().unwrap_or(1);
@@ -196,34 +182,91 @@ fn handle(sqs: &Arc<SimulatedSqs>, operation: &str, input: &Value) -> Result<Val
         }
         "DeleteMessageBatch" => {
             let url = text("QueueUrl")?;
-            let mut successful = Vec::new();
-            let mut failed = Vec::new();
-            for entry in input["Entries"].as_array().into_iter().flatten() {
-                let id = entry["Id"].as_str().unwrap_or_default();
+            batch(input, |entry| {
                 let receipt = entry["ReceiptHandle"].as_str().unwrap_or_default();
-                match sqs.delete(url, receipt) {
-                    Ok(_) => successful.push(json!({ "Id": id })),
-                    Err(err) => failed.push(json!({
-                        "Id": id,
-                        "Code": err.code(),
-                        "Message": err.message(),
-                        "SenderFault": true,
-                    })),
-                }
-            }
-            Ok(json!({ "Successful": successful, "Failed": failed }))
+                sqs.delete(url, receipt).map(|_| json!({}))
+            })
         }
         "ChangeMessageVisibility" => {
-            let timeout = seconds(&input["VisibilityTimeout"]).ok_or_else(|| {
-                SqsError::MissingParameter("ChangeMessageVisibility needs VisibilityTimeout".into())
-            })?;
-            sqs.change_visibility(text("QueueUrl")?, text("ReceiptHandle")?, timeout)?;
+            change_visibility(sqs, text("QueueUrl")?, input)?;
             Ok(json!({}))
+        }
+        "ChangeMessageVisibilityBatch" => {
+            let url = text("QueueUrl")?;
+            batch(input, |entry| {
+                change_visibility(sqs, url, entry).map(|_| json!({}))
+            })
         }
         other => Err(SqsError::UnsupportedOperation(format!(
             "the simulated SQS does not implement {other:?}"
         ))),
     }
+}
+
+/// A batch request's entries, each on its own: `Successful` with its id and what `each`
+/// answered, or `Failed` with its error's code.
+fn batch(
+    input: &Value,
+    mut each: impl FnMut(&Value) -> Result<Value, SqsError>,
+) -> Result<Value, SqsError> {
+    let mut successful = Vec::new();
+    let mut failed = Vec::new();
+    for entry in input["Entries"].as_array().into_iter().flatten() {
+        let id = entry["Id"].as_str().unwrap_or_default();
+        match each(entry) {
+            Ok(mut answer) => {
+                answer["Id"] = id.into();
+                successful.push(answer);
+            }
+            Err(err) => failed.push(json!({
+                "Id": id,
+                "Code": err.code(),
+                "Message": err.message(),
+                "SenderFault": true,
+            })),
+        }
+    }
+    Ok(json!({ "Successful": successful, "Failed": failed }))
+}
+
+/// `SendMessage`, or one entry of `SendMessageBatch`: the new message's id.
+fn send(sqs: &SimulatedSqs, url: &str, input: &Value) -> Result<String, SqsError> {
+    let mut attributes = BTreeMap::new();
+    if let Some(given) = input["MessageAttributes"].as_object() {
+        for (name, value) in given {
+            attributes.insert(
+                name.clone(),
+                MessageAttribute {
+                    data_type: value["DataType"].as_str().unwrap_or("String").to_owned(),
+                    string_value: value["StringValue"].as_str().map(str::to_owned),
+                },
+            );
+        }
+    }
+    let body = input["MessageBody"]
+        .as_str()
+        .ok_or_else(|| SqsError::MissingParameter("SendMessage needs MessageBody".into()))?;
+    sqs.send(
+        url,
+        body,
+        input["MessageGroupId"].as_str(),
+        input["MessageDeduplicationId"].as_str(),
+        attributes,
+        Duration::from_secs(input["DelaySeconds"].as_u64().unwrap_or(0)),
+    )
+}
+
+/// `ChangeMessageVisibility`, or one entry of `ChangeMessageVisibilityBatch`.
+fn change_visibility(sqs: &SimulatedSqs, url: &str, input: &Value) -> Result<(), SqsError> {
+    let missing =
+        |name: &str| SqsError::MissingParameter(format!("ChangeMessageVisibility needs {name}"));
+    let timeout = input["VisibilityTimeout"]
+        .as_u64()
+        .ok_or_else(|| missing("VisibilityTimeout"))?;
+    let receipt = input["ReceiptHandle"]
+        .as_str()
+        .ok_or_else(|| missing("ReceiptHandle"))?;
+    sqs.change_visibility(url, receipt, Duration::from_secs(timeout))
 }
 
 fn redrive(policy: &str) -> Result<Redrive, SqsError> {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -312,6 +312,37 @@ impl Intercept for RequestCounter {
         _cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
         self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// An SQS client that logs the operation of each HTTP request it sends (retries included),
+/// as SQS's JSON protocol names it (`X-Amz-Target: AmazonSQS.SendMessageBatch`).
+pub fn logging_sqs(aws: &SdkConfig) -> (aws_sdk_sqs::Client, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let config = aws_sdk_sqs::config::Builder::from(aws)
+        .interceptor(OperationLog(log.clone()))
+        .build();
+    (aws_sdk_sqs::Client::from_conf(config), log)
+}
+
+#[derive(Debug)]
+struct OperationLog(Arc<Mutex<Vec<String>>>);
+
+impl Intercept for OperationLog {
+    fn name(&self) -> &'static str {
+        "OperationLog"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context.request().headers().get("x-amz-target");
+        let operation = target.map_or("?", |t| t.rsplit('.').next().unwrap_or(t));
+        self.0.lock().unwrap().push(operation.to_owned());
         Ok(())
     }
 }
