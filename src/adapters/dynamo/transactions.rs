@@ -27,6 +27,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, TransactWriteI
 use aws_sdk_dynamodb::Client;
 use tokio::sync::oneshot;
 
+use crate::adapters::SpawnOnDrop;
+
 /// DynamoDB's limit on the items of one transaction.
 const MAX_ITEMS: usize = 100;
 
@@ -133,7 +135,7 @@ impl Transactions {
             // future yields once, so the batch polls the others before the group is taken.
             // The sender starts when the guard drops, after the yield or when the caller
             // stops waiting during it, so the transactions queued behind are never stranded.
-            let sender = StartSender(Some(self.clone()));
+            let sender = SpawnOnDrop(Some(self.clone().send_while_waiting()));
             tokio::task::yield_now().await;
             drop(sender);
         }
@@ -229,21 +231,6 @@ impl Transactions {
                 Err(NotApplied::Cancelled(vec![refused]))
             }
             Err(err) => Err(NotApplied::Failed(Failed::Update(Arc::new(err)))),
-        }
-    }
-}
-
-/// Starts the sender when dropped: in its own task, so that a caller that stops waiting
-/// (its deadline) does not strand the transactions queued behind it.
-struct StartSender(Option<Transactions>);
-
-impl Drop for StartSender {
-    fn drop(&mut self) {
-        // No runtime only when it is gone, and with it every caller waiting for an answer.
-        if let (Some(transactions), Ok(runtime)) =
-            (self.0.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(transactions.send_while_waiting());
         }
     }
 }

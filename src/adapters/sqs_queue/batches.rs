@@ -27,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use super::QueueError;
+use crate::adapters::SpawnOnDrop;
 
 /// SQS takes at most ten entries in one batch request.
 const MAX_ENTRIES: usize = 10;
@@ -120,7 +121,7 @@ impl Batches {
             // task) join this one's request. The sender starts when the guard drops, after
             // the yield or when the caller stops waiting during it (its deadline), so the
             // calls queued behind are never stranded.
-            let sender = StartSender(Some(self.clone()));
+            let sender = SpawnOnDrop(Some(self.clone().send_while_waiting()));
             tokio::task::yield_now().await;
             drop(sender);
         }
@@ -218,20 +219,6 @@ impl Batches {
             .await?;
         let successful = output.successful().iter().map(|e| e.id().to_owned());
         Ok((successful.collect(), output.failed().to_vec()))
-    }
-}
-
-/// Starts the sender when dropped: in its own task, so that a caller that stops waiting
-/// does not strand the calls queued behind it.
-struct StartSender(Option<Batches>);
-
-impl Drop for StartSender {
-    fn drop(&mut self) {
-        // No runtime only when it is gone, and with it every caller waiting for an answer.
-        if let (Some(batches), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(batches.send_while_waiting());
-        }
     }
 }
 
