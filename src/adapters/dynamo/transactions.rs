@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, TransactWriteI
 use aws_sdk_dynamodb::Client;
 use tokio::sync::oneshot;
 
-use crate::adapters::SpawnOnDrop;
+use crate::adapters::group::{self, Line};
 
 /// DynamoDB's limit on the items of one transaction.
 const MAX_ITEMS: usize = 100;
@@ -86,24 +86,18 @@ struct Waiting {
     answer: oneshot::Sender<Result<(), NotApplied>>,
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    waiting: Vec<Waiting>,
-    sending: bool,
-}
-
 /// The group commit of one container's `TransactWriteItems`.
 #[derive(Debug, Clone)]
 pub(super) struct Transactions {
     client: Client,
-    queue: Arc<Mutex<Queue>>,
+    line: Arc<Mutex<Line<Waiting>>>,
 }
 
 impl Transactions {
     pub(super) fn new(client: Client) -> Self {
         Self {
             client,
-            queue: Arc::default(),
+            line: Arc::default(),
         }
     }
 
@@ -120,43 +114,25 @@ impl Transactions {
 
     async fn enqueue(&self, updates: Vec<Update>, single: bool) -> Result<(), NotApplied> {
         let (answer, answered) = oneshot::channel();
-        let start_sending = {
-            let mut queue = self.queue.lock().unwrap();
-            queue.waiting.push(Waiting {
-                updates,
-                single,
-                answer,
-            });
-            !std::mem::replace(&mut queue.sending, true)
+        let waiting = Waiting {
+            updates,
+            single,
+            answer,
         };
-        if start_sending {
-            // The transactions begun in the same tick (a batch polls its discounts' steps
-            // one after another in one task) join this one's request: the first step's
-            // future yields once, so the batch polls the others before the group is taken.
-            // The sender starts when the guard drops, after the yield or when the caller
-            // stops waiting during it, so the transactions queued behind are never stranded.
-            let sender = SpawnOnDrop(Some(self.clone().send_while_waiting()));
-            tokio::task::yield_now().await;
-            drop(sender);
-        }
-        answered
-            .await
-            .expect("the sender answers every transaction it takes")
+        group::join(&self.line, waiting, answered, || {
+            self.clone().send_while_waiting()
+        })
+        .await
     }
 
     async fn send_while_waiting(self) {
         loop {
-            let group = {
-                let mut queue = self.queue.lock().unwrap();
-                if queue.waiting.is_empty() {
-                    queue.sending = false;
-                    return;
-                }
-                take_group(&mut queue.waiting)
+            let Some(group) = self.line.lock().unwrap().next(take_group) else {
+                return;
             };
             let innocent = self.send(group).await;
             // Cancelled only for others' items: first in line again, nothing was written.
-            self.queue.lock().unwrap().waiting.splice(0..0, innocent);
+            self.line.lock().unwrap().put_back(innocent);
         }
     }
 

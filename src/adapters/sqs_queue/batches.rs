@@ -27,7 +27,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use super::QueueError;
-use crate::adapters::SpawnOnDrop;
+use crate::adapters::group::{self, Line};
 
 /// SQS takes at most ten entries in one batch request.
 const MAX_ENTRIES: usize = 10;
@@ -87,17 +87,11 @@ impl Waiting {
     }
 }
 
-#[derive(Debug, Default)]
-struct Line {
-    waiting: Vec<Waiting>,
-    sending: bool,
-}
-
 /// The batched queue calls of one container.
 #[derive(Debug, Clone)]
 pub(super) struct Batches {
     client: Client,
-    line: Arc<Mutex<Line>>,
+    line: Arc<Mutex<Line<Waiting>>>,
 }
 
 impl Batches {
@@ -111,34 +105,17 @@ impl Batches {
     /// Sends `entry` to the queue at `url`, alone or with the calls that wait beside it.
     pub(super) async fn send(&self, url: String, entry: Entry) -> Answer {
         let (answer, answered) = oneshot::channel();
-        let start_sending = {
-            let mut line = self.line.lock().unwrap();
-            line.waiting.push(Waiting { url, entry, answer });
-            !std::mem::replace(&mut line.sending, true)
-        };
-        if start_sending {
-            // The calls begun in the same tick (a batch disposes of its failures in one
-            // task) join this one's request. The sender starts when the guard drops, after
-            // the yield or when the caller stops waiting during it (its deadline), so the
-            // calls queued behind are never stranded.
-            let sender = SpawnOnDrop(Some(self.clone().send_while_waiting()));
-            tokio::task::yield_now().await;
-            drop(sender);
-        }
-        answered
-            .await
-            .expect("the sender answers every call it takes")
+        let waiting = Waiting { url, entry, answer };
+        group::join(&self.line, waiting, answered, || {
+            self.clone().send_while_waiting()
+        })
+        .await
     }
 
     async fn send_while_waiting(self) {
         loop {
-            let waiting = {
-                let mut line = self.line.lock().unwrap();
-                if line.waiting.is_empty() {
-                    line.sending = false;
-                    return;
-                }
-                std::mem::take(&mut line.waiting)
+            let Some(waiting) = self.line.lock().unwrap().next(std::mem::take) else {
+                return;
             };
             join_all(requests(waiting).into_iter().map(|r| self.send_request(r))).await;
         }
