@@ -62,6 +62,19 @@ impl TimeSplit {
     }
 }
 
+/// Whether moto's busy time alone keeps a run from `ratio` × the critical path: moto's
+/// time for the run's requests, over its time for the critical path's, is more than the
+/// `ratio - 1` share of the critical path's wall time leaves. A batch's steps each wait for
+/// all its discounts (one request per step), so that time adds to its wall time whole.
+pub fn moto_rules_out(
+    ratio: f64,
+    run_moto_busy: Duration,
+    path_moto_busy: Duration,
+    path_wall: Duration,
+) -> bool {
+    run_moto_busy.saturating_sub(path_moto_busy) > path_wall.mul_f64(ratio - 1.0)
+}
+
 /// The spans clipped to `window`, merged where they overlap, in order.
 fn union_within(window: Span, spans: &[Span]) -> Vec<Span> {
     let mut clipped: Vec<Span> = spans
@@ -147,5 +160,14 @@ mod tests {
         assert_eq!(split.polar, Duration::from_millis(50));
         assert_eq!(split.moto, Duration::from_millis(20));
         assert_eq!(split.neither, Duration::from_millis(30));
+    }
+
+    #[test]
+    fn moto_rules_out_a_ratio_when_its_extra_time_alone_is_over_the_allowance() {
+        let ms = Duration::from_millis;
+
+        assert!(moto_rules_out(1.3, ms(70), ms(16), ms(127)));
+        assert!(!moto_rules_out(1.3, ms(50), ms(16), ms(127)));
+        assert!(!moto_rules_out(1.3, ms(10), ms(16), ms(127)));
     }
 }

@@ -66,6 +66,8 @@ fn the_tiny_bench_runs_every_workload_and_writes_its_report() {
         "1. DynamoDB TransactWriteItems [takes the lease, claims an order]: ",
         "| wall time waiting on Polar, on moto alone, on neither | ",
         "Its wall time waited on Polar, on moto alone, on neither: ",
+        "| 10-discount batch, the bound that holds: ",
+        " longer than for the lone message, against the ",
     ] {
         assert!(written.contains(column), "no {column:?} in:\n{written}");
     }
