@@ -162,7 +162,6 @@ impl Capacity {
 struct Occupancy {
     in_flight: u32,
     since: Option<Instant>,
-    busy: Duration,
     /// The busy spans that ended, in order.
     spans: Vec<Span>,
 }
@@ -179,18 +178,22 @@ impl Occupancy {
         self.in_flight -= 1;
         if self.in_flight == 0 {
             if let Some(since) = self.since.take() {
-                self.busy += now - since;
                 self.spans.push(Span::new(since, now));
             }
         }
     }
 
+    /// The busy spans until `now`, the one still going included.
+    fn spans(&self, now: Instant) -> Vec<Span> {
+        let going = self.since.map(|since| Span::new(since, now));
+        self.spans.iter().copied().chain(going).collect()
+    }
+
     fn busy(&self, now: Instant) -> Duration {
-        self.busy + self.since.map_or(Duration::ZERO, |since| now - since)
+        self.spans(now).iter().map(|span| span.to - span.from).sum()
     }
 
     fn reset(&mut self, now: Instant) {
-        self.busy = Duration::ZERO;
         self.spans.clear();
         if self.since.is_some() {
             self.since = Some(now);
@@ -287,14 +290,11 @@ impl CountingProxy {
 
     /// When moto was busy with the requests that passed through, span by span.
     pub fn moto_busy_spans(&self) -> Vec<Span> {
-        let occupancy = self.upstream.occupancy.lock().unwrap();
-        let mut spans = occupancy.spans.clone();
-        spans.extend(
-            occupancy
-                .since
-                .map(|since| Span::new(since, Instant::now())),
-        );
-        spans
+        self.upstream
+            .occupancy
+            .lock()
+            .unwrap()
+            .spans(Instant::now())
     }
 
     /// Forget what was counted and timed so far (after a warm-up).

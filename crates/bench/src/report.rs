@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cost::{self, CostPerMillion, Usage};
 use crate::machine::{BinaryFile, Machine};
-use crate::time_split::{moto_rules_out, TimeSplit};
+use crate::time_split::{MotoOverPath, TimeSplit};
 use crate::workloads::{
     Algorithm, Bench, CriticalPath, Measurement, Size, WorkloadSpec, FUNCTION_TIMEOUT,
     MAX_RECEIVE_COUNT, POLAR_REQUESTS_PER_MINUTE, VISIBILITY_TIMEOUT_SECS,
@@ -750,7 +750,7 @@ fn targets(out: &mut String, r: &Results) {
         met: hot_per_redemption.map(|x| x <= 0.2),
     });
     // moto serves one request at a time at a cost per item, where DynamoDB's latency barely
-    // grows with a transaction's items (see `time_split::moto_rules_out`). Where moto's
+    // grows with a transaction's items (see `time_split::MotoOverPath`). Where moto's
     // time for a batch rules 1.3× out, its ratio is judged with moto's part taken out.
     let path = r.critical_path.best();
     for (batch, [plain, bound, faster]) in [
@@ -789,20 +789,23 @@ fn targets(out: &mut String, r: &Results) {
         let ratio_without_moto =
             batch.and_then(|w| r.ratio_to_critical_path_without_moto(&w.function));
         let moto = batch.zip(path).and_then(|(w, path)| {
-            let extra = w.function.moto_busy.saturating_sub(path.moto_busy);
             let path_wall = path.wall_time()?;
-            let rules_out = moto_rules_out(1.3, w.function.moto_busy, path.moto_busy, path_wall);
-            Some((extra, path_wall.mul_f64(0.3), rules_out))
+            Some(MotoOverPath::new(
+                1.3,
+                w.function.moto_busy,
+                path.moto_busy,
+                path_wall,
+            ))
         });
         rows.push(Target {
             name: bound,
             measured: match (moto, ratio, ratio_without_moto) {
-                (Some((extra, allowance, rules_out)), Some(with), Some(without)) => format!(
+                (Some(moto), Some(with), Some(without)) => format!(
                     "moto busy {} longer than for the lone message, against the {} 1.3× \
                      leaves ({}); {with:.2}× with moto's part, {without:.2}× without",
-                    millis(extra),
-                    millis(allowance),
-                    if rules_out {
+                    millis(moto.extra),
+                    millis(moto.allowance),
+                    if moto.rules_out() {
                         "moto is the bound"
                     } else {
                         "moto allows 1.3×"
@@ -811,8 +814,8 @@ fn targets(out: &mut String, r: &Results) {
                 _ => "–".into(),
             },
             met: match (moto, ratio, ratio_without_moto) {
-                (Some((_, _, true)), _, Some(without)) => Some(without <= 1.3),
-                (Some((_, _, false)), Some(with), _) => Some(with <= 1.3),
+                (Some(moto), _, Some(without)) if moto.rules_out() => Some(without <= 1.3),
+                (Some(_), Some(with), _) => Some(with <= 1.3),
                 _ => None,
             },
         });

@@ -62,17 +62,33 @@ impl TimeSplit {
     }
 }
 
-/// Whether moto's busy time alone keeps a run from `ratio` × the critical path: moto's
-/// time for the run's requests, over its time for the critical path's, is more than the
-/// `ratio - 1` share of the critical path's wall time leaves. A batch's steps each wait for
-/// all its discounts (one request per step), so that time adds to its wall time whole.
-pub fn moto_rules_out(
-    ratio: f64,
-    run_moto_busy: Duration,
-    path_moto_busy: Duration,
-    path_wall: Duration,
-) -> bool {
-    run_moto_busy.saturating_sub(path_moto_busy) > path_wall.mul_f64(ratio - 1.0)
+/// moto's busy time for a run over its time for the critical path, against what `ratio` ×
+/// the critical path leaves room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MotoOverPath {
+    pub extra: Duration,
+    pub allowance: Duration,
+}
+
+impl MotoOverPath {
+    pub fn new(
+        ratio: f64,
+        run_moto_busy: Duration,
+        path_moto_busy: Duration,
+        path_wall: Duration,
+    ) -> MotoOverPath {
+        MotoOverPath {
+            extra: run_moto_busy.saturating_sub(path_moto_busy),
+            allowance: path_wall.mul_f64(ratio - 1.0),
+        }
+    }
+
+    /// Whether moto's busy time alone keeps the run from the ratio: its extra time is more
+    /// than the allowance. A batch's steps each wait for all its discounts (one request per
+    /// step), so that time adds to its wall time whole.
+    pub fn rules_out(&self) -> bool {
+        self.extra > self.allowance
+    }
 }
 
 /// The spans clipped to `window`, merged where they overlap, in order.
@@ -166,8 +182,8 @@ mod tests {
     fn moto_rules_out_a_ratio_when_its_extra_time_alone_is_over_the_allowance() {
         let ms = Duration::from_millis;
 
-        assert!(moto_rules_out(1.3, ms(70), ms(16), ms(127)));
-        assert!(!moto_rules_out(1.3, ms(50), ms(16), ms(127)));
-        assert!(!moto_rules_out(1.3, ms(10), ms(16), ms(127)));
+        assert!(MotoOverPath::new(1.3, ms(70), ms(16), ms(127)).rules_out());
+        assert!(!MotoOverPath::new(1.3, ms(50), ms(16), ms(127)).rules_out());
+        assert!(!MotoOverPath::new(1.3, ms(10), ms(16), ms(127)).rules_out());
     }
 }
